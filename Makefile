@@ -1,0 +1,42 @@
+# Two entry points: `make demo` (the main job on simulated devices) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+OUT    ?= runs/demo
+
+# Real image data for tests and benchmarks: ../shared/data when it exists.
+ifneq ($(wildcard ../shared/data),)
+export HIL_DATA_DIR ?= $(abspath ../shared/data)
+endif
+
+.PHONY: demo test install install-test lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/hil demo --out $(OUT)
+
+test: $(VENV)/.installed-test
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/hil bench --out runs/bench
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
