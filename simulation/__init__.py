@@ -1,0 +1,1 @@
+"""simulation: the differentiable twin, synthetic data, metrics and decoders."""
