@@ -39,7 +39,10 @@ def _load_registrars():
             raise
         yield mod.register
     for ep in entry_points(group="hil.commands"):
-        yield ep.load()
+        try:
+            yield ep.load()
+        except ImportError as exc:  # one broken plug-in must not take the whole CLI down
+            print(f"hil: warning: sub-command {ep.name!r} unavailable ({exc})", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from ._checks import check_images, check_positive
 from .optics import fraunhofer, lens_phase, phase_object, vortex_phase
 from .sensor import SensorModel
 
-__all__ = ["PhaseEncoder", "DualVortexEncoder", "encode_batched"]
+__all__ = ["PhaseEncoder", "DualVortexEncoder", "encode_batched", "encoder_from_signature"]
 
 
 class PhaseEncoder(nn.Module):
@@ -150,3 +150,26 @@ def encode_batched(encoder: nn.Module, images: torch.Tensor, batch_size: int = 4
     if not parts:
         raise ValueError("images: expected at least one image, got none")
     return torch.cat(parts)
+
+
+def encoder_from_signature(signature: dict) -> PhaseEncoder:
+    """Rebuild a vortex encoder from the ``signature()`` a decoder file records.
+
+    Learned masks are not stored in a signature (only their hash): load those
+    from their mask file instead.
+    """
+    if not isinstance(signature, dict) or "charges" not in signature:
+        name = signature.get("name") if isinstance(signature, dict) else signature
+        raise ValueError(
+            f"signature: only vortex encoders can be rebuilt from a signature, got {name!r}; "
+            "load the mask file of a learned encoder instead"
+        )
+    sensor_cfg = dict(signature.get("sensor") or {})
+    enc = DualVortexEncoder(
+        tuple(signature["charges"]), size=int(signature["size"]),
+        xmax=float(signature.get("xmax", 10.0)), focal=float(signature.get("focal", 8.0)),
+        phase_depth=float(signature["phase_depth"]), sensor=SensorModel(**sensor_cfg),
+    )
+    if enc.signature()["mask_sha256"] != signature.get("mask_sha256"):
+        raise ValueError("signature: the rebuilt masks do not match the recorded mask hash")
+    return enc

@@ -1,0 +1,176 @@
+"""Simulation sub-commands: ``hil train``, ``hil eval``, ``hil stats``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .cli import UserError
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "digits")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="fit a decoder on synthetic speckle (simulated optics)",
+                       description="Generate speckle of density γ, encode it with the dual-vortex "
+                       "twin and fit a linear decoder; write the decoder file.")
+    p.add_argument("--gamma", type=_positive_float, default=15.0, help="speckle γ (default 15)")
+    p.add_argument("--count", type=_positive_int, default=10000, help="training images")
+    p.add_argument("--method", choices=("ridge", "adam"), default="ridge",
+                   help="ridge: closed form (default); adam: the paper protocol")
+    p.add_argument("--epochs", type=_positive_int, default=5000, help="Adam epochs (paper: 5000)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="ridge regularisation (default: chosen on a held-out split)")
+    p.add_argument("--charges", type=int, nargs="+", default=[1, 3],
+                   help="vortex charges, one channel each (default 1 3)")
+    p.add_argument("--intensity", action="store_true", help="intensity sensor, not magnitude")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", "-o", type=Path, required=True, help="decoder file to write (.pt)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="reconstruct a dataset with a decoder: SSIM, PSNR, MSE",
+                       description="Encode a real image set with the decoder's encoder, decode it "
+                       "and report SSIM/PSNR/MSE; write a PNG grid of originals and "
+                       "reconstructions.")
+    p.add_argument("decoder", type=Path, help="decoder file from `hil train`")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--n", type=_positive_int, default=1000, help="number of images")
+    p.add_argument("--colour", choices=("grey", "channels"), default="grey",
+                   help="CIFAR as grey (mean of RGB) or channel by channel")
+    p.add_argument("--seed", type=int, default=None, help="random subset (default: the first n)")
+    p.add_argument("--out", "-o", type=Path, default=None, help="directory for the PNG and json")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("stats", help="H_SVD and Ω_k of a dataset or a synthetic set",
+                       description="SVD entropy (σ/Σσ, log2) and Ω_k (magnitude-weighted mean "
+                       "radial spatial frequency, cycles/pixel) per image, summarised.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=DATASETS)
+    src.add_argument("--gamma", type=_positive_float, nargs="+", help="speckle γ value(s)")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--n", type=_positive_int, default=500, help="images per set")
+    p.add_argument("--power", action="store_true", help="power (σ², |F|²) normalisation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_stats)
+
+
+def cmd_train(args) -> int:
+    from simulation import DualVortexEncoder, LinearDecoder, SensorModel, encode_batched, speckle
+
+    if args.out.suffix != ".pt":
+        raise UserError(f"--out: expected a .pt file name, got {args.out}")
+    t0 = time.perf_counter()
+    enc = DualVortexEncoder(tuple(args.charges),
+                            sensor=SensorModel("intensity" if args.intensity else "magnitude"))
+    imgs = speckle(args.count, args.gamma, seed=args.seed)
+    patterns = encode_batched(enc, imgs)
+    dec = LinearDecoder(alpha=args.alpha).fit(patterns, imgs, method=args.method, encoder=enc,
+                                              epochs=args.epochs, seed=args.seed)
+    dec.save(args.out)
+    dt = time.perf_counter() - t0
+    alpha = f", alpha {dec.alpha_:.3g}" if dec.alpha_ is not None else ""
+    print(f"decoder written to {args.out} ({args.method}, γ={args.gamma:g}, {args.count} images"
+          f"{alpha}, train MSE {dec.train_mse_:.4g}, {dt:.1f} s)")
+    return 0
+
+
+def evaluate(decoder_path: Path, dataset: str, split: str, n: int, colour: str = "grey",
+             seed: int | None = None, out: Path | None = None) -> dict:
+    """Reconstruct ``n`` images of a dataset with a saved decoder; metrics (+ PNG grid)."""
+    from simulation import LinearDecoder, load_dataset, mse, psnr, reconstruct, ssim
+    from simulation.encoders import encoder_from_signature
+
+    dec = LinearDecoder.load(decoder_path)
+    if dec.encoder_signature_ is None:
+        raise UserError(
+            f"{decoder_path}: the decoder records no encoder; refit it with `hil train`")
+    enc = encoder_from_signature(dec.encoder_signature_).to(dec.device)
+    images, _ = load_dataset(dataset, split, n=n, seed=seed, colour=colour)
+    rec = reconstruct(images, enc, dec)
+    s, p, m = ssim(images, rec), psnr(images, rec), mse(images, rec)
+    result = {"decoder": str(decoder_path), "dataset": dataset, "split": split,
+              "n": int(len(images)), "colour": colour,
+              "ssim_mean": float(s.mean()), "ssim_std": float(s.std()),
+              "psnr_mean_db": float(p[np.isfinite(p)].mean()), "mse_mean": float(m.mean())}
+    if out is not None:
+        from .figures import save_image_grid
+
+        out.mkdir(parents=True, exist_ok=True)
+        grid = save_image_grid([images, rec.clamp(0, 1)], ["original", "reconstruction"],
+                               out / f"eval_{dataset}.png", n=8,
+                               title=f"{dataset} {split}: mean SSIM {s.mean():.3f}",
+                               captions=[f"SSIM {v:.2f}" for v in s[:8]])
+        result["figure"] = str(grid)
+        (out / f"eval_{dataset}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def cmd_eval(args) -> int:
+    r = evaluate(args.decoder, args.dataset, args.split, args.n, args.colour, args.seed, args.out)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"{r['dataset']} {r['split']} ({r['n']} images): SSIM {r['ssim_mean']:.4f} "
+              f"± {r['ssim_std']:.4f}, PSNR {r['psnr_mean_db']:.2f} dB, MSE {r['mse_mean']:.5f}")
+        if "figure" in r:
+            print(f"figure: {r['figure']}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from simulation import load_dataset, omega_k, speckle, svd_entropy
+
+    sets = {}
+    if args.dataset:
+        images, _ = load_dataset(args.dataset, args.split, n=args.n, seed=args.seed,
+                                 colour="grey")
+        sets[f"{args.dataset}/{args.split}"] = images
+    else:
+        for g in args.gamma:
+            sets[f"speckle γ={g:g}"] = speckle(args.n, g, seed=args.seed)
+    weighting = "power" if args.power else "magnitude"
+    rows = []
+    for name, imgs in sets.items():
+        h = svd_entropy(imgs, power=args.power).numpy()
+        w = omega_k(imgs, weighting=weighting).numpy()
+        rows.append({"set": name, "n": int(len(imgs)), "h_svd_mean": float(h.mean()),
+                     "h_svd_std": float(h.std()), "omega_k_mean": float(w.mean()),
+                     "omega_k_std": float(w.std()), "normalisation": weighting})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'set':<24} {'n':>6} {'H_SVD (log2)':>16} {'Ω_k (cyc/px)':>18}")
+        for r in rows:
+            print(f"{r['set']:<24} {r['n']:>6} {r['h_svd_mean']:>8.3f} ± {r['h_svd_std']:<5.3f}"
+                  f" {r['omega_k_mean']:>9.4f} ± {r['omega_k_std']:.4f}")
+    return 0
