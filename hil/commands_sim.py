@@ -53,6 +53,12 @@ def register(sub) -> None:
     p.add_argument("--intensity", action="store_true", help="intensity sensor, not magnitude")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", "-o", type=Path, required=True, help="decoder file to write (.pt)")
+    p.add_argument("--on-bench", type=Path, default=None, metavar="BENCH_TOML",
+                   help="fine-tune on a bench (forward on the bench, backward through the twin)")
+    p.add_argument("--calibration", type=Path, default=None, metavar="DIR",
+                   help="calibration directory for --on-bench")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="--on-bench: number of hardware-in-the-loop steps")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="reconstruct a dataset with a decoder: SSIM, PSNR, MSE",
@@ -89,6 +95,10 @@ def cmd_train(args) -> int:
 
     if args.out.suffix != ".pt":
         raise UserError(f"--out: expected a .pt file name, got {args.out}")
+    if args.on_bench is not None:
+        from .bench_training import train_on_bench_cli
+
+        return train_on_bench_cli(args)
     t0 = time.perf_counter()
     enc = DualVortexEncoder(tuple(args.charges),
                             sensor=SensorModel("intensity" if args.intensity else "magnitude"))
