@@ -20,7 +20,12 @@ from importlib.metadata import entry_points
 
 __all__ = ["main", "build_parser", "UserError"]
 
-COMMAND_MODULES = ("hil.commands_sim", "hil.commands_devices")
+COMMAND_MODULES = (
+    "hil.commands_sim",
+    "hil.commands_devices",
+    "hil.commands_session",
+    "hil.commands_calibrate",
+)
 
 log = logging.getLogger("hil")
 
