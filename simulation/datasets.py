@@ -333,8 +333,9 @@ def load_dataset(
         labels: int64 (B,).
 
     Raises:
-        ValueError: unknown name/split/colour, bad n/size/seed, or a found file that is
-            corrupt (the message names the file and what is wrong).
+        ValueError: unknown name/split/colour, n or size not > 0, n larger than the split,
+            or a found file that is corrupt (the message names the file and what is wrong).
+        TypeError: n, size or seed not an integer.
         FileNotFoundError: the data set is not present; the message lists every path tried
             and how to get the data.
     """
