@@ -1,0 +1,261 @@
+"""Bench files: TOML (tomllib) with ``[slm]``, ``[camera]``, ``[laser]``, ``[power_meter]``.
+
+Each table names its ``backend``: ``"sim"`` (the simulated bench), ``"slmsuite:<Class>"``
+(any slmsuite SLM or camera class; its constructor arguments go in the ``args``
+sub-table, e.g. ``[camera.args]``), or ``"visa:<resource>"`` (laser, power meter).
+Unknown keys, wrong types and out-of-range values are refused with a ``ConfigError``
+whose message starts with the key: ``camera.exposure_s: expected a number > 0, got -1``.
+``load_config`` returns a plain dict with every default filled in; ``SCHEMA`` documents
+every key (``describe_schema()`` prints it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from devices.errors import ConfigError
+
+__all__ = ["load_config", "resolve_bench_path", "shipped_benches", "SCHEMA", "describe_schema"]
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: str  # number | int | bool | str | shape | table
+    default: Any = _MISSING
+    check: Callable[[Any], bool] | None = None
+    expect: str = ""  # words for the message, e.g. "> 0"
+    backends: tuple[str, ...] = ()  # empty: every backend; else "sim", "slmsuite", "visa"
+    help: str = ""
+
+
+def _gt0(v):
+    return v > 0
+
+
+def _ge0(v):
+    return v >= 0
+
+
+def _prob(v):
+    return 0 <= v < 1
+
+
+_COMMON_SLM_CAMERA = {
+    "backend": Key("str", help='"sim" or "slmsuite:<Class>"'),
+    "name": Key("str", "", help="label used in messages and records"),
+    "args": Key("table", {}, backends=("slmsuite",),
+                help="arguments for the slmsuite class constructor"),
+}
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "seed": Key("int", 0, _ge0, ">= 0", help="seeds every random draw of a simulated bench"),
+        "name": Key("str", "bench", help="bench name"),
+        "flaws": Key("bool", True, help="simulated bench: draw hidden flaws from the seed"),
+    },
+    "slm": {
+        **_COMMON_SLM_CAMERA,
+        "settle_time_s": Key("number", 0.0, _ge0, ">= 0", help="wait after each set_phase"),
+        "shape": Key("shape", [512, 512], backends=("sim",), help="[rows, cols]"),
+        "bitdepth": Key("int", 8, lambda v: 1 <= v <= 16, "in [1, 16]", ("sim",)),
+        "pitch_um": Key("number", 8.0, _gt0, "> 0", ("sim",)),
+        "wav_um": Key("number", 0.633, lambda v: 0.2 <= v <= 20, "in [0.2, 20]", ("sim",)),
+    },
+    "camera": {
+        **_COMMON_SLM_CAMERA,
+        "exposure_s": Key("number", 1e-3, _gt0, "> 0", help="exposure set when opened"),
+        "capture_attempts": Key("int", 5, lambda v: v >= 1, ">= 1",
+                                help="tries per frame before a dropped frame is an error"),
+        "timeout_s": Key("number", 1.0, _gt0, "> 0", help="wait per frame beyond the exposure"),
+        "pitch_um": Key("number", None, _gt0, "> 0",
+                        help="pixel pitch (sim: default 5.5; slmsuite: overrides the driver's)"),
+        "shape": Key("shape", [512, 512], backends=("sim",), help="[rows, cols]"),
+        "bitdepth": Key("int", 12, lambda v: 1 <= v <= 16, "in [1, 16]", ("sim",)),
+        "focal_length_mm": Key("number", 50.0, _gt0, "> 0", ("sim",),
+                               help="Fourier lens (nominal; the hidden scale flaw changes it)"),
+        "photons_per_s": Key("number", 1e9, _ge0, ">= 0", ("sim",),
+                             help="photoelectrons per second, whole far field, at reference power"),
+        "reference_power_mW": Key("number", 1.0, _gt0, "> 0", ("sim",),
+                                  help="laser power at which photons_per_s holds"),
+        "gain_counts_per_electron": Key("number", 0.4, _gt0, "> 0", ("sim",)),
+        "read_noise_e": Key("number", 5.0, _ge0, ">= 0", ("sim",)),
+        "noise": Key("bool", True, backends=("sim",),
+                     help="shot noise, read noise and dark level on/off"),
+        "zero_order_fraction": Key("number", 0.02, _prob, "in [0, 1)", ("sim",)),
+        "frame_latency_s": Key("number", 0.0, _ge0, ">= 0", ("sim",)),
+        "drop_probability": Key("number", 0.0, _prob, "in [0, 1)", ("sim",)),
+        "timeout_probability": Key("number", 0.0, _prob, "in [0, 1)", ("sim",)),
+        "disconnect_after_frames": Key("int", 0, _ge0, ">= 0 (0: never)", ("sim",)),
+    },
+    "laser": {
+        "backend": Key("str", help='"sim" or "visa:<resource>"'),
+        "name": Key("str", "laser"),
+        "visa_library": Key("str", "", backends=("visa",), help='"" (IVI), "@py", ...'),
+        "timeout_s": Key("number", 2.0, _gt0, "> 0"),
+        "control": Key("str", "current", lambda v: v in ("current", "power"),
+                       '"current" or "power"'),
+        "max_current_mA": Key("number", 100.0, _gt0, "> 0", help="hard limit, checked first"),
+        "max_power_mW": Key("number", 10.0, _gt0, "> 0", help="hard limit, checked first"),
+        "slope_mW_per_mA": Key("number", 0.5, _ge0, ">= 0"),
+        "threshold_mA": Key("number", 20.0, _ge0, ">= 0"),
+        "setpoint": Key("number", None, _ge0, ">= 0",
+                        help="set when opened (mA or mW per control); absent: untouched"),
+        "output": Key("str", "off", lambda v: v in ("off", "on"), '"off" or "on"',
+                      help="output state when opened"),
+    },
+    "power_meter": {
+        "backend": Key("str", help='"sim" or "visa:<resource>"'),
+        "name": Key("str", "power_meter"),
+        "visa_library": Key("str", "", backends=("visa",)),
+        "timeout_s": Key("number", 2.0, _gt0, "> 0"),
+        "wavelength_nm": Key("number", None, _gt0, "> 0", help="set when opened"),
+    },
+}
+
+_BACKENDS = {"slm": ("sim", "slmsuite"), "camera": ("sim", "slmsuite"),
+             "laser": ("sim", "visa"), "power_meter": ("sim", "visa")}
+
+
+def _type_ok(kind: str, v: Any) -> bool:
+    if kind == "number":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind == "table":
+        return isinstance(v, dict)
+    if kind == "shape":
+        return (isinstance(v, (list, tuple)) and len(v) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v))
+    raise AssertionError(kind)
+
+
+_WORDS = {"number": "a number", "int": "an integer", "bool": "true or false",
+          "str": "a string", "table": "a table", "shape": "[rows, cols] (two integers > 0)"}
+
+
+def _check(path: str, key: Key, v: Any) -> Any:
+    expect = _WORDS[key.kind] + (f" {key.expect}" if key.expect and key.kind != "str" else "")
+    if key.kind == "str" and key.expect:
+        expect = key.expect
+    if not _type_ok(key.kind, v):
+        raise ConfigError(f"{path}: expected {expect}, got {v!r}")
+    if key.kind == "number" and not math.isfinite(v):
+        raise ConfigError(f"{path}: expected {expect}, got {v!r}")
+    if key.check is not None and not key.check(v):
+        raise ConfigError(f"{path}: expected {expect}, got {v!r}")
+    return float(v) if key.kind == "number" else (list(v) if key.kind == "shape" else v)
+
+
+def _backend_family(section: str, backend: Any) -> str:
+    allowed = _BACKENDS[section]
+    choices = " or ".join(
+        '"sim"' if a == "sim" else f'"{a}:<{"Class" if a == "slmsuite" else "resource"}>"'
+        for a in allowed)
+    if not isinstance(backend, str):
+        raise ConfigError(f"{section}.backend: expected {choices}, got {backend!r}")
+    if backend == "sim":
+        return "sim"
+    family, _, rest = backend.partition(":")
+    if family in allowed and family != "sim" and rest.strip():
+        return family
+    raise ConfigError(f"{section}.backend: expected {choices}, got {backend!r}")
+
+
+def _section(section: str, table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{section}: expected a table, got {table!r}")
+    if "backend" not in table:
+        raise ConfigError(f"{section}.backend: missing (one of "
+                          f"{', '.join(_BACKENDS[section])})")
+    family = _backend_family(section, table["backend"])
+    schema = SCHEMA[section]
+    out: dict[str, Any] = {"family": family}
+    for k, v in table.items():
+        path = f"{section}.{k}"
+        if k not in schema:
+            raise ConfigError(f"{path}: unknown key; known keys: {', '.join(schema)}")
+        key = schema[k]
+        if key.backends and family not in key.backends:
+            raise ConfigError(f"{path}: only for backend "
+                              f"{' or '.join(key.backends)}, not {table['backend']!r}")
+        out[k] = _check(path, key, v)
+    for k, key in schema.items():
+        if k not in out and key.default is not _MISSING and (
+                not key.backends or family in key.backends):
+            d = key.default
+            out[k] = dict(d) if isinstance(d, dict) else (list(d) if isinstance(d, list) else d)
+    return out
+
+
+def shipped_benches() -> dict[str, Path]:
+    """Example bench files shipped with the package, by file name."""
+    root = resources.files("devices") / "benches"
+    return {p.name: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def resolve_bench_path(path: str | Path) -> Path:
+    """A file path, or the name of a shipped example ("sim.toml", "sim-realistic")."""
+    p = Path(path)
+    if p.exists():
+        return p
+    shipped = shipped_benches()
+    for name in (p.name, f"{p.name}.toml"):
+        if name in shipped and len(p.parts) == 1:
+            return shipped[name]
+    raise FileNotFoundError(
+        f"bench file {str(path)!r} not found (shipped examples: {', '.join(sorted(shipped))})"
+    )
+
+
+def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Validate a bench description (path, shipped example name, or dict) and fill defaults."""
+    if isinstance(source, dict):
+        raw, origin = source, "<dict>"
+    else:
+        path = resolve_bench_path(source)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        origin = str(path)
+    out: dict[str, Any] = {"source": origin}
+    for k, v in raw.items():
+        if k in SCHEMA and k != "":
+            continue
+        if k not in SCHEMA[""]:
+            known = [*SCHEMA[""], "slm", "camera", "laser", "power_meter"]
+            raise ConfigError(f"{k}: unknown key; known: {', '.join(known)}")
+        out[k] = _check(k, SCHEMA[""][k], v)
+    for k, key in SCHEMA[""].items():
+        out.setdefault(k, key.default)
+    for section in ("slm", "camera"):
+        if section not in raw:
+            raise ConfigError(f"{section}: missing table [{section}]")
+    for section in ("slm", "camera", "laser", "power_meter"):
+        out[section] = _section(section, raw[section]) if section in raw else None
+    return out
+
+
+def describe_schema() -> str:
+    """Every key of every table, with type, default and meaning (for --help and docs)."""
+    lines = []
+    for section, keys in SCHEMA.items():
+        lines.append(f"[{section}]" if section else "(top level)")
+        for k, key in keys.items():
+            d = "" if key.default is _MISSING else f" = {key.default!r}"
+            only = f" ({'/'.join(key.backends)} only)" if key.backends else ""
+            lines.append(f"  {k}: {_WORDS[key.kind]} {key.expect}{d}{only}  {key.help}".rstrip())
+    return "\n".join(lines)

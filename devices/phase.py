@@ -1,0 +1,121 @@
+"""Phase -> grey level: the sign convention, wrapping and the phase look-up table.
+
+Sign convention (written once, here, and tested at the SLM boundary)
+--------------------------------------------------------------------
+``phase_rad`` is a phase *delay* in radians, the same quantity slmsuite's
+``SLM.set_phase`` takes. On most LCoS SLMs a higher grey level (higher voltage)
+gives a *smaller* delay, so, as in slmsuite, the grey level falls as the phase
+rises (``PHASE_SIGN = -1``) and **zero phase is shown as the maximum grey level**
+(255 on an 8-bit SLM). An ideal SLM with ``B = 2**bitdepth`` levels spanning 2*pi shows
+grey level ``g`` as the delay ``2*pi*(B - 1 - g) / B`` (``ideal_phase_response``), and a
+phase is rounded to the nearest level, wrapped modulo 2*pi. This is exactly what
+``slmsuite.hardware.slms.slm.SLM.set_phase`` does with float input and no gamma,
+so a mask looks the same whichever of the two layers writes it.
+
+A measured response (calibration's grey -> phase curve) replaces the ideal one
+through a look-up table (``lut_from_response``): ``lut[k]`` is the level whose
+delay is nearest to ``2*pi*k/L``; phases are wrapped and rounded onto the ``L`` bins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "PHASE_SIGN",
+    "ZERO_PHASE_GREY",
+    "grey_dtype",
+    "ideal_phase_response",
+    "lut_from_response",
+    "phase_to_grey",
+]
+
+PHASE_SIGN = -1
+"""Grey level moves against phase delay: increasing grey level = decreasing delay."""
+
+ZERO_PHASE_GREY = "max"
+"""Zero phase is displayed as the maximum grey level, 2**bitdepth - 1."""
+
+_MAGIC = np.float32(12582912.0)  # 1.5 * 2**23: adding it rounds a float32 to an integer
+_MAGIC_LIMIT = 2.0**21  # |scaled phase| below this: the mantissa holds the rounded integer
+
+
+def grey_dtype(bitdepth: int) -> np.dtype:
+    """uint8 up to 8 bits, uint16 above (slmsuite's choice)."""
+    return np.dtype(np.uint8 if bitdepth <= 8 else np.uint16)
+
+
+def ideal_phase_response(bitdepth: int) -> np.ndarray:
+    """Delay (radians, float64) shown by each grey level of an ideal 2*pi SLM."""
+    b = 2**bitdepth
+    return 2 * np.pi * (b - 1 - np.arange(b)) / b
+
+
+def lut_from_response(response_rad: np.ndarray, lut_size: int = 2**14) -> np.ndarray:
+    """Look-up table from a measured response: delay (radians) shown by every grey level.
+
+    ``response_rad[g]`` is the delay of level ``g`` (any offset; wrapped here). Each of the
+    ``lut_size`` bins gets the level whose wrapped delay is nearest, circularly.
+    """
+    r = np.asarray(response_rad, dtype=np.float64).ravel()
+    b = r.size
+    if b < 2 or b & (b - 1):
+        raise ValueError(
+            f"response_rad: expected one delay per grey level (a power of two, >= 2), got {b}"
+        )
+    if not np.all(np.isfinite(r)):
+        raise ValueError("response_rad: expected finite values, got NaN or infinite")
+    if lut_size < 2 or lut_size & (lut_size - 1) or lut_size > 2**20:
+        raise ValueError(f"lut_size: expected a power of two in [2, 2**20], got {lut_size}")
+    wrapped = np.mod(r, 2 * np.pi)
+    order = np.argsort(wrapped, kind="stable")
+    s = wrapped[order]
+    tiled = np.concatenate((s - 2 * np.pi, s, s + 2 * np.pi))
+    grid = np.arange(lut_size) * (2 * np.pi / lut_size)
+    index = np.searchsorted((tiled[:-1] + tiled[1:]) / 2, grid, side="right")
+    bitdepth = int(np.log2(b))
+    return order[np.mod(index, b)].astype(grey_dtype(bitdepth))
+
+
+def phase_to_grey(
+    phase_rad: np.ndarray,
+    bitdepth: int,
+    lut: np.ndarray | None = None,
+    *,
+    out: np.ndarray | None = None,
+    scratch: np.ndarray | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Wrap and quantise a float phase (radians) into grey levels.
+
+    Without ``lut`` the ideal response is used (rounded to the nearest level, the
+    slmsuite result bit for bit); with ``lut`` the phase is rounded onto its bins.
+    ``out`` (grey dtype) and ``scratch`` (float32, same shape) avoid allocations;
+    ``bounds`` = (min, max) of the phase when the caller already knows them.
+    """
+    phase = np.asarray(phase_rad)
+    dtype = grey_dtype(bitdepth)
+    if out is None:
+        out = np.empty(phase.shape, dtype=dtype)
+    levels = 2**bitdepth if lut is None else int(lut.size)
+    scale = (PHASE_SIGN * levels if lut is None else levels) / (2 * np.pi)
+    lo, hi = (float(phase.min()), float(phase.max())) if bounds is None else bounds
+    shift = 1 if lut is None else 0  # slmsuite shifts by one level: zero phase -> top level
+    if phase.dtype == np.float32 and max(abs(lo), abs(hi)) * abs(scale) < _MAGIC_LIMIT:
+        if scratch is None:
+            scratch = np.empty(phase.shape, dtype=np.float32)
+        np.multiply(phase, np.float32(scale), out=scratch)
+        np.add(scratch, _MAGIC, out=scratch)  # round half to even, as np.rint
+        index = scratch.view(np.int32)
+    else:
+        index = np.rint(np.asarray(phase, dtype=np.float64) * scale)
+        index = np.mod(index, levels).astype(np.int32)
+    if shift:
+        np.subtract(index, shift, out=index)
+    if lut is None:
+        if levels != 256 or dtype != np.uint8:
+            np.bitwise_and(index, levels - 1, out=index)
+        np.copyto(out, index, casting="unsafe")  # keeps the low bits: wraps modulo 2**bitdepth
+        return out
+    np.bitwise_and(index, levels - 1, out=index)
+    return np.take(lut, index, out=out)
