@@ -79,12 +79,14 @@ def speckle(
     return out
 
 
-def swapped_spectra(modes_from: torch.Tensor, values_from: torch.Tensor) -> torch.Tensor:
+def swapped_spectra(modes_from: torch.Tensor, values_from: torch.Tensor, *,
+                    normalise: bool = True) -> torch.Tensor:
     """Images with the singular vectors of one set and the singular values of another.
 
     For each pair k: U_k·diag(s_k)·V_kᵀ with U, V from ``modes_from[k]`` and s from
-    ``values_from[k]`` (paper-spec §4.3), then min–max normalised to [0, 1].
-    Both inputs are (n, H, W) in [0, 1] of the same shape.
+    ``values_from[k]`` (paper-spec §4.3), then min–max normalised to [0, 1]
+    (``normalise=False`` returns the product itself). Both inputs are (n, H, W)
+    in [0, 1] of the same shape.
     """
     a = check_images(modes_from, "modes_from")
     b = check_images(values_from, "values_from")
@@ -94,7 +96,8 @@ def swapped_spectra(modes_from: torch.Tensor, values_from: torch.Tensor) -> torc
         )
     u, _, vh = torch.linalg.svd(a.double(), full_matrices=False)
     s = torch.linalg.svdvals(b.double())
-    return minmax01((u * s[:, None, :]) @ vh).to(torch.float32)
+    mixed = (u * s[:, None, :]) @ vh
+    return (minmax01(mixed) if normalise else mixed).to(torch.float32)
 
 
 def speckle_mixture(
@@ -115,7 +118,8 @@ def speckle_mixture(
         weights, dtype=torch.float64)
     if w.shape != (len(gammas),) or (w < 0).any() or w.sum() <= 0 or not torch.isfinite(w).all():
         raise ValueError(
-            f"weights: expected {len(gammas)} non-negative numbers with a positive sum, got {weights}"
+            f"weights: expected {len(gammas)} non-negative numbers with a positive sum, "
+            f"got {weights}"
         )
     counts = torch.floor(w / w.sum() * n).long()
     counts[torch.argmax(w)] += n - int(counts.sum())
