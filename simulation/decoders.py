@@ -231,8 +231,8 @@ class LinearDecoder:
             raise ValueError(f"patterns: expected shape (B, C, H, W), got {tuple(p.shape)}")
         if tuple(p.shape[1:]) != self.pattern_shape_:
             raise EncoderMismatchError(
-                f"patterns: expected patterns of shape (B, {', '.join(map(str, self.pattern_shape_))})"
-                f" as in fit, got {tuple(p.shape)}"
+                f"patterns: expected shape (B, {', '.join(map(str, self.pattern_shape_))}) "
+                f"as in fit, got {tuple(p.shape)}"
             )
         check_finite(p, "patterns")
         W = self.weight_
