@@ -123,6 +123,21 @@ def _sdk_error(backend: Backend, why: str) -> DeviceError:
     )
 
 
+def _constructor_arguments(cls: type) -> tuple[list[str], bool]:
+    """Named constructor arguments, following ``**kwargs`` up to the base classes."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names += [n for n, p in params.items() if n != "self" and n not in names
+                  and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return names, False
+    return names, True
+
+
 def open_slmsuite(kind: str, cls_name: str, args: dict[str, Any], *, key: str = "") -> Any:
     """Construct slmsuite's ``cls_name`` (kind "slm" or "camera") with ``args``.
 
@@ -146,12 +161,9 @@ def open_slmsuite(kind: str, cls_name: str, args: dict[str, Any], *, key: str = 
     except (ImportError, OSError) as exc:
         raise _sdk_error(backend, f"{type(exc).__name__}: {exc}") from exc
     cls = getattr(module, cls_name)
-    params = inspect.signature(cls.__init__).parameters
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    accepted = [n for n in params if n != "self" and params[n].kind not in
-                (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
+    accepted, takes_kwargs = _constructor_arguments(cls)
     for name in args:
-        if name not in params and not takes_kwargs:
+        if name not in accepted and not takes_kwargs:
             raise ConfigError(
                 f"{key}.{name}: not an argument of slmsuite {cls_name}; accepted: "
                 f"{', '.join(accepted)}"

@@ -15,7 +15,11 @@ pyvisa-sim's ``@sim`` backend by ``open_visa(..., simulated=True)``.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from devices.errors import DeviceDisconnected, DeviceError, DeviceTimeout, SetpointRefused
@@ -38,14 +42,31 @@ def sim_yaml_path() -> str:
     return str(resources.files("devices") / "sim" / "instruments.yaml")
 
 
+def _fresh_sim_library() -> str:
+    """A pyvisa-sim library with instruments in their power-on state.
+
+    pyvisa caches one library (and so one set of simulated instruments, with their
+    state) per library path; a private copy of the YAML gives every bench its own.
+    The copy is deleted once the library has read it (see ``open_visa``).
+    """
+    fd, name = tempfile.mkstemp(prefix="hil-visa-sim-", suffix=".yaml")
+    os.close(fd)
+    shutil.copyfile(sim_yaml_path(), name)
+    return f"{name}@sim"
+
+
 def open_visa(resource: str, *, simulated: bool = False, library: str = "",
               timeout_s: float = 2.0) -> Any:
-    """Open a message-based VISA resource (``simulated``: the shipped pyvisa-sim YAML)."""
+    """Open a message-based VISA resource.
+
+    ``simulated``: the pyvisa-sim YAML shipped with the package, instruments fresh from
+    power-on; ``library``: the pyvisa library spec ("" = default IVI, "@py" = pyvisa-py).
+    """
     try:
         import pyvisa
     except ImportError as exc:  # pragma: no cover - pyvisa is a dependency
         raise DeviceError("VISA instruments need pyvisa (pip install pyvisa pyvisa-py)") from exc
-    lib = f"{sim_yaml_path()}@sim" if simulated else library
+    lib = _fresh_sim_library() if simulated else library
     try:
         rm = pyvisa.ResourceManager(lib) if lib else pyvisa.ResourceManager()
     except (OSError, ValueError) as exc:
@@ -54,6 +75,10 @@ def open_visa(resource: str, *, simulated: bool = False, library: str = "",
             "visa_library = \"@py\""
         ) from exc
     try:
+        if simulated:
+            known = {rm.resource_info(r).resource_name for r in rm.list_resources()}
+            if rm.resource_info(resource).resource_name not in known:
+                raise ValueError(f"not one of the simulated resources {sorted(known)}")
         res = rm.open_resource(resource, read_termination="\n", write_termination="\n",
                                timeout=int(timeout_s * 1000))
     except Exception as exc:  # pyvisa raises VisaIOError and ValueError here
@@ -61,6 +86,9 @@ def open_visa(resource: str, *, simulated: bool = False, library: str = "",
             f"VISA resource {resource!r} could not be opened ({exc}); is it listed by "
             "`python -m pyvisa info` / rm.list_resources()? (USB permissions on Linux)"
         ) from exc
+    finally:
+        if simulated:  # parsed when the library was made; the copy is not needed again
+            Path(lib.rsplit("@", 1)[0]).unlink(missing_ok=True)
     return res
 
 

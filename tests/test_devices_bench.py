@@ -1,0 +1,157 @@
+"""Bench files and the context manager: errors name the key; the laser goes off on error."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devices import ConfigError, DeviceError, load_config, open_bench, shipped_benches
+from devices.config import SCHEMA
+
+
+def small(**extra):
+    d = {"seed": 2, "slm": {"backend": "sim", "shape": [64, 64]},
+         "camera": {"backend": "sim", "shape": [64, 64], "focal_length_mm": 6.0},
+         "laser": {"backend": "sim", "control": "power", "max_power_mW": 20.0,
+                   "setpoint": 10.0, "output": "on"},
+         "power_meter": {"backend": "sim", "wavelength_nm": 633.0}}
+    for k, v in extra.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    return d
+
+
+def test_shipped_benches_parse():
+    names = set(shipped_benches())
+    assert {"sim.toml", "sim-realistic.toml", "holoeye-basler.toml",
+            "meadowlark-thorlabs.toml"} <= names
+    for name in names:
+        cfg = load_config(name)
+        assert cfg["slm"]["backend"] and cfg["camera"]["backend"]
+    real = load_config("sim-realistic")
+    assert real["slm"]["shape"] == [1152, 1920] and real["camera"]["shape"] == [1080, 1440]
+    assert real["camera"]["pitch_um"] == 3.45 and real["camera"]["bitdepth"] == 12
+
+
+def test_context_manager_turns_laser_off_and_closes_on_error():
+    with pytest.raises(RuntimeError, match="boom"):
+        with open_bench(small()) as b:
+            assert b.laser.is_output_on()
+            b.slm.set_phase(np.zeros((64, 64), np.float32))
+            raise RuntimeError("boom")
+    writes = [m for k, m in b.laser.transcript if k == "write"]
+    assert writes[-1] == "OUTP 0"
+    assert b.laser.transcript[-1] == ("reply", '+0,"No error"')  # the instrument accepted it
+    assert all(d.closed if hasattr(d, "closed") else d._closed for d in b.devices())
+    assert b.slm.closed and b.camera.closed and b.laser._closed and b.power_meter._closed
+
+
+def test_close_survives_a_failing_device(caplog):
+    b = open_bench(small())
+
+    def broken():
+        raise DeviceError("stuck")
+
+    b.camera._close_hw = broken
+    b.close()
+    assert b.slm.closed and b.laser._closed and "stuck" in caplog.text
+
+
+def test_refused_setpoint_in_file_closes_what_was_open():
+    with pytest.raises(DeviceError, match="max_power_mW"):
+        open_bench(small(laser={"setpoint": 50.0}))
+
+
+def test_info_lists_every_device():
+    with open_bench(small()) as b:
+        info = b.info()
+    assert info["simulated"] and info["seed"] == 2
+    assert info["laser"]["identity"].startswith("Thorlabs,ITC4001")
+    assert info["camera"]["shape"] == [64, 64] and info["slm"]["zero_phase_grey"] == 255
+
+
+def test_toml_file(tmp_path):
+    p = tmp_path / "b.toml"
+    p.write_text('seed = 5\n[slm]\nbackend = "sim"\nshape = [32, 32]\n'
+                 '[camera]\nbackend = "sim"\nshape = [32, 32]\nfocal_length_mm = 3.0\n'
+                 'exposure_s = 0.002\n')
+    with open_bench(p) as b:
+        assert b.camera.get_exposure() == pytest.approx(0.002)
+        assert b.laser is None and b.power_meter is None and b.truth["seed"] == 5
+    p.write_text("[slm]\nbackend = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("patch,key", [
+    ({"camera": {"exposure_s": -1}}, "camera.exposure_s: expected a number > 0, got -1"),
+    ({"camera": {"exposur_s": 1.0}}, "camera.exposur_s: unknown key"),
+    ({"slm": {"shape": [0, 5]}}, "slm.shape: expected"),
+    ({"slm": {"backend": "holoeye"}}, "slm.backend: expected"),
+    ({"laser": {"backend": "slmsuite:Holoeye"}}, "laser.backend"),
+    ({"camera": {"args": {"a": 1}}}, "camera.args: only for backend slmsuite"),
+    ({"laser": {"output": "maybe"}}, "laser.output"),
+    ({"colour": "red"}, "colour: unknown key"),
+    ({"seed": -3}, "seed: expected an integer >= 0"),
+])
+def test_config_errors_name_the_key(patch, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(small(**patch))
+    assert str(info.value).startswith(key)
+    assert isinstance(info.value, ValueError)
+
+
+def test_missing_tables_and_backend():
+    with pytest.raises(ConfigError, match="^camera: missing"):
+        load_config({"slm": {"backend": "sim"}})
+    with pytest.raises(ConfigError, match="^slm.backend: missing"):
+        load_config({"slm": {}, "camera": {"backend": "sim"}})
+
+
+_NUMERIC = [(s, k, key) for s, keys in SCHEMA.items() if s for k, key in keys.items()
+            if key.kind in ("number", "int") and key.check is not None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(target=st.sampled_from(_NUMERIC), value=st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.text(max_size=5),
+    st.booleans(), st.lists(st.integers(), max_size=2)))
+def test_wrong_values_are_refused_with_the_key(target, value):
+    section, k, key = target
+    ok_type = (isinstance(value, (int, float)) and not isinstance(value, bool)
+               and (key.kind == "number" or isinstance(value, int)))
+    ok = ok_type and math.isfinite(value) and key.check(value)
+    backend = {"slm": "sim", "camera": "sim", "laser": "sim", "power_meter": "sim"}[section]
+    cfg = small(**{section: {"backend": backend, k: value}})
+    if ok:
+        load_config(cfg)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(info.value).startswith(f"{section}.{k}: expected")
+
+
+def test_missing_sdk_names_the_sdk_and_docs():
+    d = small(slm={"backend": "slmsuite:Holoeye"})
+    d["slm"].pop("shape")
+    with pytest.raises(DeviceError) as info:
+        open_bench(d)
+    msg = str(info.value)
+    assert "HEDS" in msg and "slmsuite.readthedocs.io" in msg
+    assert not isinstance(info.value, ImportError)
+
+
+def test_slmsuite_backend_through_the_adapter():
+    d = small(slm={"backend": "slmsuite:SimulatedSLM",
+                   "args": {"resolution": [64, 48], "wav_um": 0.633, "gpu": False}})
+    d["slm"].pop("shape")
+    d["camera"] = {"backend": "sim"}
+    with pytest.raises(ConfigError, match='needs slm.backend = "sim"'):
+        open_bench(d)
+    d = small(slm={"backend": "slmsuite:SimulatedSLM", "args": {"resolutio": [64, 48]}})
+    d["slm"].pop("shape")
+    with pytest.raises(ConfigError, match="slm.args.resolutio: not an argument"):
+        open_bench(d)

@@ -1,0 +1,201 @@
+"""The simulated bench: slmsuite equality, photons and laser coupling, flaws, faults, settling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devices import (
+    DeviceDisconnected,
+    DeviceError,
+    DeviceTimeout,
+    open_bench,
+)
+from devices.flaws import draw_flaws
+
+
+def bench_dict(seed=1, laser=False, **camera):
+    cam = {"backend": "sim", "shape": [96, 128], "focal_length_mm": 12.0, "noise": False,
+           "zero_order_fraction": 0.0}
+    cam.update(camera)
+    d = {"seed": seed, "slm": {"backend": "sim", "shape": [128, 128]}, "camera": cam}
+    if laser:
+        d["laser"] = {"backend": "sim", "control": "power", "max_power_mW": 20.0,
+                      "setpoint": 10.0, "output": "on"}
+        cam.setdefault("reference_power_mW", 10.0)
+    return d
+
+
+def blaze(slm, kx, ky):
+    rows, cols = slm.shape
+    x = (np.arange(cols) - (cols - 1) / 2) * slm.pitch_um[0] / slm.wav_um
+    y = (np.arange(rows) - (rows - 1) / 2) * slm.pitch_um[1] / slm.wav_um
+    return (2 * np.pi * (kx * x[None, :] + ky * y[:, None])).astype(np.float32)
+
+
+def test_frame_equals_slmsuite_frame_noise_off():
+    with open_bench(bench_dict()) as b:
+        rng = np.random.default_rng(0)
+        b.slm.set_phase(rng.uniform(0, 2 * np.pi, (16, 16)).astype(np.float32))
+        ours = b.camera.get_image()
+        theirs = b.camera.wrapped.get_image()
+        assert ours.dtype == theirs.dtype == np.uint16
+        np.testing.assert_array_equal(ours, theirs)
+        assert ours.shape == (96, 128) and ours.max() > 0
+
+
+def test_capture_info_and_averaging():
+    with open_bench(bench_dict(noise=True)) as b:
+        b.camera.set_exposure(2e-3)
+        f = b.camera.get_image(averaging=4)
+        info = b.camera.last_capture_info
+        assert f.dtype == np.uint16
+        assert info.averaging == 4 and info.exposure_s == pytest.approx(2e-3)
+        assert info.device_id == "sim:camera:seed1" and info.timestamp > 0
+        with pytest.raises(ValueError, match="averaging"):
+            b.camera.get_image(averaging=0)
+        with pytest.raises(ValueError, match="exposure_s"):
+            b.camera.set_exposure(-1)
+
+
+def test_geometry_truth_predicts_where_a_grating_lands():
+    with open_bench(bench_dict(seed=4, photons_per_s=2e7)) as b:
+        M, off = b.truth["camera_affine_M"], b.truth["camera_affine_b"]
+        ang = np.degrees(np.arctan2(M[1, 0], M[0, 0]))
+        assert ang == pytest.approx(b.truth["camera_rotation_deg"], abs=1e-6)
+        for k in [(0.0, 0.0), (0.01, 0.0), (0.0, -0.008)]:
+            b.slm.set_phase(blaze(b.slm, *k))
+            f = b.camera.get_image().astype(float)
+            f[f < 0.2 * f.max()] = 0
+            yy, xx = np.indices(f.shape)
+            c = np.array([(f * xx).sum(), (f * yy).sum()]) / f.sum()
+            pred = (M @ np.array([[k[0]], [k[1]]]) + off).ravel()
+            assert np.hypot(*(c - pred)) < 2.5, (k, c, pred)
+
+
+def test_flaws_reproducible_and_in_range():
+    assert draw_flaws(7) == draw_flaws(7)
+    assert draw_flaws(7) != draw_flaws(8)
+    for s in range(20):
+        f = draw_flaws(s)
+        assert abs(f.rotation_deg) <= 5 and 0.9 <= f.scale <= 1.1
+        assert all(abs(o) <= 8 for o in f.offset_px)
+        assert 0.9 <= f.gamma_span <= 1.1 and 0.8 <= f.gamma_power <= 1.25
+        assert set(f.zernike_rad) == {4, 5, 6, 7, 8}
+        r = f.phase_response_rad(8)
+        assert r[-1] == 0 and np.all(np.diff(r) < 0)  # delay falls with grey level
+
+
+def test_truth_contents_and_same_seed_same_frames():
+    keys = {"camera_rotation_deg", "camera_scale", "camera_offset_px", "camera_affine_M",
+            "camera_affine_b", "slm_phase_response_rad", "slm_gamma_span", "slm_gamma_power",
+            "source_waist_px", "source_center_px", "zernike_noll_rad", "dark_level_counts",
+            "gain_counts_per_electron", "seed", "focal_length_mm_true"}
+    frames = []
+    for _ in range(2):
+        with open_bench(bench_dict(seed=3, noise=True, zero_order_fraction=0.05)) as b:
+            assert keys <= set(b.truth)
+            assert b.truth["slm_phase_response_rad"].shape == (256,)
+            b.slm.set_phase(blaze(b.slm, 0.01, 0.0))
+            frames.append(b.camera.get_image())
+            assert not np.array_equal(frames[-1], b.camera.get_image())  # noise is live
+    np.testing.assert_array_equal(frames[0], frames[1])
+    with open_bench({**bench_dict(seed=3), "flaws": False}) as b:
+        assert b.truth["camera_rotation_deg"] == 0 and b.truth["slm_gamma_span"] == 1
+
+
+def test_slm_flaws_reach_slmsuite():
+    with open_bench(bench_dict(seed=2)) as b:
+        w = b.slm.wrapped
+        g = np.asarray(w.gamma_sim)
+        np.testing.assert_allclose(2 * np.pi * (g[-1] - g), b.truth["slm_phase_response_rad"])
+        amp = np.asarray(w.source["amplitude_sim"])
+        iy, ix = np.unravel_index(amp.argmax(), amp.shape)
+        cx, cy = b.truth["source_center_px"]
+        assert abs(ix - (63.5 + cx)) <= 1 and abs(iy - (63.5 + cy)) <= 1
+
+
+def test_laser_power_scales_counts_and_off_gives_dark():
+    with open_bench(bench_dict(laser=True, photons_per_s=1e7)) as b:
+        b.slm.set_phase(blaze(b.slm, 0.004, 0.002))
+        frame = b.camera.get_image()
+        assert 0 < frame.max() < 4095
+        full, gain_full = frame.astype(float).sum(), b.camera.wrapped.gain
+        b.laser.set_power_mW(5.0)
+        half = b.camera.get_image().astype(float).sum()
+        assert b.camera.wrapped.gain / gain_full == pytest.approx(0.5, rel=1e-9)
+        assert half / full == pytest.approx(0.5, rel=0.05)  # integer counts truncate
+        b.laser.output_off()
+        assert b.camera.get_image().max() == 0
+    with open_bench(bench_dict(laser=True, noise=True)) as b:
+        b.laser.output_off()
+        dark = b.camera.get_image().astype(float)
+        assert dark.mean() == pytest.approx(b.truth["dark_level_counts"], abs=1.0)
+        assert dark.std() > 0  # read noise
+
+
+def test_shot_noise_follows_poisson():
+    with open_bench(bench_dict(noise=True, read_noise_e=0.0, photons_per_s=3e9)) as b:
+        b.slm.set_phase(np.random.default_rng(5).uniform(0, 6.3, (32, 32)).astype(np.float32))
+        a = b.camera.get_image().astype(float)
+        c = b.camera.get_image().astype(float)
+        gain = b.truth["gain_counts_per_electron"]
+        m = (a + c) / 2 - b.truth["dark_level_counts"]
+        sel = (m > 200) & (m < 3000)
+        assert sel.sum() > 100
+        var = ((a - c)[sel] ** 2 / 2).mean()
+        assert var / (gain * m[sel].mean()) == pytest.approx(1.0, rel=0.25)
+
+
+def test_zero_order_leakage_adds_the_flat_spot():
+    with open_bench(bench_dict(zero_order_fraction=0.3, photons_per_s=1e8)) as b:
+        b.slm.set_phase(blaze(b.slm, 0.01, 0.0))
+        f = b.camera.get_image().astype(float)
+        x0, y0 = b.truth["camera_affine_b"].ravel()
+        assert f[int(round(y0)) - 2:int(round(y0)) + 3, int(round(x0)) - 2:int(round(x0)) + 3
+                 ].max() > 0.3 * f.max()
+
+
+def test_dropped_frames_are_retried():
+    with open_bench(bench_dict(drop_probability=0.5, capture_attempts=30)) as b:
+        drops = 0
+        for _ in range(6):
+            b.camera.get_image()
+            drops += b.camera.last_capture_info.dropped_frames
+        assert drops > 0 and b.camera.frames_dropped_total == drops
+    with open_bench(bench_dict(drop_probability=0.99, capture_attempts=2)) as b:
+        with pytest.raises(DeviceError, match="dropped"):
+            b.camera.get_image()
+
+
+def test_timeout_is_a_clear_error():
+    with open_bench(bench_dict(timeout_probability=0.999)) as b:
+        with pytest.raises(DeviceTimeout, match=r"no frame within 0\.02 s") as info:
+            b.camera.get_image(timeout_s=0.02)
+        assert "camera 'camera'" in str(info.value)
+        assert isinstance(info.value, TimeoutError)
+
+
+def test_disconnect_is_one_exception_type_and_sticks():
+    with open_bench(bench_dict(disconnect_after_frames=2)) as b:
+        b.camera.get_image()
+        b.camera.get_image()
+        for call in (b.camera.get_image, b.camera.flush, b.camera.get_exposure):
+            with pytest.raises(DeviceDisconnected):
+                call()
+        assert issubclass(DeviceDisconnected, ConnectionError)
+
+
+def test_frames_taken_before_the_slm_settles_see_the_old_pattern():
+    d = bench_dict()
+    d["slm"]["settle_time_s"] = 0.3
+    with open_bench(d) as b:
+        b.slm.set_phase(np.zeros((128, 128), np.float32))
+        dark_pattern = b.camera.get_image()
+        b.slm.set_phase(blaze(b.slm, 0.01, 0.0), settle=False)
+        early = b.camera.get_image()
+        b.slm.last_write_time -= 1.0  # pretend the settle time has passed
+        settled = b.camera.get_image()
+        assert not np.array_equal(early, settled)
+        assert np.abs(early.astype(float) - dark_pattern).sum() < np.abs(
+            settled.astype(float) - dark_pattern).sum()
