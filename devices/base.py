@@ -191,8 +191,10 @@ class SLM(_Device):
     def set_phase(self, phase_rad: Any, settle: bool | float = True) -> np.ndarray:
         """Show a phase (radians) and return the grey levels displayed.
 
-        ``settle=True`` waits ``settle_time_s`` after the write, a number waits that many
-        seconds, ``False`` returns at once. Non-finite values are refused before anything
+        The returned array is the SLM's ``display`` buffer (as in slmsuite): the next
+        ``set_phase`` overwrites it, so copy it to keep it. ``settle=True`` waits
+        ``settle_time_s`` after the write, a number waits that many seconds, ``False``
+        returns at once. Non-finite values are refused before anything
         reaches the device.
         """
         self._check_usable()
@@ -212,21 +214,24 @@ class SLM(_Device):
                 lo, hi = min(lo, self.margin_phase_rad), max(hi, self.margin_phase_rad)
             view = self._phase[r0:r0 + h * s, c0:c0 + w * s].reshape(h, s, w, s)
             np.copyto(view, p[:, None, :, None], casting="unsafe")
+        self._before_write()
         display = phase_to_grey(
-            self._phase, self.bitdepth, self.lut, out=np.empty(self.shape, self.dtype),
-            scratch=self._scratch, bounds=(lo, hi),
+            self._phase, self.bitdepth, self.lut, out=self.display, scratch=self._scratch,
+            bounds=(lo, hi),
         )
         try:
             self._set_phase_hw(display)
         except DeviceDisconnected as exc:
             raise self._mark_disconnected(exc) from exc
-        self.display = display
         self.last_write_time = time.perf_counter()
         wait = self.settle_time_s if settle is True else (0.0 if settle is False else settle)
         if wait:
             wait = _positive(wait, "settle", allow_zero=True)
             time.sleep(wait)
         return display
+
+    def _before_write(self) -> None:
+        """Hook: runs just before ``display`` is overwritten with the new grey levels."""
 
     @abstractmethod
     def _set_phase_hw(self, display: np.ndarray) -> None:

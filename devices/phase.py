@@ -110,12 +110,14 @@ def phase_to_grey(
     else:
         index = np.rint(np.asarray(phase, dtype=np.float64) * scale)
         index = np.mod(index, levels).astype(np.int32)
-    if shift:
-        np.subtract(index, shift, out=index)
     if lut is None:
+        # int32 -> grey dtype keeps the low bits (wraps modulo 2**8 or 2**16); the shift by
+        # one level and the mask then run on the narrow array, as slmsuite's result
+        np.copyto(out, index, casting="unsafe")
+        if shift:
+            np.subtract(out, out.dtype.type(shift), out=out)
         if levels != 256 or dtype != np.uint8:
-            np.bitwise_and(index, levels - 1, out=index)
-        np.copyto(out, index, casting="unsafe")  # keeps the low bits: wraps modulo 2**bitdepth
+            np.bitwise_and(out, out.dtype.type(levels - 1), out=out)
         return out
     np.bitwise_and(index, levels - 1, out=index)
     return np.take(lut, index, out=out)

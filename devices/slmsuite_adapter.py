@@ -205,12 +205,26 @@ class SlmsuiteSLM(SLM):
         # Our conversion assumes a 2*pi grey range (slmsuite's wav_design_um is not used);
         # a measured response (set_phase_response) covers any other range.
         self._xp = getattr(wrapped, "xp", np)
+        # Share the buffers: our grey levels land in the driver's display, our phase in its
+        # phase, with no copy (numpy-backed drivers; a cupy one gets copies).
+        self._shared = (
+            self._xp is np and isinstance(wrapped.display, np.ndarray)
+            and wrapped.display.shape == self.shape and wrapped.display.dtype == self.dtype
+            and isinstance(wrapped.phase, np.ndarray) and wrapped.phase.dtype == np.float32
+            and wrapped.phase.shape == self.shape
+        )
+        if self._shared:
+            np.copyto(wrapped.phase, self._phase)
+            np.copyto(wrapped.display, self.display)
+            self._phase, self.display = wrapped.phase, wrapped.display
 
     def _set_phase_hw(self, display: np.ndarray) -> None:
         w = self.wrapped
         xp = self._xp
         try:
-            if xp is np:
+            if self._shared and w.display is display and w.phase is self._phase:
+                pass
+            elif xp is np:
                 np.copyto(w.display, display)
                 np.copyto(w.phase, self._phase)
             else:  # a cupy-backed slmsuite SLM
