@@ -25,6 +25,7 @@ from devices.errors import (
     SetpointRefused,
 )
 from devices.phase import PHASE_SIGN, ZERO_PHASE_GREY
+from devices.slmsuite_adapter import SlmsuiteCamera, SlmsuiteSLM
 from devices.visa import LaserController, PowerMeter
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "open_bench",
     "load_config",
     "shipped_benches",
+    "SlmsuiteSLM",
+    "SlmsuiteCamera",
     "LaserController",
     "PowerMeter",
     "DeviceError",

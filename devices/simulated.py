@@ -131,13 +131,15 @@ class SimCamera(SlmsuiteCamera):
         rows, cols = shape
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sc = SimulatedCamera(slm.wrapped, resolution=(cols, rows),
+            from slmsuite.holography.toolbox import build_affine
+
+            offset = (cols / 2 + flaws.offset_px[0], rows / 2 + flaws.offset_px[1])
+            M, b = build_affine(focal_length_mm * flaws.scale / 1000.0, units="m",
+                                theta=math.radians(flaws.rotation_deg), offset=offset,
+                                cam_pitch_um=(pitch_um, pitch_um), wav_um=slm.wav_um)
+            sc = SimulatedCamera(slm.wrapped, resolution=(cols, rows), M=M, b=b,
                                  pitch_um=(pitch_um, pitch_um), bitdepth=bitdepth, gain=1.0,
                                  name=name)
-            offset = (cols / 2 + flaws.offset_px[0], rows / 2 + flaws.offset_px[1])
-            M, b = sc.build_affine(focal_length_mm * flaws.scale / 1000.0, units="m",
-                                   theta=math.radians(flaws.rotation_deg), offset=offset)
-            sc.set_affine(M, b)
         sc.set_exposure(float(exposure_s))
         super().__init__(sc, name=name, backend="sim", capture_attempts=capture_attempts,
                          timeout_s=timeout_s, pitch_um=pitch_um,

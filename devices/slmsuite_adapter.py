@@ -231,10 +231,12 @@ class SlmsuiteSLM(SLM):
                 w.display = xp.asarray(display)
                 w.phase = xp.asarray(self._phase)
             w._set_phase_hw(w.display)
-        except (DeviceError, TimeoutError, ConnectionError) as exc:
-            if isinstance(exc, ConnectionError):
-                raise DeviceDisconnected(f"slm '{self.name}': {exc}") from exc
+        except DeviceError:
             raise
+        except ConnectionError as exc:
+            raise DeviceDisconnected(f"slm '{self.name}': {exc}") from exc
+        except TimeoutError as exc:
+            raise DeviceTimeout(f"slm '{self.name}': the driver timed out: {exc}") from exc
         except Exception as exc:
             raise DeviceError(f"slm '{self.name}': the driver failed to display: {exc}") from exc
 

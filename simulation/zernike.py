@@ -87,8 +87,8 @@ def zernike_sum(
     radius: float | None = None,
 ) -> torch.Tensor:
     """sum_j c_j Z_j on a (rows, cols) grid, float32; coefficients keyed by Noll index."""
-    rho, theta = unit_disk_grid(shape, center=center, radius=radius, dtype=torch.float64)
-    out = torch.zeros(rho.shape, dtype=torch.float64)
+    rho, theta = unit_disk_grid(shape, center=center, radius=radius, dtype=torch.float32)
+    out = torch.zeros(rho.shape, dtype=torch.float32)
     for j, c in coefficients.items():
         out = out + float(c) * zernike(int(j), rho, theta)
     return out.to(torch.float32)
