@@ -13,7 +13,8 @@ through the hidden affine map (camera in the Fourier plane). We add, seeded:
 * zero-order leakage: a fraction ``zero_order_fraction`` of the light is not
   modulated (added as the far field of a flat phase, incoherently);
 * SLM settling: a frame taken ``dt`` after a write sees the display moved by
-  ``1 - exp(-3 dt / settle_time_s)`` of the way from the old grey levels to the new;
+  ``1 - exp(-5 dt / settle_time_s)`` of the way from the old grey levels to the new
+  (all of it from ``settle_time_s`` on);
   ``frame_latency_s`` is added to every frame;
 * faults: a dropped frame with ``drop_probability``, a time-out (the frame never comes)
   with ``timeout_probability``, and a disconnect after ``disconnect_after_frames``.
@@ -90,7 +91,7 @@ class SimSLM(SlmsuiteSLM):
         dt = (time.perf_counter() if now is None else now) - self.last_write_time
         if dt >= self.settle_time_s:
             return 1.0
-        return 1.0 - math.exp(-3.0 * max(dt, 0.0) / self.settle_time_s)
+        return 1.0 - math.exp(-5.0 * max(dt, 0.0) / self.settle_time_s)
 
 
 class SimCamera(SlmsuiteCamera):
