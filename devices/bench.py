@@ -166,13 +166,18 @@ def _open_laser(c: dict[str, Any]) -> LaserController:
     return laser
 
 
-def _open_power_meter(c: dict[str, Any]) -> PowerMeter:
+def _open_power_meter(c: dict[str, Any], laser: LaserController | None,
+                      seed: int) -> PowerMeter:
     res, simulated = _resource(c, SIM_POWER_METER_RESOURCE)
     handle = open_visa(res, simulated=simulated, library=c.get("visa_library", ""),
                        timeout_s=c["timeout_s"])
+    kw = {"name": c["name"], "backend": c["backend"], "wavelength_nm": c.get("wavelength_nm")}
     try:
-        return PowerMeter(handle, name=c["name"], backend=c["backend"],
-                          wavelength_nm=c.get("wavelength_nm"))
+        if simulated and laser is not None:  # the simulated meter sits in the laser's beam
+            from devices.simulated import SimPowerMeter
+
+            return SimPowerMeter(handle, emitted_mW=laser.optical_power_mW, seed=seed, **kw)
+        return PowerMeter(handle, **kw)
     except Exception:
         handle.close()
         raise
@@ -195,7 +200,7 @@ def open_bench(source: str | Path | dict[str, Any]) -> Bench:
         if cfg["laser"] is not None:
             bench.laser = _open_laser(cfg["laser"])
         if cfg["power_meter"] is not None:
-            bench.power_meter = _open_power_meter(cfg["power_meter"])
+            bench.power_meter = _open_power_meter(cfg["power_meter"], bench.laser, seed)
     except BaseException:
         bench.close()
         raise

@@ -36,8 +36,9 @@ import numpy as np
 from devices.errors import DeviceDisconnected, DeviceTimeout, FrameDropped
 from devices.flaws import Flaws
 from devices.slmsuite_adapter import SlmsuiteCamera, SlmsuiteSLM
+from devices.visa import PowerMeter
 
-__all__ = ["SimSLM", "SimCamera"]
+__all__ = ["SimSLM", "SimCamera", "SimPowerMeter"]
 
 
 def _quiet_slmsuite() -> None:
@@ -281,3 +282,24 @@ class SimCamera(SlmsuiteCamera):
             fft_shape=[int(v) for v in self.wrapped.shape_padded],
         )
         return d
+
+
+class SimPowerMeter(PowerMeter):
+    """The simulated power meter, in the beam of the simulated laser.
+
+    pyvisa-sim cannot make one instrument's reading depend on another's state, so the
+    coupling is here: the SCPI exchange still happens (``MEAS:POW?`` is sent and
+    answered by the YAML instrument), but the value returned is the laser's emitted
+    power with a seeded 0.2 % reading noise (0 W when the laser is off).
+    """
+
+    def __init__(self, resource: Any, *, emitted_mW: Callable[[], float], seed: int = 0,
+                 **kwargs: Any) -> None:
+        self._emitted_mW = emitted_mW
+        self._rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x9E7]))
+        super().__init__(resource, **kwargs)
+
+    def read_power_W(self) -> float:
+        super().read_power_W()  # the instrument exchange, as on the bench
+        p = max(0.0, float(self._emitted_mW())) * 1e-3
+        return p * (1.0 + 0.002 * float(self._rng.standard_normal()))

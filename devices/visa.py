@@ -6,7 +6,7 @@ is read, so a refused command raises ``DeviceError`` with the instrument's own
 message. Hard limits configured on the bench (``max_current_mA``, ``max_power_mW``)
 are checked *before* anything is sent (``SetpointRefused``), and the output is
 switched on only while the interlock is closed. Every message sent and received is
-kept in ``transcript`` (for tests and post-mortems).
+kept in ``transcript`` (the last ``TRANSCRIPT_LENGTH``; for tests and post-mortems).
 
 Simulated versions: ``devices/sim/instruments.yaml`` (package data), opened through
 pyvisa-sim's ``@sim`` backend by ``open_visa(..., simulated=True)``.
@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections import deque
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ __all__ = [
     "SIM_LASER_RESOURCE",
     "SIM_POWER_METER_RESOURCE",
 ]
+
+TRANSCRIPT_LENGTH = 2000  # messages kept per instrument (a long session must not grow)
 
 SIM_LASER_RESOURCE = "USB0::0x1313::0x804A::M00000001::INSTR"
 SIM_POWER_METER_RESOURCE = "USB0::0x1313::0x8078::P0000001::INSTR"
@@ -99,7 +102,7 @@ class _Instrument:
         self._res = resource
         self.name = name
         self.backend = backend
-        self.transcript: list[tuple[str, str]] = []
+        self.transcript: deque[tuple[str, str]] = deque(maxlen=TRANSCRIPT_LENGTH)
         self._closed = False
         self.identity = self._query("*IDN?")
 

@@ -155,3 +155,33 @@ def test_slmsuite_backend_through_the_adapter():
     d["slm"].pop("shape")
     with pytest.raises(ConfigError, match="slm.args.resolutio: not an argument"):
         open_bench(d)
+
+
+def test_simulated_power_meter_reads_the_laser():
+    with open_bench(small()) as b:
+        assert b.power_meter.read_power_W() == pytest.approx(10e-3, rel=0.01)
+        b.laser.set_power_mW(4.0)
+        assert b.power_meter.read_power_W() == pytest.approx(4e-3, rel=0.01)
+        b.laser.output_off()
+        assert b.power_meter.read_power_W() == 0
+        assert ("query", "MEAS:POW?") in b.power_meter.transcript
+
+
+def test_import_direction():
+    """devices imports no package above it; simulation only in the simulated backends."""
+    import ast
+    from pathlib import Path
+
+    import devices
+
+    root = Path(devices.__file__).parent
+    for f in root.glob("*.py"):
+        tree = ast.parse(f.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        tops = {n.split(".")[0] for n in names}
+        assert not tops & {"hil", "calibration", "experiments"}, f.name
+        if "simulation" in tops:
+            assert f.name in ("flaws.py", "simulated.py"), f.name
+    zern = Path(root.parent / "simulation" / "zernike.py").read_text()
+    assert "from devices" not in zern and "import hil" not in zern

@@ -44,7 +44,7 @@ def test_hard_limit_refused_before_anything_is_sent(laser, what, value):
     setter = laser.set_current_mA if what == "current" else laser.set_power_mW
     with pytest.raises(SetpointRefused, match="hard limit.*nothing was sent"):
         setter(value)
-    assert laser.transcript == sent  # not one message went out
+    assert list(laser.transcript) == sent  # not one message went out
     assert laser.get_current_mA() == pytest.approx(10)
 
 
