@@ -43,6 +43,7 @@ __all__ = [
     "Backend",
     "SLM_BACKENDS",
     "CAMERA_BACKENDS",
+    "NOT_FROM_A_BENCH_FILE",
     "open_slmsuite",
     "sdk_available",
 ]
@@ -101,6 +102,13 @@ CAMERA_BACKENDS: dict[str, Backend] = {b.cls: b for b in [
     Backend("camera", "RemoteCamera", _C + "remote", ""),
     Backend("camera", "SimulatedCamera", _C + "simulated", ""),
 ]}
+
+
+NOT_FROM_A_BENCH_FILE = {
+    "Template": "a template for writing new slmsuite drivers",
+    "SegmentedSLM": "a window of another SLM object; build it in Python and wrap it",
+}
+"""slmsuite classes that exist but cannot be opened from a bench file, and why."""
 
 
 def sdk_available(backend: Backend) -> tuple[bool, str]:

@@ -31,7 +31,12 @@ def _ours() -> list[dict[str, Any]]:
 
 def backend_table() -> list[dict[str, Any]]:
     """Every backend a bench file can name, and whether it is usable here."""
-    from devices.slmsuite_adapter import CAMERA_BACKENDS, SLM_BACKENDS, sdk_available
+    from devices.slmsuite_adapter import (
+        CAMERA_BACKENDS,
+        NOT_FROM_A_BENCH_FILE,
+        SLM_BACKENDS,
+        sdk_available,
+    )
 
     rows = _ours()
     for table in (SLM_BACKENDS, CAMERA_BACKENDS):
@@ -39,6 +44,10 @@ def backend_table() -> list[dict[str, Any]]:
             ok, why = sdk_available(b)
             rows.append({"kind": b.kind, "backend": f"slmsuite:{b.cls}",
                          "sdk": b.sdk or "none", "available": ok, "note": why})
+    for cls, why in NOT_FROM_A_BENCH_FILE.items():
+        rows.append({"kind": "slm/camera" if cls == "Template" else "slm",
+                     "backend": f"(slmsuite {cls})", "sdk": "-", "available": False,
+                     "note": f"not from a bench file: {why}"})
     return rows
 
 

@@ -27,6 +27,27 @@ def test_wrapped_slmsuite_camera_frame_equals_its_own():
     assert cam.info()["slmsuite_class"] == "SimulatedCamera"
 
 
+def test_every_slmsuite_driver_is_listed():
+    """Catches a slmsuite upgrade that adds a driver we do not know about."""
+    import ast
+    from pathlib import Path
+
+    import slmsuite
+
+    from devices.slmsuite_adapter import CAMERA_BACKENDS, NOT_FROM_A_BENCH_FILE, SLM_BACKENDS
+
+    hw = Path(slmsuite.__file__).parent / "hardware"
+    for sub, table, bases in (("slms", SLM_BACKENDS, {"SLM", "ScreenMirrored"}),
+                              ("cameras", CAMERA_BACKENDS, {"Camera"})):
+        for f in (hw / sub).glob("*.py"):
+            for node in ast.parse(f.read_text(encoding="utf-8")).body:
+                if isinstance(node, ast.ClassDef) and {
+                        getattr(b, "id", "") for b in node.bases} & bases:
+                    assert node.name in table or node.name in NOT_FROM_A_BENCH_FILE, node.name
+                    if node.name in table:
+                        assert table[node.name].module.endswith(f"{sub}.{f.stem}")
+
+
 class FakeDriver:
     """Just enough of a slmsuite camera to script failures."""
 
