@@ -1,0 +1,215 @@
+"""Trained phase masks as files, and putting them on an SLM.
+
+A mask file (``.npz`` or ``.h5``) holds ``phase_rad``, float32 radians, (H, W) for one
+channel or (C, H, W) for several, and its metadata:
+
+* ``grid``: N, the model grid the mask was trained on (H = W = N);
+* ``charges``: the vortex charges, or ``"learned"`` for a mask trained end to end;
+* ``wav_um``: the wavelength the phase is meant for; ``pitch_um``: the SLM pixel pitch it
+  was designed for (``None``: any); ``phase_depth``, ``xmax``, ``focal``: model optics;
+* ``provenance``: who made it, from what (git commit, training settings, time).
+
+Phase convention: ``phase_rad`` is the φ of the field factor exp(+iφ) in ``simulation``;
+``devices`` maps it to grey levels (zero phase = the top grey level, devices/phase.py),
+so a ramp that increases along columns sends light to +x on the camera, on the model and
+on the bench alike (tested).
+
+``load_onto_slm`` wraps the phase, applies the SLM's wavelength scaling (a slmsuite SLM
+whose grey range is 2π at ``wav_design_um`` is sent φ·wav_um/wav_design_um, unless a
+measured phase response, the LUT, is loaded, which already maps radians at the
+operating wavelength to grey levels) and refuses a mask whose grid does not fit the SLM,
+or whose wavelength differs from the SLM's, with the numbers in the message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PhaseMask", "save_mask", "load_mask", "mask_from_encoder", "load_onto_slm",
+           "plot_mask"]
+
+FORMAT = "hil-phase-mask"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PhaseMask:
+    """A phase mask and its metadata (see the module docstring)."""
+
+    phase_rad: np.ndarray
+    charges: list[int] | str = "learned"
+    wav_um: float = 0.633
+    pitch_um: float | None = None
+    phase_depth: float = float(np.pi / 2)
+    xmax: float = 10.0
+    focal: float = 8.0
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = self.phase_rad
+        if hasattr(p, "detach"):
+            p = p.detach().cpu().numpy()
+        p = np.asarray(p)
+        if p.dtype.kind not in "fiu" or p.ndim not in (2, 3) or p.shape[-1] != p.shape[-2]:
+            raise ValueError(f"phase_rad: expected real radians of shape (N, N) or (C, N, N), "
+                             f"got {p.dtype} {p.shape}")
+        if not np.all(np.isfinite(p)):
+            raise ValueError("phase_rad: expected finite values, got NaN or infinite")
+        self.phase_rad = p.astype(np.float32)
+        if not (isinstance(self.charges, str) and self.charges == "learned"):
+            self.charges = [int(c) for c in self.charges]
+            if len(self.charges) != self.channels:
+                raise ValueError(f"charges: expected one per channel ({self.channels}), got "
+                                 f"{self.charges}")
+        if not np.isfinite(self.wav_um) or self.wav_um <= 0:
+            raise ValueError(f"wav_um: expected a wavelength > 0 in microns, got {self.wav_um}")
+
+    @property
+    def grid(self) -> int:
+        return int(self.phase_rad.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.phase_rad.ndim == 2 else int(self.phase_rad.shape[0])
+
+    def phase_stack(self) -> np.ndarray:
+        """(C, N, N) float32."""
+        return self.phase_rad if self.phase_rad.ndim == 3 else self.phase_rad[None]
+
+    def metadata(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "grid": self.grid,
+                "channels": self.channels, "charges": self.charges, "wav_um": self.wav_um,
+                "pitch_um": self.pitch_um, "phase_depth": self.phase_depth, "xmax": self.xmax,
+                "focal": self.focal, "provenance": self.provenance}
+
+
+def mask_from_encoder(encoder: Any, *, wav_um: float = 0.633, pitch_um: float | None = None,
+                      provenance: dict[str, Any] | None = None) -> PhaseMask:
+    """The masks of a ``simulation`` encoder (vortex or learned) as a ``PhaseMask``."""
+    charges = list(getattr(encoder, "charges", ())) or "learned"
+    if getattr(encoder, "learnable", False):
+        charges = "learned"
+    prov = {"created": time.time(), "encoder": encoder.signature()}
+    prov.update(provenance or {})
+    return PhaseMask(encoder.masks_rad.detach().cpu().numpy(), charges=charges, wav_um=wav_um,
+                     pitch_um=pitch_um, phase_depth=float(encoder.phase_depth),
+                     xmax=float(getattr(encoder, "xmax", 10.0)),
+                     focal=float(getattr(encoder, "focal", 8.0)), provenance=prov)
+
+
+def save_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
+    """Write ``.npz`` or ``.h5`` (by suffix), atomically (temporary name, then rename)."""
+    path = Path(path)
+    if path.suffix not in (".npz", ".h5", ".hdf5"):
+        raise ValueError(f"path: expected a .npz or .h5 file name, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    meta = json.dumps(mask.metadata(), default=str)
+    try:
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, phase_rad=mask.phase_rad, metadata=np.array(meta))
+        else:
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("phase_rad", data=mask.phase_rad)
+                f.attrs["metadata"] = meta
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_mask(path: str | os.PathLike) -> PhaseMask:
+    """Read a mask file written by ``save_mask``; clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask file not found: {path}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                phase, meta = np.asarray(z["phase_rad"]), json.loads(str(z["metadata"]))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                phase, meta = np.asarray(f["phase_rad"]), json.loads(f.attrs["metadata"])
+    except Exception as exc:  # noqa: BLE001 - one message for any unreadable file
+        raise ValueError(f"{path}: not a phase-mask file ({type(exc).__name__}: {exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a phase-mask file (format {meta.get('format')!r})")
+    if int(meta.get("grid", -1)) != phase.shape[-1]:
+        raise ValueError(f"{path}: grid {meta.get('grid')} disagrees with phase_rad shape "
+                         f"{phase.shape}")
+    return PhaseMask(phase, charges=meta["charges"], wav_um=float(meta["wav_um"]),
+                     pitch_um=meta.get("pitch_um"), phase_depth=float(meta["phase_depth"]),
+                     xmax=float(meta["xmax"]), focal=float(meta["focal"]),
+                     provenance=meta.get("provenance", {}))
+
+
+def _phase_scaling(slm: Any) -> float:
+    wrapped = getattr(slm, "wrapped", None)
+    design = getattr(wrapped, "wav_design_um", None) if wrapped is not None else None
+    return float(slm.wav_um) / float(design) if design else 1.0
+
+
+def load_onto_slm(mask: PhaseMask, slm: Any, *, channel: int = 0, phase_response_rad: Any = None,
+                  wav_tolerance: float = 0.01, settle: bool = True) -> np.ndarray:
+    """Show one channel of ``mask`` on ``slm``; returns the grey levels displayed.
+
+    The N×N mask is shown in s×s blocks, s = the largest block that fits (the device layer
+    centres it). ``phase_response_rad`` (calibration's LUT step) is loaded first.
+    """
+    rows, cols = slm.shape
+    n = mask.grid
+    if n > rows or n > cols:
+        raise ValueError(f"mask: its {n}x{n} grid does not fit the SLM of {rows}x{cols} pixels")
+    if abs(slm.wav_um - mask.wav_um) > wav_tolerance * mask.wav_um:
+        raise ValueError(f"mask: designed for {mask.wav_um:g} µm, the SLM runs at "
+                         f"{slm.wav_um:g} µm; retrain the mask for this wavelength")
+    if not 0 <= channel < mask.channels:
+        raise ValueError(f"channel: expected 0..{mask.channels - 1}, got {channel}")
+    if phase_response_rad is not None:
+        slm.set_phase_response(phase_response_rad)
+    phase = np.mod(mask.phase_stack()[channel], 2 * np.pi).astype(np.float32)
+    if getattr(slm, "lut", None) is None:
+        scale = _phase_scaling(slm)
+        if scale > 1.0 + 1e-9:
+            raise ValueError(f"slm: its grey range is {2 / scale:.3g}π at {slm.wav_um:g} µm, "
+                             "less than 2π; load a measured phase response (LUT) first")
+        phase *= scale
+    return slm.set_phase(phase, settle=settle)
+
+
+def plot_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
+    """PNG of every channel's wrapped phase, with the metadata in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stack = np.mod(mask.phase_stack(), 2 * np.pi)
+    fig, axes = plt.subplots(1, len(stack), figsize=(3.2 * len(stack) + 0.6, 3.4), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        im = ax.imshow(stack[k], cmap="twilight", vmin=0, vmax=2 * np.pi)
+        label = mask.charges[k] if isinstance(mask.charges, list) else "learned"
+        ax.set_title(f"channel {k} (m = {label})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), label="phase (rad, wrapped)", shrink=0.8)
+    fig.suptitle(f"{mask.grid}x{mask.grid} mask, λ = {mask.wav_um:g} µm", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

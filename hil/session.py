@@ -1,0 +1,288 @@
+"""The bench session: display a data set through the encoder, capture, decode, record.
+
+``run_session(RunConfig(...))`` is ``hil run``: it opens the bench, loads the
+calibration and the decoder, images every input with ``calibration.imaging.BenchImager``
+and appends each capture to ``captures.h5`` as it arrives (``hil.runs.CaptureStore``),
+then decodes the captures and writes ``results.json`` and a report (``report.md``
+with PNG figures). The run directory is the record (DESIGN.md §3):
+
+    run.json      config, versions, git commit, device identities, imaging settings, status
+    captures.h5   raw frames + patterns, one capture per image, flushed after each
+    results.json  per-image SSIM, mean SSIM, accuracy (with a classifier)
+    report.md     + captures.png, reconstructions.png
+
+``resume=True`` continues a run that was killed or stopped: the stored configuration
+is used (the arguments must agree with it), captures already on disk are kept and
+the run goes on from the first image without a complete capture. A device fault that
+survives the imager's retries stops the run cleanly: laser off, every capture so far
+on disk, status "stopped" with the error in ``run.json``; results cover the captures
+so far. Exit status: 0 complete, 3 stopped by a device fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .runs import (
+    CAPTURES_FILE,
+    CaptureStore,
+    git_commit,
+    read_captures,
+    versions,
+    write_json_atomic,
+)
+
+__all__ = ["RunConfig", "run_session", "write_results", "EXIT_STOPPED"]
+
+log = logging.getLogger(__name__)
+
+EXIT_STOPPED = 3
+RUN_FORMAT = 1
+# fields that must agree when a run is resumed
+_RESUME_KEYS = ("dataset", "split", "n", "seed", "decoder_sha256", "mode", "geometry",
+                "averaging", "exposure_s", "mask_sha256")
+
+
+@dataclass
+class RunConfig:
+    """Everything ``hil run`` needs (CLI flags map one to one)."""
+
+    bench: Any  # path to a bench TOML, a shipped name, or a dict
+    decoder: Path
+    out: Path
+    calibration: Path | None = None
+    dataset: str = "mnist"
+    split: str = "test"
+    n: int = 500
+    seed: int | None = 0
+    mode: str = "sequential"
+    geometry: str | None = None  # None: calibrated if available, else nominal
+    exposure_s: float | None = None
+    averaging: int = 1
+    retries: int = 2
+    mask: Path | None = None  # learned encoder mask file (hil.masks)
+    classifier: Path | None = None
+    resume: bool = False
+    progress: bool = True
+    imager_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _sha256(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _config_record(cfg: RunConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d["bench"] = cfg.bench if isinstance(cfg.bench, dict) else str(cfg.bench)
+    for k in ("decoder", "out", "calibration", "mask", "classifier"):
+        d[k] = None if d[k] is None else str(Path(d[k]).resolve())
+    d["decoder_sha256"] = _sha256(Path(cfg.decoder))
+    d["mask_sha256"] = _sha256(Path(cfg.mask)) if cfg.mask else None
+    d.pop("resume")
+    d.pop("progress")
+    return d
+
+
+def _check_resume(stored: dict[str, Any], now: dict[str, Any]) -> None:
+    diff = [f"{k}: run has {stored.get(k)!r}, now {now.get(k)!r}" for k in _RESUME_KEYS
+            if stored.get(k) != now.get(k)]
+    if diff:
+        raise ValueError("--resume: the arguments differ from the run being resumed ("
+                         + "; ".join(diff) + "); resume with the same arguments")
+
+
+def _encoder_for(decoder: Any, mask_path: Path | None) -> dict[str, Any]:
+    sig = decoder.encoder_signature_ or {}
+    if mask_path is not None:
+        from .masks import load_mask
+
+        m = load_mask(mask_path)
+        return {"encoder_masks_rad": m.phase_stack(), "charges": None, "signature": sig}
+    if "charges" not in sig:
+        raise ValueError(f"--decoder: {sig.get('name', 'this decoder')!r} is not a vortex "
+                         "decoder; give the learned encoder's mask file with --mask")
+    return {"charges": tuple(int(c) for c in sig["charges"]), "signature": sig,
+            "xmax": float(sig.get("xmax", 10.0)), "focal": float(sig.get("focal", 8.0)),
+            "phase_depth": float(sig.get("phase_depth", np.pi / 2))}
+
+
+def _load_images(cfg: RunConfig):
+    from simulation import load_dataset
+
+    return load_dataset(cfg.dataset, cfg.split, n=cfg.n, seed=cfg.seed, colour="grey")
+
+
+def run_session(cfg: RunConfig) -> int:
+    """Run (or resume) a bench session; returns the exit status (0, or 3 when stopped)."""
+    from calibration.imaging import BenchImager
+    from devices import bench as bench_mod
+    from devices.errors import DeviceError
+    from simulation import LinearDecoder
+
+    out = Path(cfg.out)
+    run_json = out / "run.json"
+    record_now = _config_record(cfg)
+    if cfg.resume:
+        if not run_json.is_file():
+            raise FileNotFoundError(f"--resume: no run to resume in {out} (run.json missing)")
+        record = json.loads(run_json.read_text())
+        _check_resume(record["config"], record_now)
+    elif run_json.exists() or (out / CAPTURES_FILE).exists():
+        raise FileExistsError(f"--out: {out} already holds a run; add --resume to continue it "
+                              "or choose another directory")
+    decoder = LinearDecoder.load(cfg.decoder)
+    enc = _encoder_for(decoder, cfg.mask)
+    images, labels = _load_images(cfg)
+    calibration = None
+    if cfg.calibration is not None:
+        from calibration.store import CalibrationSet
+
+        calibration = CalibrationSet.load(cfg.calibration)
+
+    status, error = "complete", None
+    with bench_mod.open_bench(cfg.bench) as bench:
+        kw = {k: v for k, v in enc.items() if k != "signature"}
+        imager = BenchImager(bench, calibration, mode=cfg.mode, geometry=cfg.geometry,
+                             exposure_s=cfg.exposure_s, averaging=cfg.averaging,
+                             retries=cfg.retries, size=int(images.shape[-1]),
+                             **kw, **cfg.imager_options)
+        if not cfg.resume:
+            record = {"format_version": RUN_FORMAT, "config": record_now,
+                      "created": time.time(), "git_commit": git_commit(),
+                      "versions": versions(), "devices": bench.info(),
+                      "imaging": imager.describe(),
+                      "calibration_steps": calibration.steps() if calibration else None,
+                      "decoder": decoder.metadata(), "status": "running", "sessions": []}
+        record["sessions"].append({"started": time.time(), "devices": bench.info()})
+        record["status"] = "running"
+        write_json_atomic(run_json, record)
+        store_path = out / CAPTURES_FILE
+        if cfg.resume and store_path.exists():
+            store = CaptureStore.resume(store_path)
+        else:
+            store = CaptureStore.create(
+                store_path, frame_shape=(imager.frames_per_image, *bench.camera.shape),
+                frame_dtype=bench.camera.dtype,
+                pattern_shape=(imager.channels, imager.size, imager.size), dark=imager.dark,
+                attrs={"dataset": cfg.dataset, "split": cfg.split, "seed": cfg.seed})
+        with store:
+            start = store.count
+            done = set(store.indices.tolist())
+            if len(done) != start or (start and max(done) != start - 1):
+                raise ValueError(f"{store_path}: captures are not the images 0..{start - 1}")
+            log.info("run %s: %d of %d images captured, %d to go", out, start, len(images),
+                     len(images) - start)
+            if bench.laser is not None and not bench.laser.is_output_on():
+                bench.laser.output_on()
+            bar = None
+            if cfg.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(images), initial=start, desc="capture", unit="img")
+            try:
+                for i in range(start, len(images)):
+                    frames, info = imager.capture_frames(images[i])
+                    store.append(i, frames, imager.frames_to_patterns(frames)[0], info)
+                    if bar is not None:
+                        bar.update(1)
+            except DeviceError as exc:
+                status, error = "stopped", f"{type(exc).__name__}: {exc}"
+                log.error("run stopped by a device fault after %d captures: %s", store.count,
+                          error)
+                bench.laser_off()
+            except KeyboardInterrupt:
+                status, error = "interrupted", "KeyboardInterrupt"
+                bench.laser_off()
+                raise
+            finally:
+                if bar is not None:
+                    bar.close()
+                record["status"], record["error"] = status, error
+                record["sessions"][-1].update(ended=time.time(), status=status,
+                                              captures=store.count)
+                write_json_atomic(run_json, record)
+    write_results(out, images, labels, decoder, cfg.classifier, status=status)
+    if status == "stopped":
+        print(f"hil run: stopped by a device fault ({error}); {status}: captures so far are "
+              f"in {out / CAPTURES_FILE}; fix the bench and add --resume")
+        return EXIT_STOPPED
+    return 0
+
+
+def write_results(out: Path, images: Any, labels: Any, decoder: Any,
+                  classifier_path: Path | None = None, *, status: str = "complete"
+                  ) -> dict[str, Any]:
+    """Decode the captures on disk; write results.json and the report (with figures)."""
+    import torch
+
+    from simulation import ssim
+
+    caps = read_captures(out / CAPTURES_FILE, frames=False)
+    idx = caps["index"]
+    res: dict[str, Any] = {"status": status, "n_captured": int(len(idx)),
+                           "n_planned": int(len(images))}
+    if len(idx) == 0:
+        write_json_atomic(out / "results.json", res)
+        return res
+    rec = decoder.predict(torch.from_numpy(caps["patterns"]))
+    ref = images[torch.as_tensor(idx)]
+    s = ssim(ref, rec)
+    res.update(ssim_mean=float(s.mean()), ssim_std=float(s.std()),
+               per_image=[{"index": int(i), "ssim": float(v)} for i, v in zip(idx, s, strict=True)])
+    if classifier_path is not None:
+        clf = torch.load(classifier_path, map_location="cpu", weights_only=False)
+        res["accuracy"] = float(clf.score(rec.clamp(0, 1), labels[torch.as_tensor(idx)]))
+    write_json_atomic(out / "results.json", res)
+    _report(out, ref, rec, caps, res)
+    return res
+
+
+def _report(out: Path, ref: Any, rec: Any, caps: dict[str, np.ndarray], res: dict) -> None:
+    from .figures import save_image_grid
+
+    pats = caps["patterns"]
+    lo = pats.min(axis=(-2, -1), keepdims=True)
+    span = np.maximum(pats.max(axis=(-2, -1), keepdims=True) - lo, 1e-12)
+    shown = (pats - lo) / span
+    rows = [ref] + [shown[:, k] for k in range(pats.shape[1])] + [rec.clamp(0, 1)]
+    labels = ["original"] + [f"pattern ch{k}" for k in range(pats.shape[1])] + ["decoded"]
+    ssims = [p["ssim"] for p in res["per_image"]]
+    save_image_grid(rows, labels, out / "reconstructions.png", n=8,
+                    title=f"bench reconstructions: mean SSIM {res['ssim_mean']:.3f}",
+                    captions=[f"SSIM {v:.2f}" for v in ssims[:8]])
+    with __import__("h5py").File(out / CAPTURES_FILE, "r") as f:
+        k = min(4, int(f.attrs["n_complete"]))
+        frames = np.asarray(f["frames"][:k], dtype=np.float32)
+    frames = frames.reshape(-1, *frames.shape[-2:])
+    frames = np.sqrt(np.maximum(frames - np.median(frames, axis=(-2, -1), keepdims=True), 0))
+    frames /= np.maximum(frames.max(axis=(-2, -1), keepdims=True), 1e-12)
+    save_image_grid([frames], ["sqrt(frame)"], out / "captures.png", n=len(frames),
+                    title="raw captures (first images, every frame)")
+    lines = [
+        "# Bench run report", "",
+        f"- status: **{res['status']}**; captures: {res['n_captured']} of {res['n_planned']}",
+        f"- mean SSIM: **{res['ssim_mean']:.4f}** ± {res['ssim_std']:.4f}",
+    ]
+    if "accuracy" in res:
+        lines.append(f"- classification accuracy on the reconstructions: {res['accuracy']:.4f}")
+    lines += ["", "Configuration, versions and devices: `run.json`; per-image numbers: "
+              "`results.json`; captures: `captures.h5`.", "",
+              "![reconstructions](reconstructions.png)", "", "![captures](captures.png)", ""]
+    tmp = out / ".report.md.tmp"
+    tmp.write_text("\n".join(lines))
+    tmp.replace(out / "report.md")
