@@ -1,0 +1,109 @@
+"""A differentiable twin of the bench's Fourier-plane imaging of one steered spot (torch).
+
+The SLM plane is sampled on a coarse grid (``step`` SLM pixels per sample: source and
+aberrations are smooth); the field A·exp(i(φ_display + Σ c_j Z_j)) is zero-padded and
+Fourier-transformed, giving the far field on a grid of ``1/q`` model pixels; the
+intensity is then sampled at camera pixel positions through the calibrated geometry
+(``model_to_camera``), with 2 x 2 sub-samples per camera pixel (pixels integrate).
+
+A blazed grating on the SLM only moves the far field, so it is not drawn: the twin's
+far field is centred on the spot's model position instead (``centre_model``).
+Conventions are the bench's: delay in radians adds to the phase, the far field is
+``fftshift(fft2(fftshift(field)))``, Zernike terms are Noll-normalised on the disk
+inscribed in the SLM (``simulation.zernike``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from simulation.zernike import zernike
+
+__all__ = ["PupilGrid", "far_field_intensity", "sample_on_camera"]
+
+
+class PupilGrid:
+    """Sample points of the SLM plane: coordinates (SLM px from the centre), Zernike basis."""
+
+    def __init__(self, slm_shape: tuple[int, int], size: int, block: int, *,
+                 samples: int = 64, q: int = 4, noll: tuple[int, ...] = (4, 5, 6, 7, 8),
+                 dtype: torch.dtype = torch.float64) -> None:
+        rows, cols = (int(v) for v in slm_shape)
+        self.step = max(1, int(round(max(rows, cols) / samples)))
+        self.size, self.block, self.q = int(size), int(block), int(q)
+        d = self.step
+        ny, nx = rows // d, cols // d
+        y = (torch.arange(ny, dtype=dtype) * d + (d - 1) / 2) - (rows - 1) / 2
+        x = (torch.arange(nx, dtype=dtype) * d + (d - 1) / 2) - (cols - 1) / 2
+        self.y, self.x = torch.meshgrid(y, x, indexing="ij")
+        self.radius = min(rows, cols) / 2
+        rho = torch.hypot(self.x, self.y) / self.radius
+        theta = torch.atan2(self.y, self.x)
+        self.noll = tuple(int(j) for j in noll)
+        self.basis = torch.stack([zernike(j, rho, theta) for j in self.noll]) if noll else \
+            torch.zeros((0, ny, nx), dtype=dtype)
+        # padded FFT size: bins of 1/q model pixel (a model pixel is 1/(N s) cycles/px)
+        self.pad = int(round(q * size * block / d))
+        if self.pad < max(ny, nx):
+            raise ValueError(f"q: {q} too small for the pupil ({ny}x{nx} samples)")
+        self.dtype = dtype
+
+    def zernike_phase(self, coeffs: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("j,jyx->yx", coeffs, self.basis)
+
+    def gaussian(self, waist_px: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-((self.x - cx) ** 2 + (self.y - cy) ** 2) / waist_px**2)
+
+
+def far_field_intensity(grid: PupilGrid, amplitude: torch.Tensor,
+                        phase: torch.Tensor) -> torch.Tensor:
+    """|FT|² of the sampled field(s) (..., ny, nx) on the padded grid (..., P, P), centred
+    at bin P/2 (zero frequency); unit total power per field."""
+    field = torch.polar(amplitude.expand_as(phase), phase)
+    p = grid.pad
+    ny, nx = phase.shape[-2:]
+    top, left = (p - ny) // 2, (p - nx) // 2
+    padded = F.pad(field, (left, p - nx - left, top, p - ny - top))
+    ff = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(padded, dim=(-2, -1))),
+                            dim=(-2, -1))
+    inten = ff.real**2 + ff.imag**2
+    return inten / inten.sum(dim=(-2, -1), keepdim=True)
+
+
+def camera_sample_points(model_to_camera: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+                         centre_model: tuple[float, float], grid: PupilGrid,
+                         shift_px: torch.Tensor | None = None, sub: int = 2) -> torch.Tensor:
+    """Normalised grid_sample coordinates (1, K*sub*sub, 1, 2) of camera pixels (xs, ys)."""
+    a = np.asarray(model_to_camera, dtype=np.float64)
+    inv = torch.as_tensor(np.linalg.inv(a[:, :2]), dtype=grid.dtype)
+    t = torch.as_tensor(a[:, 2], dtype=grid.dtype)
+    o = (torch.arange(sub, dtype=grid.dtype) + 0.5) / sub - 0.5
+    oy, ox = torch.meshgrid(o, o, indexing="ij")
+    px = torch.as_tensor(xs, dtype=grid.dtype)[:, None] + ox.reshape(1, -1)
+    py = torch.as_tensor(ys, dtype=grid.dtype)[:, None] + oy.reshape(1, -1)
+    cam = torch.stack([px.reshape(-1), py.reshape(-1)], dim=1) - t
+    if shift_px is not None:
+        cam = cam - shift_px
+    model = cam @ inv.T  # (K*sub², 2): (col, row) of the model grid
+    bins = (model - torch.as_tensor(centre_model, dtype=grid.dtype)) * grid.q + grid.pad / 2
+    norm = (2 * bins + 1) / grid.pad - 1  # align_corners=False
+    return norm.reshape(1, -1, 1, 2)
+
+
+def sample_on_camera(intensity: torch.Tensor, points: torch.Tensor, sub: int = 2) -> torch.Tensor:
+    """Bilinear samples of (F, P, P) intensities at ``points``, averaged over sub-samples:
+    (F, K). Scaled so a sum over camera pixels approximates the sum over bins."""
+    f = intensity.shape[0]
+    s = F.grid_sample(intensity[:, None], points.expand(f, -1, -1, -1), mode="bilinear",
+                      padding_mode="zeros", align_corners=False)  # (F, 1, K*sub², 1)
+    return s.reshape(f, -1, sub * sub).mean(dim=-1)
+
+
+def unit_scale(q: int, model_to_camera: np.ndarray) -> float:
+    """Camera pixels per far-field bin (area), to turn bin intensities into pixel sums."""
+    a = np.asarray(model_to_camera, dtype=np.float64)
+    return float(abs(np.linalg.det(a[:, :2]))) / q**2 if q else math.nan
