@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devices import (
     DeviceDisconnected,
@@ -199,3 +201,27 @@ def test_frames_taken_before_the_slm_settles_see_the_old_pattern():
         assert not np.array_equal(early, settled)
         assert np.abs(early.astype(float) - dark_pattern).sum() < np.abs(
             settled.astype(float) - dark_pattern).sum()
+
+
+@settings(max_examples=30, deadline=None)
+@given(value=st.one_of(st.integers(-5, 0), st.floats(allow_nan=True), st.text(max_size=3),
+                       st.booleans(), st.none()))
+def test_bad_camera_arguments_are_named(value):
+    cam = _CAM["bench"].camera
+    if isinstance(value, float) and value > 0 and np.isfinite(value):
+        return
+    with pytest.raises((TypeError, ValueError), match="exposure_s"):
+        cam.set_exposure(value)
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        with pytest.raises((TypeError, ValueError), match="averaging"):
+            cam.get_image(averaging=value)
+
+
+_CAM: dict = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _shared_bench():
+    with open_bench(bench_dict()) as b:
+        _CAM["bench"] = b
+        yield
