@@ -4,7 +4,8 @@ Noll's ordering (J. Opt. Soc. Am. 66, 207 (1976)) starts at j = 1 (piston);
 j = 2, 3 are tilts, 4 defocus, 5, 6 astigmatism, 7, 8 coma, 11 spherical.
 Polynomials are normalised so that their mean square over the unit disk is 1
 (the RMS of a coefficient-1 term is 1 radian when the coefficient is in radians).
-Outside the disk the value is 0.
+Outside the disk the value is 0, or, with ``extend=True``, the polynomial continued
+smoothly (an aberration over a rectangular aperture larger than the fitted disk).
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ def unit_disk_grid(
     return torch.hypot(xx, yy).to(dtype), torch.atan2(yy, xx).to(dtype)
 
 
-def zernike(j: int, rho: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Noll-normalised Zernike polynomial ``j`` at polar coordinates; 0 outside rho > 1."""
+def zernike(j: int, rho: torch.Tensor, theta: torch.Tensor, *,
+            extend: bool = False) -> torch.Tensor:
+    """Noll-normalised Zernike polynomial ``j`` at polar coordinates.
+
+    Zero where rho > 1, unless ``extend`` (then the polynomial continues outside).
+    """
     n, m = noll_to_nm(j)
     am = abs(m)
     radial = torch.zeros_like(rho)
@@ -71,12 +76,15 @@ def zernike(j: int, rho: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         z = math.sqrt(2 * (n + 1)) * radial * torch.cos(am * theta)
     else:
         z = math.sqrt(2 * (n + 1)) * radial * torch.sin(am * theta)
+    if extend:
+        return z
     return torch.where(rho <= 1, z, torch.zeros_like(z))
 
 
-def zernike_basis(indices: list[int], rho: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def zernike_basis(indices: list[int], rho: torch.Tensor, theta: torch.Tensor, *,
+                  extend: bool = False) -> torch.Tensor:
     """Stack of polynomials, shape (len(indices), *rho.shape)."""
-    return torch.stack([zernike(int(j), rho, theta) for j in indices])
+    return torch.stack([zernike(int(j), rho, theta, extend=extend) for j in indices])
 
 
 def zernike_sum(
@@ -85,10 +93,11 @@ def zernike_sum(
     *,
     center: tuple[float, float] = (0.0, 0.0),
     radius: float | None = None,
+    extend: bool = False,
 ) -> torch.Tensor:
     """sum_j c_j Z_j on a (rows, cols) grid, float32; coefficients keyed by Noll index."""
     rho, theta = unit_disk_grid(shape, center=center, radius=radius, dtype=torch.float32)
     out = torch.zeros(rho.shape, dtype=torch.float32)
     for j, c in coefficients.items():
-        out = out + float(c) * zernike(int(j), rho, theta)
+        out = out + float(c) * zernike(int(j), rho, theta, extend=extend)
     return out.to(torch.float32)

@@ -172,3 +172,12 @@ def test_zernike_noll_and_normalisation():
     assert s.dtype == torch.float32 and s.shape == (64, 64)
     with pytest.raises(ValueError, match="j"):
         noll_to_nm(0)
+
+
+def test_zernike_extend_matches_inside_and_continues():
+    from simulation.zernike import unit_disk_grid, zernike
+
+    rho, th = unit_disk_grid((40, 80))
+    a, b = zernike(4, rho, th), zernike(4, rho, th, extend=True)
+    inside = rho <= 1
+    assert (a[inside] == b[inside]).all() and (b[~inside] > a[~inside]).all()
