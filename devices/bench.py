@@ -129,7 +129,7 @@ def _open_camera(c: dict[str, Any], slm: SLM, flaws: Any, seed: int) -> Camera:
     obj = open_slmsuite("camera", cls, c["args"], key="camera.args")
     cam = SlmsuiteCamera(obj, name=name, backend=c["backend"],
                          capture_attempts=c["capture_attempts"], timeout_s=c["timeout_s"],
-                         pitch_um=c.get("pitch_um"))
+                         pitch_um=c.get("pitch_um"), watchdog=c["watchdog"])
     cam.set_exposure(c["exposure_s"])
     return cam
 

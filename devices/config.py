@@ -78,6 +78,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout_s": Key("number", 1.0, _gt0, "> 0", help="wait per frame beyond the exposure"),
         "pitch_um": Key("number", None, _gt0, "> 0",
                         help="pixel pitch (sim: default 5.5; slmsuite: overrides the driver's)"),
+        "watchdog": Key("bool", False, backends=("slmsuite",),
+                        help="run driver calls in a thread, give up on a hung one"),
         "shape": Key("shape", [512, 512], backends=("sim",), help="[rows, cols]"),
         "bitdepth": Key("int", 12, lambda v: 1 <= v <= 16, "in [1, 16]", ("sim",)),
         "focal_length_mm": Key("number", 50.0, _gt0, "> 0", ("sim",),

@@ -12,7 +12,8 @@ its ``phase``) and calls the driver's own ``_set_phase_hw`` hook: the grey level
 the slmsuite object are exactly the ones we computed, with no second conversion.
 Camera path: the adapter calls the driver's public ``get_image`` with one attempt,
 no averaging and no HDR, so window, binning and orientation stay slmsuite's; our
-base class does retries, averaging and time-outs. A driver exception that reads as
+base class does retries, averaging and time-outs (``watchdog=True`` also guards
+against a driver that ignores its time-out and hangs). A driver exception that reads as
 a time-out becomes ``DeviceTimeout``; any other counts as a dropped frame (retried).
 """
 
@@ -268,8 +269,11 @@ class SlmsuiteCamera(Camera):
     def __init__(self, wrapped: Any, *, name: str | None = None, backend: str = "",
                  capture_attempts: int = 5, timeout_s: float = 1.0,
                  pitch_um: float | tuple[float, float] | None = None,
-                 device_id: str = "") -> None:
+                 device_id: str = "", watchdog: bool = False) -> None:
         self.wrapped = wrapped
+        self.watchdog = bool(watchdog)
+        self._pool: Any = None
+        self._hung: Any = None  # the future of a driver call that never returned
         pitch = pitch_um if pitch_um is not None else getattr(wrapped, "pitch_um", None)
         if pitch is None:
             pitch = (1.0, 1.0)  # unknown: slmsuite allows None, we need a number
@@ -286,9 +290,39 @@ class SlmsuiteCamera(Camera):
         )
         wrapped.capture_attempts = 1  # retries are ours, with our counting and errors
 
+    def _driver_frame(self, timeout_s: float) -> np.ndarray:
+        """The driver's frame; with ``watchdog``, given up on after the deadline.
+
+        Vendor SDKs normally honour their time-out; ``watchdog`` is for those that do not:
+        the call runs in a worker thread and ``DeviceTimeout`` is raised when it has not
+        returned within ``timeout_s`` + exposure + ``timeout_s`` of grace. Until a hung call
+        returns, every request raises ``DeviceTimeout`` at once instead of queueing.
+        """
+        call = (self.wrapped.get_image,)
+        kwargs = {"timeout_s": timeout_s, "averaging": False, "hdr": False}
+        if not self.watchdog:
+            return call[0](**kwargs)
+        import concurrent.futures as cf
+
+        if self._hung is not None:
+            if not self._hung.done():
+                raise DeviceTimeout("an earlier frame request is still hung in the driver")
+            self._hung = None
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(max_workers=1,
+                                               thread_name_prefix=f"camera-{self.name}")
+        future = self._pool.submit(call[0], **kwargs)
+        deadline = 2 * timeout_s + float(self.wrapped.exposure_s)
+        try:
+            return future.result(timeout=deadline)
+        except cf.TimeoutError:
+            self._hung = future
+            raise DeviceTimeout(f"watchdog: the driver did not return within {deadline:.3g} s"
+                                ) from None
+
     def _get_image_hw(self, timeout_s: float) -> np.ndarray:
         try:
-            return self.wrapped.get_image(timeout_s=timeout_s, averaging=False, hdr=False)
+            return self._driver_frame(timeout_s)
         except (FrameDropped, DeviceTimeout, DeviceDisconnected):
             raise
         except ConnectionError as exc:
@@ -313,9 +347,12 @@ class SlmsuiteCamera(Camera):
             raise DeviceError(f"camera '{self.name}': flush failed: {exc}") from exc
 
     def _close_hw(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self.wrapped.close()
 
     def info(self) -> dict[str, Any]:
         d = super().info()
         d["slmsuite_class"] = type(self.wrapped).__name__
+        d["watchdog"] = self.watchdog
         return d

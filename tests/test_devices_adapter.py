@@ -64,6 +64,11 @@ class FakeDriver:
 
     def get_image(self, timeout_s=1, averaging=None, hdr=None):
         step = self.script.pop(0) if self.script else "ok"
+        if isinstance(step, float):  # hang for this long, ignoring timeout_s
+            import time
+
+            time.sleep(step)
+            step = "ok"
         if step != "ok":
             raise step
         return np.full(self.shape, 7, np.uint8)
@@ -95,6 +100,21 @@ def test_driver_errors_are_mapped():
         cam.get_image()
     cam.close()
     assert cam.wrapped.closed
+
+
+def test_watchdog_gives_up_on_a_hung_driver():
+    import time
+
+    cam = SlmsuiteCamera(FakeDriver([0.6]), watchdog=True)
+    t0 = time.perf_counter()
+    with pytest.raises(DeviceTimeout, match="watchdog"):
+        cam.get_image(timeout_s=0.05)
+    assert time.perf_counter() - t0 < 0.4
+    with pytest.raises(DeviceTimeout, match="still hung"):
+        cam.get_image(timeout_s=0.05)
+    time.sleep(0.7)  # the driver call returns eventually
+    assert (cam.get_image(timeout_s=0.05) == 7).all()
+    cam.close()
 
 
 @pytest.mark.slow
