@@ -10,8 +10,8 @@ Calibration must recover these from captures alone; they are exposed only throug
 * source amplitude: Gaussian exp(-r**2 / waist**2), waist within [0.35, 0.7] of the
   smaller SLM side, centre within +-5 % of the SLM size;
 * aberrations: Noll terms 4-8 (defocus, astigmatism, coma), each normal with
-  ``aberration_rms_rad`` standard deviation, normalised on the unit disk inscribed in
-  the SLM and continued smoothly to its corners (no phase step at the disk's edge);
+  ``aberration_rms_rad`` standard deviation, on the unit disk inscribed in the SLM and
+  zero outside it (``simulation.zernike``'s convention, which the calibration twin uses);
 * camera dark level (counts, 0.5-3 % of full scale) and gain (counts per
   photoelectron, nominal times [0.8, 1.25]).
 """
@@ -69,7 +69,7 @@ class Flaws:
             return np.zeros(shape, dtype=np.float32)
         from simulation.zernike import zernike_sum  # devices -> simulation, sim backends only
 
-        return zernike_sum(self.zernike_rad, shape, extend=True).numpy()
+        return zernike_sum(self.zernike_rad, shape).numpy()
 
     def truth(self, *, slm_shape: tuple[int, int], slm_bitdepth: int,
               camera_full_scale: int, counts_per_electron: float,
@@ -87,7 +87,7 @@ class Flaws:
                                  self.source_center_frac[1] * rows),
             "zernike_noll_rad": dict(self.zernike_rad),
             "zernike_radius_px": min(rows, cols) / 2,  # unit disk, centred on the SLM
-            "zernike_outside_disk": "continued",  # simulation.zernike(..., extend=True)
+            "zernike_outside_disk": "zero",  # simulation.zernike default (extend=False)
             "dark_level_counts": self.dark_level_frac * camera_full_scale,
             "gain_counts_per_electron": counts_per_electron * self.gain_factor,
         }
