@@ -1,4 +1,4 @@
-"""Device sub-commands: ``hil devices list`` and ``hil devices check BENCH``."""
+"""Device sub-commands: `hil devices list`, `hil devices check BENCH`, `hil devices schema`."""
 
 from __future__ import annotations
 
@@ -114,6 +114,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from devices.config import describe_schema
+
+    print(describe_schema())
+    return 0
+
+
 def _averaging(text: str) -> int:
     try:
         v = int(text)
@@ -141,3 +148,6 @@ def register(sub: Any) -> None:
     pc.add_argument("--averaging", type=_averaging, default=1, help="frames to average")
     pc.add_argument("--json", action="store_true", help="machine-readable output")
     pc.set_defaults(func=_cmd_check)
+
+    ps = dsub.add_parser("schema", help="every key a bench file may hold, with defaults")
+    ps.set_defaults(func=_cmd_schema)

@@ -44,3 +44,9 @@ def test_check_errors_are_one_line(tmp_path, capsys):
     assert "HEDS" in capsys.readouterr().err
     assert main(["devices", "check", "no-such-bench.toml"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_schema(capsys):
+    assert main(["devices", "schema"]) == 0
+    out = capsys.readouterr().out
+    assert "[camera]" in out and "exposure_s" in out and "max_power_mW" in out
