@@ -57,7 +57,8 @@ def calibrate_wavefront(bench: Any, model_to_camera: Any, *, size: int = 32,
                         diversity: tuple[dict[int, float], ...] = DEFAULT_DIVERSITY,
                         spot_k: float = 12.0, roi_model_px: float = 11.0, averaging: int = 2,
                         samples: int = 64, q: int = 4, iterations: int = 2,
-                        max_iter: int = 60) -> tuple[StepResult, StepResult]:
+                        max_iter: int = 60, starts: tuple[float, ...] = (0.35, 0.5, 0.8),
+                        start_iter: int = 30) -> tuple[StepResult, StepResult]:
     """Fit source and aberrations; returns the ``source`` and ``wavefront`` steps.
 
     The wavefront step also holds ``model_to_camera`` with its centre corrected by the
@@ -88,13 +89,13 @@ def calibrate_wavefront(bench: Any, model_to_camera: Any, *, size: int = 32,
     torch.set_num_threads(1)  # small FFTs: one thread is fastest, and the cores are shared
     try:
         return _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, noll, diversity,
-                    samples, q, iterations, max_iter)
+                    samples, q, iterations, max_iter, starts, start_iter)
     finally:
         torch.set_num_threads(threads)
 
 
 def _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, noll, diversity,
-         samples, q, iterations, max_iter):
+         samples, q, iterations, max_iter, starts, start_iter):
     slm = bench.slm
     centre = (size / 2 + spot_k, size / 2 + spot_k)
 
@@ -133,18 +134,38 @@ def _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, noll, diversi
         pred = predict().clamp(min=1e-12)
         return ((torch.sqrt(pred) - sqrt_meas) ** 2).sum() / n_f
 
-    opt = torch.optim.LBFGS(list(params.values()), lr=1, max_iter=max_iter, history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-10,
-                            tolerance_change=1e-14)
+    def run(n_rounds: int, n_iter: int) -> float:
+        opt = torch.optim.LBFGS(list(params.values()), lr=1, max_iter=n_iter, history_size=20,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-10,
+                                tolerance_change=1e-14)
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        return loss
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            return loss
 
-    for _ in range(iterations):
-        opt.step(closure)
+        for _ in range(n_rounds):
+            opt.step(closure)
+        with torch.no_grad():
+            return float(loss_fn())
+
+    # phase retrieval has local minima: start from several source waists, keep the best
+    start = {k: v.detach().clone() for k, v in params.items()}
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    for w0 in starts:
+        with torch.no_grad():
+            for k, v in params.items():
+                v.copy_(start[k])
+            params["logw"].fill_(float(np.log(w0)))
+        loss = run(1, start_iter)
+        log.debug("wavefront: start waist %.2f -> loss %.5f", w0, loss)
+        if best is None or loss < best[0]:
+            best = (loss, {k: v.detach().clone() for k, v in params.items()})
+    with torch.no_grad():
+        for k, v in params.items():
+            v.copy_(best[1][k])
+    run(iterations, max_iter)
     with torch.no_grad():
         pred = predict() * meas_scale
         final = float(loss_fn())
