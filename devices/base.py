@@ -25,7 +25,7 @@ import numpy as np
 from devices._common import _Device, _pair, _positive
 from devices.camera import Camera, CaptureInfo
 from devices.errors import DeviceDisconnected
-from devices.phase import grey_dtype, lut_from_response, phase_to_grey
+from devices.phase import finite_bounds, grey_dtype, lut_from_response, phase_to_grey
 
 __all__ = ["SLM", "Camera", "CaptureInfo"]  # Camera lives in devices.camera
 
@@ -70,7 +70,6 @@ class SLM(_Device):
         self.lut: np.ndarray | None = None
         self.phase_response_rad: np.ndarray | None = None
         self._phase = np.zeros(self.shape, dtype=np.float32)
-        self._scratch = np.empty(self.shape, dtype=np.float32)
         self.display = np.full(self.shape, self.bitresolution - 1, dtype=self.dtype)
         self.last_write_time: float | None = None
 
@@ -133,26 +132,29 @@ class SLM(_Device):
         """
         self._check_usable()
         p = self._as_phase(phase_rad)
-        lo, hi = float(np.min(p)), float(np.max(p))
+        lo, hi = finite_bounds(p)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             bad = int(np.count_nonzero(~np.isfinite(p)))
             raise ValueError(f"phase_rad: expected finite values, got {bad} NaN or infinite")
-        if p.shape == self.shape:
-            np.copyto(self._phase, p, casting="unsafe")
-        else:
-            h, w = p.shape
-            s = self.block_size(p.shape)
-            r0, c0 = (self.shape[0] - h * s) // 2, (self.shape[1] - w * s) // 2
-            if (h * s, w * s) != self.shape:
-                self._phase.fill(self.margin_phase_rad)
-                lo, hi = min(lo, self.margin_phase_rad), max(hi, self.margin_phase_rad)
-            view = self._phase[r0:r0 + h * s, c0:c0 + w * s].reshape(h, s, w, s)
-            np.copyto(view, p[:, None, :, None], casting="unsafe")
         self._before_write()
-        display = phase_to_grey(
-            self._phase, self.bitdepth, self.lut, out=self.display, scratch=self._scratch,
-            bounds=(lo, hi),
-        )
+        if p.shape == self.shape and p.dtype == np.float32 and p.flags.c_contiguous:
+            # one blocked pass: copy into self.phase and convert, in cache
+            display = phase_to_grey(p, self.bitdepth, self.lut, out=self.display,
+                                    bounds=(lo, hi), copy_to=self._phase)
+        else:
+            if p.shape == self.shape:
+                np.copyto(self._phase, p, casting="unsafe")
+            else:
+                h, w = p.shape
+                s = self.block_size(p.shape)
+                r0, c0 = (self.shape[0] - h * s) // 2, (self.shape[1] - w * s) // 2
+                if (h * s, w * s) != self.shape:
+                    self._phase.fill(self.margin_phase_rad)
+                    lo, hi = min(lo, self.margin_phase_rad), max(hi, self.margin_phase_rad)
+                view = self._phase[r0:r0 + h * s, c0:c0 + w * s].reshape(h, s, w, s)
+                np.copyto(view, p[:, None, :, None], casting="unsafe")
+            display = phase_to_grey(self._phase, self.bitdepth, self.lut, out=self.display,
+                                    bounds=(lo, hi))
         try:
             self._set_phase_hw(display)
         except DeviceDisconnected as exc:

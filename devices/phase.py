@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "CHUNK",
+    "finite_bounds",
     "PHASE_SIGN",
     "ZERO_PHASE_GREY",
     "grey_dtype",
@@ -77,21 +79,39 @@ def lut_from_response(response_rad: np.ndarray, lut_size: int = 2**14) -> np.nda
     return order[np.mod(index, b)].astype(grey_dtype(bitdepth))
 
 
+CHUNK = 1 << 16
+"""Pixels per block: the float32 working set (256 KiB) stays in cache between steps."""
+
+
+def finite_bounds(phase: np.ndarray) -> tuple[float, float]:
+    """(min, max) of an array, block by block (one read); NaN if any value is NaN."""
+    flat = np.ascontiguousarray(phase).reshape(-1)
+    lo, hi = float("inf"), float("-inf")
+    for i in range(0, flat.size, CHUNK):
+        blk = flat[i:i + CHUNK]
+        m, big = float(blk.min()), float(blk.max())
+        if m != m or big != big:  # NaN (min and max propagate it)
+            return float("nan"), float("nan")
+        lo, hi = min(lo, m), max(hi, big)
+    return lo, hi
+
+
 def phase_to_grey(
     phase_rad: np.ndarray,
     bitdepth: int,
     lut: np.ndarray | None = None,
     *,
     out: np.ndarray | None = None,
-    scratch: np.ndarray | None = None,
     bounds: tuple[float, float] | None = None,
+    copy_to: np.ndarray | None = None,
 ) -> np.ndarray:
     """Wrap and quantise a float phase (radians) into grey levels.
 
     Without ``lut`` the ideal response is used (rounded to the nearest level, the
     slmsuite result bit for bit); with ``lut`` the phase is rounded onto its bins.
-    ``out`` (grey dtype) and ``scratch`` (float32, same shape) avoid allocations;
-    ``bounds`` = (min, max) of the phase when the caller already knows them.
+    ``out`` (grey dtype, C-contiguous) avoids an allocation; ``bounds`` = (min, max) of
+    the phase when the caller already knows them; ``copy_to`` (float32, same shape)
+    receives a copy of the phase on the way, in the same pass.
     """
     phase = np.asarray(phase_rad)
     dtype = grey_dtype(bitdepth)
@@ -101,23 +121,44 @@ def phase_to_grey(
     scale = (PHASE_SIGN * levels if lut is None else levels) / (2 * np.pi)
     lo, hi = (float(phase.min()), float(phase.max())) if bounds is None else bounds
     shift = 1 if lut is None else 0  # slmsuite shifts by one level: zero phase -> top level
-    if phase.dtype == np.float32 and max(abs(lo), abs(hi)) * abs(scale) < _MAGIC_LIMIT:
-        if scratch is None:
-            scratch = np.empty(phase.shape, dtype=np.float32)
-        np.multiply(phase, np.float32(scale), out=scratch)
-        np.add(scratch, _MAGIC, out=scratch)  # round half to even, as np.rint
-        index = scratch.view(np.int32)
-    else:
-        index = np.rint(np.asarray(phase, dtype=np.float64) * scale)
-        index = np.mod(index, levels).astype(np.int32)
-    if lut is None:
-        # int32 -> grey dtype keeps the low bits (wraps modulo 2**8 or 2**16); the shift by
-        # one level and the mask then run on the narrow array, as slmsuite's result
-        np.copyto(out, index, casting="unsafe")
-        if shift:
-            np.subtract(out, out.dtype.type(shift), out=out)
-        if levels != 256 or dtype != np.uint8:
-            np.bitwise_and(out, out.dtype.type(levels - 1), out=out)
-        return out
-    np.bitwise_and(index, levels - 1, out=index)
-    return np.take(lut, index, out=out)
+    fast = (phase.dtype == np.float32 and phase.flags.c_contiguous and out.flags.c_contiguous
+            and max(abs(lo), abs(hi)) * abs(scale) < _MAGIC_LIMIT)
+    if not fast:
+        if copy_to is not None:
+            np.copyto(copy_to, phase, casting="unsafe")
+        # same float32 arithmetic as slmsuite for float32 input (huge values included)
+        ftype = np.float32 if phase.dtype == np.float32 else np.float64
+        index = np.rint(phase.astype(ftype, copy=False) * ftype(scale)).astype(np.int64)
+        index = np.mod(index - shift, levels)
+        if lut is None:
+            np.copyto(out, index, casting="unsafe")
+            return out
+        return np.take(lut, index, out=out)
+    src, dst = phase.reshape(-1), out.reshape(-1)
+    keep = None if copy_to is None else copy_to.reshape(-1)
+    scratch = np.empty(min(CHUNK, src.size), dtype=np.float32)
+    f32 = np.float32(scale)
+    need_mask = lut is None and (levels != 256 or dtype != np.uint8)
+    one = dst.dtype.type(shift)
+    mask = dst.dtype.type(levels - 1) if lut is None else None
+    for i in range(0, src.size, CHUNK):
+        blk = src[i:i + CHUNK]
+        t = scratch[:blk.size]
+        o = dst[i:i + CHUNK]
+        if keep is not None:
+            np.copyto(keep[i:i + CHUNK], blk)
+        np.multiply(blk, f32, out=t)
+        np.add(t, _MAGIC, out=t)  # round half to even, as np.rint; the integer is in the bits
+        index = t.view(np.int32)
+        if lut is None:
+            # int32 -> grey dtype keeps the low bits (wraps modulo 2**8 or 2**16); the
+            # one-level shift and the mask then run on the narrow array: slmsuite's result
+            np.copyto(o, index, casting="unsafe")
+            if shift:
+                np.subtract(o, one, out=o)
+            if need_mask:
+                np.bitwise_and(o, mask, out=o)
+        else:
+            np.bitwise_and(index, levels - 1, out=index)
+            np.take(lut, index, out=o)
+    return out

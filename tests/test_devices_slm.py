@@ -64,6 +64,25 @@ def test_same_grey_levels_as_slmsuite_float_path(bitdepth):
     assert mine.wrapped.display.dtype == ref.display.dtype
 
 
+@pytest.mark.parametrize("sigma", [2e5, 4e6])
+def test_huge_phases_take_the_exact_slow_path(sigma):
+    mine, ref = SlmsuiteSLM(_slmsuite_slm()), _slmsuite_slm()
+    phase = np.random.default_rng(4).normal(0, sigma, mine.shape).astype(np.float32)
+    mine.set_phase(phase, settle=False)
+    ref.set_phase(phase.copy(), settle=False)
+    np.testing.assert_array_equal(np.asarray(mine.wrapped.display), np.asarray(ref.display))
+
+
+def test_float64_and_strided_input():
+    mine, ref = SlmsuiteSLM(_slmsuite_slm()), _slmsuite_slm()
+    big = np.random.default_rng(5).uniform(-9, 9, (mine.shape[0], 2 * mine.shape[1]))
+    phase = big[:, ::2]  # float64, not contiguous
+    mine.set_phase(phase, settle=False)
+    ref.set_phase(phase.copy(), settle=False)
+    np.testing.assert_array_equal(np.asarray(mine.wrapped.display), np.asarray(ref.display))
+    np.testing.assert_array_equal(mine.phase, phase.astype(np.float32))
+
+
 def test_wrap_adds_nothing(ours):
     rng = np.random.default_rng(1)
     # level centres, so that float rounding cannot move a value across a boundary
