@@ -273,20 +273,10 @@ class BenchImager:
         self.margin = margin
         corr = _correction(calibration, (rows, cols)) if correct_aberrations else None
         self.correction_applied = corr is not None
+        self._margin_phase, self._corr = margin_phase, corr
         n_frames = 1 if mode == "split" else c_n
-        bases = [margin_phase.copy() for _ in range(n_frames)]
-        sq = np.mgrid[0:side, 0:side].astype(np.float32)
-        for k in range(c_n):
-            r0, c0 = origins[k]
-            gx, gy = gratings[k]
-            b = bases[0 if mode == "split" else k]
-            ramp = TWO_PI * (gx * sq[1] + gy * sq[0])
-            b[r0:r0 + side, c0:c0 + side] = full_masks[k] + ramp
-        for b in bases:
-            if corr is not None:
-                b += corr
-            np.mod(b, TWO_PI, out=b)
-        self._bases = [b.astype(np.float32) for b in bases]
+        self.frames_per_image = n_frames
+        self._compose_bases(full_masks)
         self.frames_per_image = n_frames
 
         # SLM phase response (LUT) from calibration
@@ -329,6 +319,32 @@ class BenchImager:
         self.exposure_s = None
         if exposure_s is not None:
             self.exposure_s = float(self.camera.set_exposure(float(exposure_s)))
+
+    def _compose_bases(self, full_masks: np.ndarray) -> None:
+        rows, cols = self.slm.shape
+        side = self.size * self.block
+        bases = [self._margin_phase.copy() for _ in range(self.frames_per_image)]
+        sq = np.mgrid[0:side, 0:side].astype(np.float32)
+        for k in range(self.channels):
+            r0, c0 = self.origins[k]
+            gx, gy = self.gratings[k]
+            b = bases[0 if self.mode == "split" else k]
+            b[r0:r0 + side, c0:c0 + side] = full_masks[k] + TWO_PI * (gx * sq[1] + gy * sq[0])
+        for b in bases:
+            if self._corr is not None:
+                b += self._corr
+            np.mod(b, TWO_PI, out=b)
+        self._bases = [b.astype(np.float32) for b in bases]
+
+    def set_encoder_masks(self, masks_rad: Any) -> None:
+        """Show other model masks (C, N, N) from now on (a mask being trained), in blocks."""
+        m = masks_rad.detach().cpu().numpy() if hasattr(masks_rad, "detach") else masks_rad
+        m = np.asarray(m, dtype=np.float32)
+        if m.shape != self.model_masks.shape or not np.all(np.isfinite(m)):
+            raise ValueError(f"masks_rad: expected finite phases of shape "
+                             f"{self.model_masks.shape}, got {m.shape}")
+        self.model_masks, self.charges, self.mask_sampling = m, None, "blocks"
+        self._compose_bases(_blocks(m, self.block))
 
     # ------------------------------------------------------------------ geometry
     def _resolve_geometry(self, geometry: Any, focal_length_um: float | None

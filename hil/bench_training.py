@@ -1,0 +1,245 @@
+"""Hardware-in-the-loop training: forward pass on the bench, backward pass through the twin.
+
+``physics_aware(bench_fn, twin_fn)`` is the straight-through primitive of physics-aware
+training (Wright et al., Nature 2022) and of camera-in-the-loop holography (the same
+estimator): a ``torch.autograd.Function`` whose forward returns what the *bench*
+produced and whose backward is the vector-Jacobian product of the differentiable *twin*
+evaluated at the same inputs. Loss and activations come from reality, gradients from
+the model.
+
+``BenchEncoder`` applies it to the encoded-diffraction imager: its forward displays the
+images through the current masks on the bench (``calibration.imaging.BenchImager``) and
+returns the decoder's per-channel normalised patterns; its backward differentiates the
+twin (``simulation`` optics) with respect to the masks. Normalising inside both
+functions puts bench and twin in the same units, so the twin's Jacobian applies.
+
+``fine_tune_on_bench`` trains the decoder (it sees the real captures: with fixed masks
+a closed-form ridge pulled toward the twin-trained weight, else Adam) and, optionally, a
+learned mask (through the twin) on synthetic speckle shown on the bench: the bench
+generates its own training set, no test image is needed. ``hil train --on-bench`` calls
+``train_on_bench_cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+__all__ = ["physics_aware", "BenchEncoder", "twin_patterns", "normalise_channels",
+           "ridge_toward", "fine_tune_on_bench", "train_on_bench_cli"]
+
+
+def physics_aware(bench_fn: Callable[..., torch.Tensor], twin_fn: Callable[..., torch.Tensor]
+                  ) -> Callable[..., torch.Tensor]:
+    """The straight-through function: value of ``bench_fn``, gradient of ``twin_fn``.
+
+    Both take the same tensors and return tensors of the same shape. ``bench_fn`` runs
+    without gradients (it may be hardware); ``twin_fn`` must be differentiable.
+    """
+
+    class _PhysicsAware(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(*inputs)
+            with torch.no_grad():
+                out = bench_fn(*(x.detach() for x in inputs))
+            return torch.as_tensor(out, dtype=torch.float32)
+
+        @staticmethod
+        def backward(ctx, grad_out: torch.Tensor):
+            inputs = tuple(x.detach() for x in ctx.saved_tensors)
+            with torch.enable_grad():
+                _, vjp = torch.autograd.functional.vjp(twin_fn, inputs, grad_out)
+            return tuple(g if need else None
+                         for g, need in zip(vjp, ctx.needs_input_grad, strict=True))
+
+    return _PhysicsAware.apply
+
+
+def normalise_channels(p: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> each channel min-max to [-1, 1] (the decoder's input scaling)."""
+    lo = p.amin(dim=(-2, -1), keepdim=True)
+    span = (p.amax(dim=(-2, -1), keepdim=True) - lo).clamp_min(1e-12)
+    return (p - lo) * (2.0 / span) - 1.0
+
+
+def twin_patterns(masks_rad: torch.Tensor, images: torch.Tensor,
+                  phase_depth: float = math.pi / 2) -> torch.Tensor:
+    """The twin's magnitude patterns (B, C, N, N) for masks (C, N, N), differentiable."""
+    from simulation import fraunhofer, phase_object
+
+    field = phase_object(images, phase_depth)[:, None] * torch.polar(
+        torch.ones_like(masks_rad), masks_rad)
+    f = fraunhofer(field)
+    return (f.real**2 + f.imag**2 + 1e-12).sqrt()
+
+
+class BenchEncoder(nn.Module):
+    """Encoder layer: bench forward, twin backward (see the module docstring)."""
+
+    def __init__(self, imager: Any, masks_rad: torch.Tensor, *, learnable: bool = True,
+                 phase_depth: float = math.pi / 2) -> None:
+        super().__init__()
+        m = torch.as_tensor(masks_rad, dtype=torch.float32).detach().clone()
+        self.masks_rad = nn.Parameter(m, requires_grad=learnable)
+        self.imager, self.phase_depth = imager, float(phase_depth)
+        self.captures = 0
+        self._shown: torch.Tensor | None = None
+
+    def _bench(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        if self._shown is None or not torch.equal(self._shown, masks):
+            self.imager.set_encoder_masks(masks)
+            self._shown = masks.clone()
+        self.captures += len(images)
+        return normalise_channels(torch.from_numpy(self.imager.capture(images).patterns))
+
+    def _twin(self, masks: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return normalise_channels(twin_patterns(masks, images, self.phase_depth))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return physics_aware(self._bench, self._twin)(self.masks_rad, images)
+
+
+def _decoder_input(p: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = p.shape  # channels side by side, row-major (normalise_for_decoder layout)
+    return p.permute(0, 2, 1, 3).reshape(b, c * h * w)
+
+
+def ridge_toward(X: torch.Tensor, Y: torch.Tensor, prior: torch.Tensor,
+                 alphas: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
+                 val_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """argmin_W ||X W - Y||² + α||W - prior||², α chosen on a held-out split.
+
+    Dual form (n samples << d inputs): W = prior + Xᵀ(XXᵀ + αI)⁻¹(Y - X·prior).
+    """
+    X, Y, P = X.double(), Y.double(), prior.double()
+    R = Y - X @ P
+    n = len(X)
+    n_val = max(1, int(round(val_fraction * n))) if n >= 5 else 0
+    best = alphas[len(alphas) // 2]
+    if n_val:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        va, tr = perm[:n_val], perm[n_val:]
+        K = X[tr] @ X[tr].T
+        errs = []
+        for a in alphas:
+            D = X[tr].T @ torch.linalg.solve(K + a * torch.eye(len(tr), dtype=K.dtype), R[tr])
+            errs.append(float(((X[va] @ D - R[va]) ** 2).mean()))
+        best = alphas[min(range(len(alphas)), key=errs.__getitem__)]
+    K = X @ X.T
+    D = X.T @ torch.linalg.solve(K + best * torch.eye(n, dtype=K.dtype), R)
+    return (P + D).float(), float(best)
+
+
+def fine_tune_on_bench(
+    encoder: BenchEncoder,
+    weight: torch.Tensor,
+    *,
+    steps: int = 5,
+    batch: int = 32,
+    gamma: float = 15.0,
+    lr: float = 3e-4,
+    mask_lr: float = 1e-2,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune the decoder weight (C·N², N²) and, if learnable, the encoder masks.
+
+    Each step shows ``batch`` fresh speckle images (density ``gamma``, seeded) on the bench.
+    Fixed masks: the decoder is refitted in closed form on every capture so far, as a
+    ridge regression pulled toward the twin-trained weight (``ridge_toward``): exact and
+    cheap, since the decoder is linear. Learnable masks: one Adam step per batch on both,
+    the decoder's gradient exact (it sees the captures), the masks' through the twin
+    (``physics_aware``). Returns {"weight", "masks_rad", "loss", "alpha", "captures",
+    "seconds"}; ``loss`` is each batch's MSE before that step's update.
+    """
+    from simulation import speckle
+
+    prior = torch.as_tensor(weight, dtype=torch.float32).detach().clone()
+    W = nn.Parameter(prior.clone())
+    learn_mask = bool(encoder.masks_rad.requires_grad)
+    opt = None
+    if learn_mask:
+        opt = torch.optim.Adam([{"params": [W], "lr": lr},
+                                {"params": [encoder.masks_rad], "lr": mask_lr}])
+    n = encoder.imager.size
+    it = range(int(steps))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="bench training", unit="step")
+    losses, xs, ys, alpha, t0 = [], [], [], None, time.perf_counter()
+    for step in it:
+        imgs = speckle(batch, gamma, size=n, seed=seed * 100003 + step + 1)
+        target = imgs.reshape(len(imgs), -1)
+        if learn_mask:
+            opt.zero_grad(set_to_none=True)
+            loss = ((_decoder_input(encoder(imgs)) @ W - target) ** 2).mean()
+            loss.backward()
+            opt.step()
+        else:
+            with torch.no_grad():
+                x = _decoder_input(encoder(imgs))
+                loss = ((x @ W - target) ** 2).mean()
+                xs.append(x)
+                ys.append(target)
+                w, alpha = ridge_toward(torch.cat(xs), torch.cat(ys), prior, seed=seed)
+                W.data.copy_(w)
+        losses.append(float(loss.detach()))
+        log.debug("bench step %d: loss %.5g", step, losses[-1])
+    return {"weight": W.detach(), "masks_rad": encoder.masks_rad.detach().clone(),
+            "loss": losses, "alpha": alpha, "captures": encoder.captures,
+            "seconds": time.perf_counter() - t0}
+
+
+def train_on_bench_cli(args: Any) -> int:
+    """``hil train --on-bench BENCH --calibration DIR --steps N``: twin ridge fit, then
+    fine-tune the decoder on the bench; writes the decoder (.pt) and a .json history."""
+    from calibration.imaging import BenchImager
+    from devices.bench import open_bench
+    from simulation import DualVortexEncoder, LinearDecoder, encode_batched, speckle
+
+    if args.on_bench is not None and not Path(args.on_bench).exists():
+        from devices.config import resolve_bench_path
+
+        resolve_bench_path(args.on_bench)  # a shipped name, or FileNotFoundError
+    cal = None
+    if args.calibration is not None:
+        from calibration.store import CalibrationSet
+
+        cal = CalibrationSet.load(args.calibration)
+    steps = int(args.steps or 5)
+    enc = DualVortexEncoder(tuple(args.charges))
+    imgs = speckle(args.count, args.gamma, seed=args.seed)
+    dec = LinearDecoder(alpha=getattr(args, "alpha", None)).fit(
+        encode_batched(enc, imgs), imgs, method=args.method, encoder=enc,
+        epochs=getattr(args, "epochs", 5000), seed=args.seed)
+    with open_bench(args.on_bench) as bench:
+        imager = BenchImager(bench, cal, charges=tuple(args.charges))
+        layer = BenchEncoder(imager, enc.masks_rad, learnable=False)
+        result = fine_tune_on_bench(layer, dec.weight_.cpu(), steps=steps, gamma=args.gamma,
+                                    seed=args.seed)
+        devices = bench.info()
+    dec.weight_ = result["weight"].to(dec.weight_.device)
+    dec.method_ = f"{dec.method_}+bench"
+    dec.save(args.out)
+    hist = {"loss": result["loss"], "captures": result["captures"],
+            "seconds": result["seconds"], "steps": steps, "bench": str(args.on_bench),
+            "calibration": None if args.calibration is None else str(args.calibration),
+            "imaging": imager.describe(), "devices": devices}
+    Path(args.out).with_suffix(".bench.json").write_text(json.dumps(hist, indent=2,
+                                                                    default=str))
+    print(f"decoder written to {args.out} (twin {args.method} fit on {args.count} speckles, "
+          f"then {steps} bench steps, {result['captures']} captures, loss "
+          f"{result['loss'][0]:.4g} -> {result['loss'][-1]:.4g}, {result['seconds']:.0f} s)")
+    return 0
