@@ -47,7 +47,7 @@ def parse_steps(steps: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _run_step(name: str, bench: Any, cal: CalibrationSet, size: int,
-              options: dict[str, Any]) -> None:
+              options: dict[str, Any], out: Path | None) -> None:
     dark = cal.dark_frame
     if name == "dark":
         from calibration.detector import calibrate_dark
@@ -85,6 +85,7 @@ def _run_step(name: str, bench: Any, cal: CalibrationSet, size: int,
     elif name == "decoders":
         from calibration.decoders import calibrate_decoders
 
+        options.setdefault("out_dir", out)
         cal.set("decoders", calibrate_decoders(bench, cal, size=size, **options))
     else:  # pragma: no cover - parse_steps guards
         raise ValueError(f"steps: unknown step {name!r}")
@@ -121,7 +122,7 @@ def run_calibration(bench: Any, out_dir: str | Path | None = None, *,
         t0 = time.perf_counter()
         log.info("calibration step %s ...", name)
         try:
-            _run_step(name, bench, cal, size, dict(opts.get(name, {})))
+            _run_step(name, bench, cal, size, dict(opts.get(name, {})), out)
         except CalibrationError:
             raise
         except KeyboardInterrupt:
