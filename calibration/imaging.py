@@ -61,7 +61,19 @@ from typing import Any
 
 import numpy as np
 
-from calibration.geometry import camera_to_model, check_affine, nominal_model_to_camera
+from calibration.geometry import camera_to_model
+from calibration.imaging_layout import (
+    aberration_correction,
+    affine_from_fourier,
+    blocks,
+    check_window,
+    resolve_geometry,
+    shifted_window,
+    vortex_masks_full,
+)
+from calibration.imaging_layout import (
+    pixel_envelope as envelope_of_blocks,
+)
 from devices.errors import DeviceDisconnected, DeviceError
 
 __all__ = ["BenchImager", "ImagedBatch", "vortex_masks_full", "affine_from_fourier"]
@@ -78,63 +90,6 @@ class ImagedBatch:
     patterns: np.ndarray  # (B, C, N, N) float32 magnitudes on the model grid
     frames: np.ndarray  # (B, K, H, W) camera dtype; K = C (sequential) or 1 (split)
     info: list[dict[str, Any]] = field(default_factory=list)  # one dict per image
-
-
-def vortex_masks_full(charges: Sequence[int], size: int, block: int, *, xmax: float = 10.0,
-                      focal: float = 8.0) -> np.ndarray:
-    """Lens −R²/focal + m·θ evaluated at every SLM pixel of an (N·s)² square.
-
-    SLM pixel (r, c) of the square sits at model coordinate u = (c + 0.5)/s − 0.5 (block
-    centres at integer model indices), x = −xmax + u·2·xmax/N, as ``simulation.model_grid``.
-    Returns float32 (C, N·s, N·s) radians.
-    """
-    n, s = int(size), int(block)
-    dx = 2.0 * xmax / n
-    u = (np.arange(n * s, dtype=np.float64) + 0.5) / s - 0.5
-    x = -xmax + u * dx
-    X, Y = np.meshgrid(x, x)
-    lens = -(X**2 + Y**2) / focal
-    theta = np.arctan2(Y, X)
-    return np.stack([lens + int(m) * theta for m in charges]).astype(np.float32)
-
-
-def affine_from_fourier(M: Any, b: Any, slm: Any, size: int, block: int) -> np.ndarray:
-    """``model_to_camera`` from a slmsuite-style Fourier map ij = M·kxy + b.
-
-    kxy is the normalised k-space of the SLM (radians of deflection, slmsuite's "kxy");
-    model Fourier pixel (col, row) of an N-grid in s×s blocks is at
-    kxy = ((col − N/2)·λ/(N·s·p_x), (row − N/2)·λ/(N·s·p_y)). Used with a simulated
-    bench's truth, or with slmsuite's own ``FourierSLM`` calibration (``M``, ``b``).
-    """
-    m = np.asarray(M, dtype=np.float64).reshape(2, 2)
-    b = np.asarray(b, dtype=np.float64).reshape(2)
-    px, py = (float(v) for v in np.broadcast_to(np.asarray(slm.pitch_um, float), (2,)))
-    n, s, wav = int(size), int(block), float(slm.wav_um)
-    lin = m @ np.diag([wav / (n * s * px), wav / (n * s * py)])
-    return np.hstack([lin, (b - lin @ [n / 2, n / 2])[:, None]])
-
-
-def _blocks(a: np.ndarray, s: int) -> np.ndarray:
-    return np.repeat(np.repeat(a, s, axis=-2), s, axis=-1)
-
-
-def _correction(calibration: Any, shape: tuple[int, int]) -> np.ndarray | None:
-    """Minus the fitted aberration (calibration's Zernike step), on the whole SLM."""
-    z = getattr(calibration, "zernike_noll_rad", None) if calibration is not None else None
-    if not z:
-        return None
-    from simulation.zernike import zernike_sum
-
-    radius = None
-    step = getattr(calibration, "wavefront", None)
-    if step is not None and "radius_px" in getattr(step, "values", {}):
-        radius = float(step["radius_px"])
-    try:
-        ab = zernike_sum(z, shape, radius=radius) if radius else zernike_sum(z, shape)
-    except TypeError:
-        ab = zernike_sum(z, shape)
-    ab = ab.numpy() if hasattr(ab, "numpy") else np.asarray(ab)
-    return (-ab).astype(np.float32)
 
 
 class BenchImager:
@@ -234,13 +189,9 @@ class BenchImager:
             raise ValueError("mask_sampling: 'analytic' needs vortex charges, not learned masks")
         self.mask_sampling = mask_sampling
         self.pixel_envelope = bool(pixel_envelope)
-        j = np.arange(n, dtype=np.float64) - n / 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            d = np.abs(np.sin(np.pi * j / n) / (s * np.sin(np.pi * j / (n * s))))
-        d[j == 0] = 1.0
-        self.envelope = np.outer(d, d).astype(np.float32)
+        self.envelope = envelope_of_blocks(n, s)
         full_masks = (vortex_masks_full(self.charges, n, s, xmax=xmax, focal=focal)
-                      if mask_sampling == "analytic" else _blocks(self.model_masks, s))
+                      if mask_sampling == "analytic" else blocks(self.model_masks, s))
 
         # where each channel's object square sits, and its steering grating
         if mode == "split":
@@ -271,7 +222,7 @@ class BenchImager:
         else:
             margin_phase = np.zeros((rows, cols), np.float32)
         self.margin = margin
-        corr = _correction(calibration, (rows, cols)) if correct_aberrations else None
+        corr = aberration_correction(calibration, (rows, cols)) if correct_aberrations else None
         self.correction_applied = corr is not None
         self._margin_phase, self._corr = margin_phase, corr
         n_frames = 1 if mode == "split" else c_n
@@ -287,24 +238,12 @@ class BenchImager:
             self.slm.set_phase_response(resp)
             self.lut_applied = True
 
-        # geometry: one model_to_camera per channel
-        self.geometry_source, base_affine = self._resolve_geometry(geometry, focal_length_um)
-        lin = base_affine[:, :2]
-        centre = base_affine @ np.array([n / 2, n / 2, 1.0])
-        self.model_to_camera = []
-        for dxm, dym in shifts:
-            c = centre + lin @ np.array([dxm, dym])
-            self.model_to_camera.append(np.hstack([lin, (c - lin @ [n / 2, n / 2])[:, None]]))
-        rows_c, cols_c = self.camera.shape
-        corners = np.array([[0, 0, 1], [n - 1, 0, 1], [0, n - 1, 1], [n - 1, n - 1, 1]], float)
+        # geometry: one model_to_camera per channel (the window follows its grating)
+        self.geometry_source, base = resolve_geometry(
+            geometry, calibration, self.slm, self.camera, n, self.block, focal_length_um)
+        self.model_to_camera = [shifted_window(base, shift, n) for shift in shifts]
         for k, a in enumerate(self.model_to_camera):
-            xy = corners @ a.T
-            if xy.min() < -0.5 or xy[:, 0].max() > cols_c - 0.5 or xy[:, 1].max() > rows_c - 0.5:
-                raise ValueError(
-                    f"geometry: the {n}x{n} window of channel {k} falls outside the "
-                    f"{rows_c}x{cols_c} camera (corners x {xy[:, 0].min():.0f}..."
-                    f"{xy[:, 0].max():.0f}, y {xy[:, 1].min():.0f}...{xy[:, 1].max():.0f}); "
-                    "use a smaller steering grating or split shift")
+            check_window(a, n, self.camera.shape, f"channel {k}")
 
         # dark frame
         dark = dark_frame
@@ -344,39 +283,7 @@ class BenchImager:
             raise ValueError(f"masks_rad: expected finite phases of shape "
                              f"{self.model_masks.shape}, got {m.shape}")
         self.model_masks, self.charges, self.mask_sampling = m, None, "blocks"
-        self._compose_bases(_blocks(m, self.block))
-
-    # ------------------------------------------------------------------ geometry
-    def _resolve_geometry(self, geometry: Any, focal_length_um: float | None
-                          ) -> tuple[str, np.ndarray]:
-        n, s = self.size, self.block
-        cal = self.calibration
-        cal_a = getattr(cal, "model_to_camera", None) if cal is not None else None
-        if geometry is None:
-            geometry = "calibrated" if cal_a is not None else "nominal"
-        if isinstance(geometry, str):
-            if geometry == "calibrated":
-                if cal_a is None:
-                    raise ValueError("geometry: 'calibrated' needs a calibration with a "
-                                     "geometry step; run `hil calibrate --steps geometry`")
-                a = check_affine(cal_a)
-                cal_block = getattr(cal, "block", None) or s
-                cal_size = getattr(cal, "grid_size", None) or n
-                # rescale about the zero frequency to this block size and grid
-                lin = a[:, :2] * (cal_block * cal_size) / (s * n)
-                centre = a @ np.array([cal_size / 2, cal_size / 2, 1.0])
-                return "calibrated", np.hstack([lin, (centre - lin @ [n / 2, n / 2])[:, None]])
-            if geometry == "nominal":
-                f_um = focal_length_um
-                if f_um is None and hasattr(self.camera, "focal_length_mm"):
-                    f_um = 1000.0 * float(self.camera.focal_length_mm)
-                if f_um is None:
-                    raise ValueError("focal_length_um: the nominal geometry needs the lens focal "
-                                     "length (or calibrate the geometry)")
-                return "nominal", nominal_model_to_camera(self.slm, self.camera, n, s, f_um)
-            raise ValueError(f"geometry: expected 'calibrated', 'nominal' or a 2x3 affine, "
-                             f"got {geometry!r}")
-        return "given", check_affine(geometry, "geometry")
+        self._compose_bases(blocks(m, self.block))
 
     # ------------------------------------------------------------------- display
     def slm_phase(self, image: Any, frame: int = 0) -> np.ndarray:
@@ -393,7 +300,7 @@ class BenchImager:
             raise ValueError(f"image: expected finite values in [0, 1], got "
                              f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]")
         phase = self._bases[frame].copy()
-        obj = _blocks(self.phase_depth * a, s)
+        obj = blocks(self.phase_depth * a, s)
         ks = range(self.channels) if self.mode == "split" else [frame]
         side = n * s
         for k in ks:

@@ -21,6 +21,7 @@ so far. Exit status: 0 complete, 3 stopped by a device fault.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from .runs import (
@@ -56,7 +58,7 @@ _RESUME_KEYS = ("dataset", "split", "n", "seed", "decoder_sha256", "mode", "geom
 class RunConfig:
     """Everything ``hil run`` needs (CLI flags map one to one)."""
 
-    bench: Any  # path to a bench TOML, a shipped name, or a dict
+    bench: Any  # a bench TOML path, a shipped name, a dict, or an opened Bench (kept open)
     decoder: Path
     out: Path
     calibration: Path | None = None
@@ -88,7 +90,10 @@ def _sha256(path: Path | None) -> str | None:
 
 def _config_record(cfg: RunConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
-    d["bench"] = cfg.bench if isinstance(cfg.bench, dict) else str(cfg.bench)
+    if hasattr(cfg.bench, "slm"):
+        d["bench"] = f"<opened bench {getattr(cfg.bench, 'name', '')}>"
+    else:
+        d["bench"] = cfg.bench if isinstance(cfg.bench, dict) else str(cfg.bench)
     for k in ("decoder", "out", "calibration", "mask", "classifier"):
         d[k] = None if d[k] is None else str(Path(d[k]).resolve())
     d["decoder_sha256"] = _sha256(Path(cfg.decoder))
@@ -155,7 +160,9 @@ def run_session(cfg: RunConfig) -> int:
         calibration = CalibrationSet.load(cfg.calibration)
 
     status, error = "complete", None
-    with bench_mod.open_bench(cfg.bench) as bench:
+    opened = hasattr(cfg.bench, "slm") and hasattr(cfg.bench, "camera")
+    ctx = contextlib.nullcontext(cfg.bench) if opened else bench_mod.open_bench(cfg.bench)
+    with ctx as bench:
         kw = {k: v for k, v in enc.items() if k != "signature"}
         imager = BenchImager(bench, calibration, mode=cfg.mode, geometry=cfg.geometry,
                              exposure_s=cfg.exposure_s, averaging=cfg.averaging,
@@ -164,11 +171,11 @@ def run_session(cfg: RunConfig) -> int:
         if not cfg.resume:
             record = {"format_version": RUN_FORMAT, "config": record_now,
                       "created": time.time(), "git_commit": git_commit(),
-                      "versions": versions(), "devices": bench.info(),
+                      "versions": versions(), "devices": _devices(bench),
                       "imaging": imager.describe(),
                       "calibration_steps": calibration.steps() if calibration else None,
                       "decoder": decoder.metadata(), "status": "running", "sessions": []}
-        record["sessions"].append({"started": time.time(), "devices": bench.info()})
+        record["sessions"].append({"started": time.time(), "devices": _devices(bench)})
         record["status"] = "running"
         write_json_atomic(run_json, record)
         store_path = out / CAPTURES_FILE
@@ -187,8 +194,9 @@ def run_session(cfg: RunConfig) -> int:
                 raise ValueError(f"{store_path}: captures are not the images 0..{start - 1}")
             log.info("run %s: %d of %d images captured, %d to go", out, start, len(images),
                      len(images) - start)
-            if bench.laser is not None and not bench.laser.is_output_on():
-                bench.laser.output_on()
+            laser = getattr(bench, "laser", None)
+            if laser is not None and not laser.is_output_on():
+                laser.output_on()
             bar = None
             if cfg.progress:
                 from tqdm.auto import tqdm
@@ -204,10 +212,10 @@ def run_session(cfg: RunConfig) -> int:
                 status, error = "stopped", f"{type(exc).__name__}: {exc}"
                 log.error("run stopped by a device fault after %d captures: %s", store.count,
                           error)
-                bench.laser_off()
+                _laser_off(bench)
             except KeyboardInterrupt:
                 status, error = "interrupted", "KeyboardInterrupt"
-                bench.laser_off()
+                _laser_off(bench)
                 raise
             finally:
                 if bar is not None:
@@ -222,6 +230,19 @@ def run_session(cfg: RunConfig) -> int:
               f"in {out / CAPTURES_FILE}; fix the bench and add --resume")
         return EXIT_STOPPED
     return 0
+
+
+def _devices(bench: Any) -> dict[str, Any]:
+    if hasattr(bench, "info"):
+        return bench.info()
+    return {k: getattr(bench, k).info() for k in ("slm", "camera") if hasattr(bench, k)}
+
+
+def _laser_off(bench: Any) -> None:
+    if hasattr(bench, "laser_off"):
+        bench.laser_off()
+    elif getattr(bench, "laser", None) is not None:
+        bench.laser.output_off()
 
 
 def write_results(out: Path, images: Any, labels: Any, decoder: Any,
@@ -265,12 +286,15 @@ def _report(out: Path, ref: Any, rec: Any, caps: dict[str, np.ndarray], res: dic
     save_image_grid(rows, labels, out / "reconstructions.png", n=8,
                     title=f"bench reconstructions: mean SSIM {res['ssim_mean']:.3f}",
                     captions=[f"SSIM {v:.2f}" for v in ssims[:8]])
-    with __import__("h5py").File(out / CAPTURES_FILE, "r") as f:
+    with h5py.File(out / CAPTURES_FILE, "r") as f:
         k = min(4, int(f.attrs["n_complete"]))
         frames = np.asarray(f["frames"][:k], dtype=np.float32)
+        dark = np.asarray(f["dark"]) if "dark" in f else None
     frames = frames.reshape(-1, *frames.shape[-2:])
+    if dark is not None:
+        frames -= dark
     frames = np.sqrt(np.maximum(frames - np.median(frames, axis=(-2, -1), keepdims=True), 0))
-    frames /= np.maximum(frames.max(axis=(-2, -1), keepdims=True), 1e-12)
+    frames /= np.maximum(np.percentile(frames, 99.9, axis=(-2, -1), keepdims=True), 1e-12)
     save_image_grid([frames], ["sqrt(frame)"], out / "captures.png", n=len(frames),
                     title="raw captures (first images, every frame)")
     lines = [
