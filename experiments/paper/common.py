@@ -1,0 +1,156 @@
+"""Shared pieces of the study's cells: seeds, test sets, decoder fits, evaluation.
+
+Every cell calls these with explicit seeds, so a cell gives the same numbers
+wherever it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+
+from simulation import (
+    DualVortexEncoder,
+    LinearDecoder,
+    classification_protocol,
+    encode_batched,
+    load_dataset,
+    mse,
+    omega_k,
+    speckle,
+    ssim,
+    svd_entropy,
+)
+from simulation.datasets import available_datasets
+
+__all__ = ["speckle_seed", "training_speckle", "test_images", "classification_split",
+           "fit_ridge", "evaluate", "summary", "set_statistics", "present_sets",
+           "classify_features"]
+
+
+def speckle_seed(gamma: float, seed: int) -> int:
+    """The generator seed of the speckle set (γ, seed): distinct per γ and per seed."""
+    return 1_000_003 * int(seed) + int(round(float(gamma) * 1000)) + 17
+
+
+def training_speckle(gamma: float, n: int, seed: int) -> torch.Tensor:
+    return speckle(n, gamma, seed=speckle_seed(gamma, seed))
+
+
+def _split_name(set_name: str) -> tuple[str, str]:
+    """'cifar10-grey' -> ('cifar10', 'grey'); 'mnist' -> ('mnist', 'grey')."""
+    for suffix in ("-grey", "-colour"):
+        if set_name.endswith(suffix):
+            return set_name[: -len(suffix)], ("grey" if suffix == "-grey" else "channels")
+    return set_name, "grey"
+
+
+def present_sets(names, data_dir: str | None) -> tuple[list[str], list[str]]:
+    """(present, missing): the sets whose test split can be found."""
+    found = available_datasets(data_dir)
+    present = [s for s in names if "test" in found.get(_split_name(s)[0], [])]
+    return present, [s for s in names if s not in present]
+
+
+@functools.lru_cache(maxsize=16)
+def _load(name: str, split: str, colour: str, data_dir: str | None):
+    return load_dataset(name, split, colour=colour, data_dir=data_dir)
+
+
+def test_images(set_name: str, n: int, seed: int, data_dir: str | None) -> torch.Tensor:
+    """``n`` test images of a set, a random subset drawn with ``seed``."""
+    name, colour = _split_name(set_name)
+    images, _ = _load(name, "test", colour, data_dir)
+    n = min(n, len(images))
+    idx = np.random.default_rng(10_000 + seed).permutation(len(images))[:n]
+    return images[torch.from_numpy(idx)]
+
+
+def classification_split(set_name: str, n_train: int, n_test: int, seed: int,
+                         data_dir: str | None) -> dict:
+    """Train and held-out images and labels for the classifier.
+
+    The train split when its files exist; otherwise the test split is cut into two
+    disjoint parts (``source`` says which), the held-out part never seen in training.
+    """
+    name, colour = _split_name(set_name)
+    rng = np.random.default_rng(20_000 + seed)
+    test_x, test_y = _load(name, "test", colour, data_dir)
+    try:
+        train_x, train_y = _load(name, "train", colour, data_dir)
+        source = "train split / test split"
+    except FileNotFoundError:
+        train_x = train_y = None
+        source = "test split divided into disjoint train / held-out parts"
+    if train_x is None:
+        order = torch.from_numpy(rng.permutation(len(test_x)))
+        n_tr = min(n_train, len(order) // 2)
+        n_te = min(n_test, len(order) - n_tr)
+        tr, te = order[:n_tr], order[n_tr:n_tr + n_te]
+        return {"train_x": test_x[tr], "train_y": test_y[tr], "test_x": test_x[te],
+                "test_y": test_y[te], "source": source}
+    tr = torch.from_numpy(rng.permutation(len(train_x))[: min(n_train, len(train_x))])
+    te = torch.from_numpy(rng.permutation(len(test_x))[: min(n_test, len(test_x))])
+    return {"train_x": train_x[tr], "train_y": train_y[tr], "test_x": test_x[te],
+            "test_y": test_y[te], "source": source}
+
+
+def fit_ridge(images: torch.Tensor, encoder=None, seed: int = 0,
+              alpha: float | None = None) -> tuple[LinearDecoder, object]:
+    """The closed-form ridge decoder for a training set; α chosen on a held-out 10 %
+    unless given."""
+    enc = encoder if encoder is not None else DualVortexEncoder()
+    patterns = encode_batched(enc, images)
+    dec = LinearDecoder(device="cpu").fit(patterns, images, method="ridge", encoder=enc,
+                                          alpha=alpha, seed=seed, progress=False)
+    return dec, enc
+
+
+def summary(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
+
+
+def reconstruct_set(images: torch.Tensor, encoder, decoder: LinearDecoder) -> torch.Tensor:
+    return decoder.predict(encode_batched(encoder, images), encoder=encoder)
+
+
+def evaluate(images: torch.Tensor, encoder, decoder: LinearDecoder) -> dict:
+    """SSIM and MSE of the reconstructions of a test set: mean and std over images."""
+    rec = reconstruct_set(images, encoder, decoder)
+    return {"ssim": summary(ssim(images, rec)), "mse": summary(mse(images, rec.clamp(0, 1)))}
+
+
+def set_statistics(images: torch.Tensor) -> dict:
+    """H_SVD (field and power normalisation, log₂) and Ω_k (magnitude and power weights).
+
+    Colour sets are measured channel by channel (each channel is one 32×32 image).
+    """
+    grey = images.reshape(-1, *images.shape[-2:]) if images.ndim == 4 else images
+    return {
+        "h_svd": float(svd_entropy(grey).mean()),
+        "h_svd_power": float(svd_entropy(grey, power=True).mean()),
+        "omega_k": float(omega_k(grey).mean()),
+        "omega_k_power": float(omega_k(grey, weighting="power").mean()),
+    }
+
+
+def classify_features(train_features: torch.Tensor, train_y, test_features: torch.Tensor,
+                      test_y, *, epochs: int, seed: int, n_classes: int | None = None) -> dict:
+    """The paper's linear softmax classifier; train and held-out accuracy."""
+    out = classification_protocol(train_features, train_y, test_features, test_y,
+                                  epochs=epochs, seed=seed, device="cpu",
+                                  n_classes=n_classes)
+    return {k: out[k] for k in ("train_accuracy", "test_accuracy", "last_epoch_accuracy",
+                                "n_train", "n_test", "epochs")}
+
+
+def n_classes_of(set_name: str) -> int:
+    return 100 if set_name.startswith("cifar100") else 10
+
+
+def data_dir_or_env(data_dir: str | None) -> str | None:
+    return data_dir if data_dir is not None else os.environ.get("HIL_DATA_DIR")

@@ -1,0 +1,117 @@
+"""Step 5: feature distillation. The paper's linear softmax classifier on the
+reconstructions of every γ decoder, per data set, train and held-out accuracy, with two
+baselines through the same classifier: the raw images and the raw sensor patterns.
+
+The reconstruction classifications run inside the transfer step's decoder cells (the
+decoder is fitted once); this module holds that code, the baseline cells, and the rank
+comparison of SSIM against accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from experiments.sweep import Cell, make_key
+from simulation import DualVortexEncoder, encode_batched, normalise_for_decoder
+
+from .common import classification_split, classify_features, n_classes_of, reconstruct_set
+from .config import StudyConfig
+
+__all__ = ["classify_reconstructions", "baseline_cell", "cells", "aggregate", "FEATURES"]
+
+FEATURES = ("raw", "sensor")
+
+
+def classify_reconstructions(encoder, decoder, sets, *, n_train: int, n_test: int,
+                             epochs: int, seed: int, data_dir: str | None) -> dict:
+    """Classifier accuracy on reconstructions by (encoder, decoder), per set."""
+    out = {}
+    for s in sets:
+        split = classification_split(s, n_train, n_test, seed, data_dir)
+        tr = reconstruct_set(split["train_x"], encoder, decoder)
+        te = reconstruct_set(split["test_x"], encoder, decoder)
+        out[s] = classify_features(tr, split["train_y"], te, split["test_y"], epochs=epochs,
+                                   seed=seed, n_classes=n_classes_of(s))
+        out[s]["source"] = split["source"]
+    return out
+
+
+def _sensor_features(images: torch.Tensor) -> torch.Tensor:
+    enc = DualVortexEncoder()
+    p = encode_batched(enc, images)
+    if p.ndim == 5:  # colour: (B, 3, C, H, W), each colour channel normalised on its own
+        b, k = p.shape[:2]
+        return normalise_for_decoder(p.reshape(b * k, *p.shape[2:])).reshape(b, -1)
+    return normalise_for_decoder(p)
+
+
+def baseline_cell(set_name: str, feature: str, seed: int, n_train: int, n_test: int,
+                  epochs: int, _data_dir: str | None = None) -> dict:
+    """The classifier on raw images or on raw (normalised) sensor patterns."""
+    split = classification_split(set_name, n_train, n_test, seed, _data_dir)
+    tr, te = split["train_x"], split["test_x"]
+    if feature == "sensor":
+        tr, te = _sensor_features(tr), _sensor_features(te)
+    out = classify_features(tr, split["train_y"], te, split["test_y"], epochs=epochs,
+                            seed=seed, n_classes=n_classes_of(set_name))
+    out["source"] = split["source"]
+    return out
+
+
+def cells(cfg: StudyConfig, sets: list[str], data_dir: str | None) -> list[Cell]:
+    out = []
+    for seed in range(cfg.seeds):
+        for s in sets:
+            for f in FEATURES:
+                p = {"set_name": s, "feature": f, "seed": seed, "n_train": cfg.clf_n_train,
+                     "n_test": cfg.clf_n_test, "epochs": cfg.clf_epochs, "_data_dir": data_dir}
+                out.append(Cell(make_key("baseline", f"{s}_{f}_s{seed}", p),
+                                "experiments.paper.distill:baseline_cell", p))
+    return out
+
+
+def _ms(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
+
+
+def aggregate(cfg: StudyConfig, sets: list[str], base_cells: list[Cell],
+              baseline_cells: list[Cell], results: dict[str, dict], transfer: dict) -> dict:
+    """Accuracy per (set, γ) and per baseline; the SSIM-versus-accuracy rank comparison."""
+    acc: dict[str, dict[str, dict[str, list]]] = {}
+    for c in base_cells:
+        r = results[c.key].get("classification") or {}
+        for s, v in r.items():
+            d = acc.setdefault(s, {}).setdefault(str(c.params["gamma"]), {"train": [],
+                                                                           "test": []})
+            d["train"].append(v["train_accuracy"])
+            d["test"].append(v["test_accuracy"])
+    base: dict[str, dict[str, dict[str, list]]] = {}
+    sources: dict[str, str] = {}
+    for c in baseline_cells:
+        r = results[c.key]
+        d = base.setdefault(c.params["set_name"], {}).setdefault(c.params["feature"],
+                                                                  {"train": [], "test": []})
+        d["train"].append(r["train_accuracy"])
+        d["test"].append(r["test_accuracy"])
+        sources[c.params["set_name"]] = r["source"]
+    per_set = {}
+    for s in sets:
+        if s not in acc:
+            continue
+        gammas = sorted(acc[s], key=float)
+        test_mean = {g: _ms(acc[s][g]["test"]) for g in gammas}
+        train_mean = {g: _ms(acc[s][g]["train"]) for g in gammas}
+        ssim_of = {g: transfer["ssim"][s][g] for g in gammas if g in transfer["ssim"].get(s, {})}
+        best_ssim = max(ssim_of, key=lambda g: ssim_of[g]["mean"]) if ssim_of else None
+        best_acc = max(gammas, key=lambda g: test_mean[g]["mean"])
+        per_set[s] = {
+            "test_accuracy": test_mean, "train_accuracy": train_mean,
+            "baselines": {f: {"train_accuracy": _ms(v["train"]), "test_accuracy": _ms(v["test"])}
+                          for f, v in base.get(s, {}).items()},
+            "split_source": sources.get(s),
+            "best_ssim_gamma": best_ssim, "best_accuracy_gamma": best_acc,
+            "ssim": ssim_of,
+        }
+    return per_set

@@ -1,0 +1,143 @@
+"""The paper study end to end: build the cell grid of every step, run it through the
+sweep runner (resumable), aggregate, judge the claims, write ``results.json`` and the
+report into the output directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments.sweep import Cell, run_cells
+
+from . import designs, distill, learnability, swapped, synthetic, timing, transfer
+from .common import data_dir_or_env, present_sets
+from .config import StudyConfig
+from .verdicts import all_verdicts
+
+__all__ = ["StudyRun", "plan", "run_study"]
+
+log = logging.getLogger("experiments.paper")
+
+
+@dataclass
+class StudyRun:
+    out: Path
+    results: dict
+    computed: int
+    skipped: int
+
+
+def plan(cfg: StudyConfig, data_dir: str | None) -> tuple[dict[str, list[Cell]], dict]:
+    """Every step's cells, and which test sets were found or missing."""
+    sets, missing = present_sets(cfg.transfer_sets, data_dir)
+    swap_sets = [s for s in cfg.swap_sets if s in sets]
+    clf_sets, clf_missing = present_sets(cfg.classify_sets, data_dir)
+    steps = {
+        "learnability": learnability.cells(cfg),
+        "designs": designs.cells(cfg, sets, clf_sets, data_dir),
+        "transfer": transfer.cells(cfg, sets, clf_sets, data_dir),
+        "swapped": swapped.cells(cfg, swap_sets, data_dir),
+        "baselines": distill.cells(cfg, clf_sets, data_dir),
+        "synthetic": synthetic.cells(cfg, sets, data_dir),
+        "timing": timing.cells(cfg, data_dir) if "mnist" in sets else [],
+    }
+    info = {"transfer_sets": sets, "missing_sets": missing, "swap_sets": swap_sets,
+            "classify_sets": clf_sets, "missing_classify_sets": clf_missing}
+    return steps, info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1, sort_keys=True, allow_nan=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def aggregate(cfg: StudyConfig, steps: dict[str, list[Cell]], info: dict,
+              results: dict[str, dict]) -> dict:
+    sets = info["transfer_sets"]
+    syn = synthetic.aggregate(cfg, sets, results, steps["synthetic"])
+    tra = transfer.aggregate(cfg, sets, results, steps["transfer"], syn)
+    agg = {
+        "synthetic": syn,
+        "learnability": learnability.aggregate(
+            cfg, results, steps["learnability"],
+            tra["ridge_train_mse"] if cfg.learn_n == cfg.n_train else None),
+        "transfer": tra,
+        "swapped": swapped.aggregate(cfg, info["swap_sets"], results, steps["swapped"],
+                                     steps["transfer"]),
+        "distillation": distill.aggregate(cfg, info["classify_sets"], steps["transfer"],
+                                          steps["baselines"], results, tra),
+        "designs": designs.aggregate(cfg, results, steps["designs"], steps["transfer"]),
+        "timing": results[steps["timing"][0].key] if steps["timing"] else None,
+    }
+    return agg
+
+
+def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "local",
+              workers: int = 2, address: str | None = None, data_dir: str | None = None,
+              progress: bool = True, report: bool = True) -> StudyRun:
+    """Run (or resume) the study into ``out``; returns the results written to
+    ``out/results.json``. Finished cells in ``out/cells`` are reused."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir_or_env(data_dir)
+    steps, info = plan(cfg, data_dir)
+    if not info["transfer_sets"]:
+        raise FileNotFoundError(
+            "no test data set found: set HIL_DATA_DIR to the folder holding mnist_test.npz "
+            f"(looked in {data_dir!r})")
+    for name in info["missing_sets"]:
+        log.warning("test set %s not found: left out of the study", name)
+    order = ["learnability", "designs", "transfer", "swapped", "baselines", "synthetic",
+             "timing"]
+    cells = [c for step in order for c in steps[step]]
+    t0 = time.perf_counter()
+    sweep = run_cells(cells, out / "cells", executor=executor, workers=workers,
+                      address=address, progress=progress, desc=f"paper study ({cfg.scale})",
+                      preload=["simulation", "experiments.paper.study"])
+    wall = time.perf_counter() - t0
+    agg = aggregate(cfg, steps, info, sweep.results)
+    cfg_dict = cfg.as_dict()
+    results = {
+        "study": "paper", "config": cfg_dict, "data": info,
+        "run": {"executor": executor, "workers": workers, "cells": len(cells),
+                "cells_computed": len(sweep.computed), "cells_reused": len(sweep.skipped),
+                "sweep_wall_s": wall, "cells_cpu_s": sweep.cpu_seconds,
+                "git_commit": _git_commit(),
+                "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                             "numpy": np.__version__},
+                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}},
+        "results": agg,
+        "verdicts": all_verdicts(cfg_dict, agg),
+    }
+    _write_json(out / "results.json", results)
+    if report:
+        from .report import write_report
+
+        write_report(results, out)
+    return StudyRun(out=out, results=results, computed=len(sweep.computed),
+                    skipped=len(sweep.skipped))

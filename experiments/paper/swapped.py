@@ -1,0 +1,86 @@
+"""Step 4: swapped spectra. The grid of sets whose images carry the singular vectors
+("modes") of the γ_i set and the singular values of the γ_j set (paper-spec §4.3),
+each with its own decoder trained from scratch (not the predecessor's cumulative bug,
+§9.3). It separates the effect of the singular-value spectrum (which sets H_SVD) from
+that of the spatial modes.
+
+The diagonal (i = j) swaps a set with itself, which gives the set back: when
+``swap_n`` equals ``n_train`` its cells are the transfer step's decoder cells, reused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from experiments.sweep import Cell, make_key
+from simulation import swapped_spectra
+
+from .common import evaluate, fit_ridge, set_statistics, test_images, training_speckle
+from .config import StudyConfig
+
+__all__ = ["cells", "swap_cell", "aggregate"]
+
+
+def swap_cell(gamma_modes: float, gamma_values: float, seed: int, n: int, sets: list[str],
+              n_test: int, alpha: float | None = None, _data_dir: str | None = None) -> dict:
+    """Decoder trained on modes of γ_i with singular values of γ_j; SSIM per test set."""
+    images = swapped_spectra(training_speckle(gamma_modes, n, seed),
+                             training_speckle(gamma_values, n, seed))
+    dec, enc = fit_ridge(images, seed=seed, alpha=alpha)
+    out = {"train": set_statistics(images), "train_mse": float(dec.train_mse_), "test": {}}
+    for s in sets:
+        out["test"][s] = evaluate(test_images(s, n_test, seed, _data_dir), enc, dec)
+    return out
+
+
+def cells(cfg: StudyConfig, sets: list[str], data_dir: str | None) -> list[Cell]:
+    out = []
+    for seed in range(cfg.seeds):
+        for gi in cfg.swap_gammas:
+            for gj in cfg.swap_gammas:
+                if gi == gj and cfg.swap_n == cfg.n_train:
+                    continue  # the set itself: the transfer step's decoder cell
+                p = {"gamma_modes": gi, "gamma_values": gj, "seed": seed, "n": cfg.swap_n,
+                     "sets": list(sets), "n_test": cfg.n_test, "alpha": cfg.ridge_alpha,
+                     "_data_dir": data_dir}
+                out.append(Cell(make_key("swap", f"m{gi}_v{gj}_s{seed}", p),
+                                "experiments.paper.swapped:swap_cell", p))
+    return out
+
+
+def aggregate(cfg: StudyConfig, sets: list[str], results: dict[str, dict],
+              cell_list: list[Cell], decoder_cells: list[Cell]) -> dict:
+    """Matrices (rows: modes γ_i, columns: singular values γ_j) of mean and std."""
+    g = [str(x) for x in cfg.swap_gammas]
+    idx = {x: i for i, x in enumerate(g)}
+    k = len(g)
+    acc: dict[str, list] = {}
+
+    def put(name, i, j, v):
+        acc.setdefault(name, [[[] for _ in range(k)] for _ in range(k)])[i][j].append(v)
+
+    diagonal = [c for c in decoder_cells if cfg.swap_n == cfg.n_train
+                and str(c.params["gamma"]) in idx]
+    for c in list(cell_list) + diagonal:
+        r = results[c.key]
+        if "gamma" in c.params:
+            i = j = idx[str(c.params["gamma"])]
+        else:
+            i, j = idx[str(c.params["gamma_modes"])], idx[str(c.params["gamma_values"])]
+        put("h_svd", i, j, r["train"]["h_svd"])
+        put("omega_k", i, j, r["train"]["omega_k"])
+        for s in sets:
+            if s in r["test"]:
+                put(f"ssim:{s}", i, j, r["test"][s]["ssim"]["mean"])
+        put("ssim:mean", i, j, float(np.mean([r["test"][s]["ssim"]["mean"] for s in sets])))
+    out = {"gammas": g, "matrices": {}}
+    for name, grid in acc.items():
+        out["matrices"][name] = {
+            "mean": [[float(np.mean(v)) for v in row] for row in grid],
+            "std": [[float(np.std(v)) for v in row] for row in grid],
+        }
+    m = np.array(out["matrices"]["ssim:mean"]["mean"])
+    # how much of the SSIM variation follows the spectrum (columns) vs the modes (rows)
+    out["variance_by_values"] = float(np.var(m.mean(axis=0)))
+    out["variance_by_modes"] = float(np.var(m.mean(axis=1)))
+    return out

@@ -1,0 +1,106 @@
+"""Step 3: transfer. One closed-form decoder per (γ, seed), trained on speckle only,
+reconstructs every test set (grey sets, CIFAR grey and colour channel by channel, and
+CIFAR-100 when its files are present); SSIM against the Ω_k mismatch between the
+training set and the test set (the "SAD threshold / parity" claim).
+
+The same cell also runs the distillation step's classifier on its reconstructions
+when its γ is one of ``classify_gammas`` (the decoder is fitted once).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from experiments.sweep import Cell, make_key
+
+from .common import evaluate, fit_ridge, set_statistics, test_images, training_speckle
+from .config import StudyConfig
+from .distill import classify_reconstructions
+
+__all__ = ["cells", "decoder_cell", "aggregate", "hinge_threshold"]
+
+
+def decoder_cell(gamma: float, seed: int, n: int, sets: list[str], n_test: int,
+                 classify_sets: list[str], clf_n_train: int, clf_n_test: int,
+                 clf_epochs: int, alpha: float | None = None,
+                 _data_dir: str | None = None) -> dict:
+    """Fit the (γ, seed) decoder; SSIM/MSE per test set; classification if asked."""
+    images = training_speckle(gamma, n, seed)
+    dec, enc = fit_ridge(images, seed=seed, alpha=alpha)
+    out = {"train": set_statistics(images), "alpha": float(dec.alpha_),
+           "train_mse": float(dec.train_mse_), "test": {}}
+    for s in sets:
+        out["test"][s] = evaluate(test_images(s, n_test, seed, _data_dir), enc, dec)
+    if classify_sets:
+        out["classification"] = classify_reconstructions(
+            enc, dec, classify_sets, n_train=clf_n_train, n_test=clf_n_test,
+            epochs=clf_epochs, seed=seed, data_dir=_data_dir)
+    return out
+
+
+def cells(cfg: StudyConfig, sets: list[str], classify_sets: list[str],
+          data_dir: str | None) -> list[Cell]:
+    out = []
+    for seed in range(cfg.seeds):
+        for g in cfg.gammas:
+            clf = classify_sets if g in cfg.classify_gammas else []
+            p = {"gamma": g, "seed": seed, "n": cfg.n_train, "sets": list(sets),
+                 "n_test": cfg.n_test, "classify_sets": list(clf),
+                 "clf_n_train": cfg.clf_n_train, "clf_n_test": cfg.clf_n_test,
+                 "clf_epochs": cfg.clf_epochs, "alpha": cfg.ridge_alpha,
+                 "_data_dir": data_dir}
+            out.append(Cell(make_key("decoder", f"g{g}_s{seed}", p),
+                            "experiments.paper.transfer:decoder_cell", p))
+    return out
+
+
+def _ms(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
+
+
+def hinge_threshold(mismatch: np.ndarray, score: np.ndarray) -> dict:
+    """Fit score ≈ a − b·max(0, mismatch − τ) by least squares over a grid of τ.
+
+    Returns τ, a, b and the residual; τ is where SSIM starts to fall (the threshold).
+    """
+    best = None
+    for tau in np.linspace(0.0, float(mismatch.max()), 41):
+        h = np.maximum(0.0, mismatch - tau)
+        A = np.stack([np.ones_like(h), -h], axis=1)
+        coef, *_ = np.linalg.lstsq(A, score, rcond=None)
+        res = float(((A @ coef - score) ** 2).sum())
+        if best is None or res < best["residual"] - 1e-15:
+            best = {"tau": float(tau), "a": float(coef[0]), "b": float(coef[1]), "residual": res}
+    return best
+
+
+def aggregate(cfg: StudyConfig, sets: list[str], results: dict[str, dict],
+              cell_list: list[Cell], synthetic: dict) -> dict:
+    """SSIM per (set, γ) over seeds, with the Ω_k mismatch of each pair."""
+    ssim: dict[str, dict[str, list]] = {}
+    mse: dict[str, dict[str, list]] = {}
+    train_mse: dict[str, list] = {}
+    for c in cell_list:
+        r, g = results[c.key], str(c.params["gamma"])
+        train_mse.setdefault(g, []).append(r["train_mse"])
+        for s, v in r["test"].items():
+            ssim.setdefault(s, {}).setdefault(g, []).append(v["ssim"]["mean"])
+            mse.setdefault(s, {}).setdefault(g, []).append(v["mse"]["mean"])
+    out = {"ssim": {}, "mse": {}, "mismatch": {}, "threshold": {},
+           "ridge_train_mse": {g: _ms(v) for g, v in train_mse.items()}}
+    for s in sets:
+        if s not in ssim:
+            continue
+        out["ssim"][s] = {g: _ms(v) for g, v in ssim[s].items()}
+        out["mse"][s] = {g: _ms(v) for g, v in mse[s].items()}
+        target = synthetic["test_sets"][s]["omega_k"]["mean"]
+        mm = {g: float(synthetic["speckle"][g]["omega_k"]["mean"] - target) for g in ssim[s]}
+        out["mismatch"][s] = mm
+        x = np.abs(np.array([mm[g] for g in ssim[s]]))
+        y = np.array([out["ssim"][s][g]["mean"] for g in ssim[s]])
+        out["threshold"][s] = hinge_threshold(x, y)
+        closest = min(mm, key=lambda g: abs(mm[g]))
+        best = max(out["ssim"][s], key=lambda g: out["ssim"][s][g]["mean"])
+        out["threshold"][s].update(closest_gamma=closest, best_gamma=best)
+    return out

@@ -1,0 +1,156 @@
+"""The paper study end to end at the tiny scale: results.json, report and figures;
+resume; the command line; the README section script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.paper import config_for, run_study
+from experiments.paper.designs import mixture_weights
+from experiments.paper.transfer import hinge_threshold
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ("fig1_synthetic.png", "fig2_learnability.png", "fig3_transfer.png",
+           "fig4_swapped.png", "fig5_distillation.png", "fig6_designs.png", "fig7_timing.png")
+
+
+def _data_dir() -> str:
+    value = os.environ.get("HIL_DATA_DIR")
+    if not value or not (Path(value) / "mnist_test.npz").is_file():
+        pytest.skip("real-data test: set HIL_DATA_DIR to the shared data folder")
+    return value
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper_tiny")
+    run = run_study(config_for("tiny"), out, workers=2, data_dir=_data_dir(), progress=False)
+    return out, run
+
+
+def _strip_timing(results: dict) -> dict:
+    """Everything but wall-clock numbers (timing cell, sweep time, cell counts)."""
+    r = json.loads(json.dumps(results))
+    r["results"].pop("timing")
+    r.pop("run")
+    r["verdicts"] = [v for v in r["verdicts"] if v["figure"] != "fig7_timing.png"]
+    return r
+
+
+def test_tiny_study_writes_results_report_and_figures(tiny_run):
+    out, run = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["study"] == "paper" and results["config"]["scale"] == "tiny"
+    assert run.computed == results["run"]["cells"] and run.skipped == 0
+    verdicts = results["verdicts"]
+    assert len(verdicts) == 6
+    assert {v["verdict"] for v in verdicts} <= {"reproduced", "refuted", "inconclusive"}
+    for v in verdicts:
+        assert (out / v["figure"]).is_file() and v["rule"] and v["headline"]
+    report = (out / "report.md").read_text()
+    for fig in FIGURES:
+        assert (out / fig).stat().st_size > 5_000, fig
+        assert f"({fig})" in report
+    r = results["results"]
+    # statistics: H_SVD grows with γ (paper-spec §4.4: ~1.48 at γ=0.3, ~4.04 at γ=15)
+    h = {g: v["h_svd"]["mean"] for g, v in r["synthetic"]["speckle"].items()}
+    assert h["0.3"] == pytest.approx(1.48, abs=0.05) and h["15.0"] == pytest.approx(4.04, abs=0.05)
+    # every number a figure shows has seeds behind it: 2 seeds at tiny scale
+    assert all(v["n"] == 2 for s in r["transfer"]["ssim"].values() for v in s.values())
+    assert 0 < r["transfer"]["ssim"]["mnist"]["15.0"]["mean"] < 1
+    # swapped grid: full 2 x 2, the diagonal reused from the decoders
+    assert len(r["swapped"]["matrices"]["h_svd"]["mean"]) == 2
+    d = r["distillation"]["mnist"]
+    assert set(d["baselines"]) == {"raw", "sensor"} and set(d["test_accuracy"]) == {"0.3", "15.0"}
+    assert "cifar100" not in " ".join(results["data"]["transfer_sets"])  # not in shared/data
+
+
+def test_resume_recomputes_only_missing_cells(tiny_run, tmp_path):
+    out, first = tiny_run
+    cells = sorted((out / "cells").glob("*.json"))
+    gone = [p for p in cells if p.name.startswith(("decoder-", "stats-", "swap-"))][:3]
+    copy = tmp_path / "resumed"
+    (copy / "cells").mkdir(parents=True)
+    for p in cells:
+        if p not in gone:
+            (copy / "cells" / p.name).write_bytes(p.read_bytes())
+    again = run_study(config_for("tiny"), copy, workers=1, data_dir=_data_dir(),
+                      progress=False, report=False)
+    assert again.computed == 3 and again.skipped == len(cells) - 3
+    # a cell recomputed with 1 worker gives the numbers the 2-worker run gave
+    assert _strip_timing(again.results) == _strip_timing(first.results)
+    for p in gone:
+        assert (json.loads((copy / "cells" / p.name).read_text())["result"]
+                == json.loads(p.read_text())["result"])
+
+
+def test_cli_runs_and_resumes(tiny_run, tmp_path, capsys):
+    from hil.cli import main
+
+    out, _ = tiny_run
+    code = main(["experiment", "paper", "--scale", "tiny", "--seeds", "2", "--out", str(out),
+                 "--no-progress", "--data-dir", _data_dir()])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "0 cells computed" in text and "report:" in text
+
+
+def test_cli_user_errors_print_one_line(tmp_path, capsys):
+    from hil.cli import main
+
+    code = main(["experiment", "paper", "--out", str(tmp_path), "--workers", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--workers" in err[0]
+    code = main(["experiment", "paper", "--scale", "tiny", "--out", str(tmp_path / "x"),
+                 "--data-dir", str(tmp_path / "nowhere"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "HIL_DATA_DIR" in err[0]
+    code = main(["experiment", "paper", "--out", str(tmp_path), "--seeds", "0"])
+    assert code == 2 and "seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["experiment", "paper", "--scale", "huge", "--out", str(tmp_path)])
+
+
+def test_readme_section_script(tiny_run, tmp_path):
+    out, _ = tiny_run
+    script = ROOT / "scripts" / "readme_figures.py"
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n\n<!-- paper-figures:begin -->\nold\n<!-- paper-figures:end -->\n"
+                      "tail\n")
+    res = subprocess.run([sys.executable, str(script), str(out / "results.json"), "--readme",
+                          str(readme), "--figures-dir", str(tmp_path / "docs" / "figures")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    text = readme.read_text()
+    assert "\nold\n" not in text and text.endswith("tail\n") and "## Headline figures" in text
+    assert "](docs/figures/fig3_transfer.png)" in text
+    assert (tmp_path / "docs" / "figures" / "fig5_distillation.png").is_file()
+    results = json.loads((out / "results.json").read_text())
+    for v in results["verdicts"]:
+        assert f"**{v['verdict']}**" in text
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "missing.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_mixture_weights_match_the_target():
+    om = {0.1: 0.07, 1.0: 0.14, 15.0: 0.34}
+    w = mixture_weights(om, 0.24)
+    assert set(w) == {1.0, 15.0} and sum(w.values()) == pytest.approx(1.0)
+    assert sum(om[g] * v for g, v in w.items()) == pytest.approx(0.24)
+    assert mixture_weights(om, 0.01) == {0.1: 1.0} and mixture_weights(om, 0.9) == {15.0: 1.0}
+
+
+def test_hinge_threshold_finds_the_knee():
+    import numpy as np
+
+    x = np.linspace(0, 0.3, 31)
+    y = 0.8 - 2.0 * np.maximum(0, x - 0.1)
+    fit = hinge_threshold(x, y)
+    assert fit["tau"] == pytest.approx(0.1, abs=0.01) and fit["b"] == pytest.approx(2.0, rel=0.05)
