@@ -67,7 +67,7 @@ class RunConfig:
     n: int = 500
     seed: int | None = 0
     mode: str = "sequential"
-    geometry: str | None = None  # None: calibrated if available, else nominal
+    geometry: Any = None  # None: calibrated if available, else nominal; or a 2x3 affine
     exposure_s: float | None = None
     averaging: int = 1
     retries: int = 2
@@ -89,13 +89,16 @@ def _sha256(path: Path | None) -> str | None:
 
 
 def _config_record(cfg: RunConfig) -> dict[str, Any]:
-    d = dataclasses.asdict(cfg)
+    d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    d["imager_options"] = {k: v for k, v in cfg.imager_options.items()}
     if hasattr(cfg.bench, "slm"):
         d["bench"] = f"<opened bench {getattr(cfg.bench, 'name', '')}>"
     else:
         d["bench"] = cfg.bench if isinstance(cfg.bench, dict) else str(cfg.bench)
     for k in ("decoder", "out", "calibration", "mask", "classifier"):
         d[k] = None if d[k] is None else str(Path(d[k]).resolve())
+    if d["geometry"] is not None and not isinstance(d["geometry"], str):
+        d["geometry"] = [[float(v) for v in row] for row in d["geometry"]]
     d["decoder_sha256"] = _sha256(Path(cfg.decoder))
     d["mask_sha256"] = _sha256(Path(cfg.mask)) if cfg.mask else None
     d.pop("resume")

@@ -112,6 +112,24 @@ def test_imager_on_bench_true_geometry():
     assert corr > 0.95, corr
 
 
+def test_split_mode_on_bench_matches_twin():
+    from devices.bench import open_bench
+    from simulation import DualVortexEncoder
+
+    imgs, _ = _images(3)
+    cfg = small_bench()
+    cfg["slm"]["shape"] = [256, 512]
+    with open_bench(cfg) as bench:
+        t = bench.truth
+        a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+        out = BenchImager(bench, geometry=a, mode="split").capture(imgs)
+    assert out.frames.shape == (3, 1, 256, 256)
+    twin = DualVortexEncoder()(imgs).numpy()
+    for k in range(2):
+        corr = np.corrcoef(out.patterns[:, k].ravel(), twin[:, k].ravel())[0, 1]
+        assert corr > 0.9, (k, corr)
+
+
 def test_capture_store_trims_a_cut_short_capture(tmp_path):
     p = tmp_path / "c.h5"
     with CaptureStore.create(p, frame_shape=(2, 8, 8), frame_dtype=np.uint16,
