@@ -46,13 +46,16 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
                        n_twin: int = 4000, n_capture: int = 2000, n_test: int = 32,
                        gamma: float = 15.0, seed: int = 10, out_dir: str | Path | None = None,
                        imager_options: dict[str, Any] | None = None,
-                       compare_nominal: bool = True, progress: bool = False) -> StepResult:
+                       alpha: float | None = None, compare_nominal: bool = True,
+                       progress: bool = False) -> StepResult:
     """Fit the twin-trained and capture-trained decoders; score both on captures.
 
     ``n_capture`` speckles are displayed and captured for the capture-trained decoder
     (each costs one frame per encoder channel); ``n_twin`` are only simulated.
-    ``compare_nominal`` also scores the twin-trained decoder on test captures mapped
-    through the nominal (uncalibrated) geometry, when the bench knows its focal length.
+    ``alpha``: the ridge strength (default: chosen on a held-out split, which costs an
+    eigendecomposition per decoder). ``compare_nominal`` also scores the twin-trained
+    decoder on test captures mapped through the nominal (uncalibrated) geometry, when the
+    bench knows its focal length.
     """
     from calibration.imaging import BenchImager
     from simulation import DualVortexEncoder, LinearDecoder, speckle, ssim
@@ -70,12 +73,12 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
 
     twin_imgs = speckle(n_twin, gamma, seed=seed)
     twin_pats = twin_training_patterns(cal, twin_imgs, enc, block)
-    twin_dec = LinearDecoder().fit(twin_pats, twin_imgs, method="ridge", encoder=enc)
+    twin_dec = LinearDecoder(alpha=alpha).fit(twin_pats, twin_imgs, method="ridge", encoder=enc)
     sim_pats = twin_training_patterns(cal, test_imgs, enc, block)
 
     cap_imgs = speckle(n_capture, gamma, seed=seed + 1)
     cap_pats = torch.as_tensor(imager.capture(cap_imgs, progress=progress).patterns)
-    cap_dec = LinearDecoder().fit(cap_pats, cap_imgs, method="ridge", encoder=enc)
+    cap_dec = LinearDecoder(alpha=alpha).fit(cap_pats, cap_imgs, method="ridge", encoder=enc)
 
     def score(dec: Any, pats: torch.Tensor) -> float:
         rec = dec.predict(pats)

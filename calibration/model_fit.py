@@ -107,6 +107,16 @@ def fit_bench_model(measured: torch.Tensor, twin: torch.Tensor, *, steps: int = 
     if measured.shape != twin.shape or measured.ndim != 4:
         raise ValueError(f"measured, twin: expected equal (B, C, N, N) shapes, got "
                          f"{tuple(measured.shape)} and {tuple(twin.shape)}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread is fastest on shared cores
+    try:
+        return _fit(measured, twin, steps, lr)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(measured: torch.Tensor, twin: torch.Tensor, steps: int, lr: float
+         ) -> tuple[BenchModel, dict[str, float]]:
     b, c, n, _ = twin.shape
     model = BenchModel(c, n)
     with torch.no_grad():  # least-squares start for gain and background

@@ -47,6 +47,7 @@ def calibrated(request, tmp_path_factory):
                               progress=False)
         errors = errors_vs_truth(cal, bench)
         truth_a = truth_model_to_camera(bench, 32)
+    print(f"\nseed {request.param}: " + ", ".join(f"{k} {v:.4g}" for k, v in errors.items()))
     return {"seed": request.param, "cal": cal, "errors": errors, "out": out,
             "truth_affine": truth_a}
 
