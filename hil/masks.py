@@ -164,12 +164,16 @@ def _phase_scaling(slm: Any) -> float:
 
 
 def load_onto_slm(mask: PhaseMask, slm: Any, *, channel: int = 0, phase_response_rad: Any = None,
-                  wav_tolerance: float = 0.01, settle: bool = True) -> np.ndarray:
+                  calibration: Any = None, wav_tolerance: float = 0.01,
+                  settle: bool = True) -> np.ndarray:
     """Show one channel of ``mask`` on ``slm``; returns the grey levels displayed.
 
     The N×N mask is shown in s×s blocks, s = the largest block that fits (the device layer
-    centres it). ``phase_response_rad`` (calibration's LUT step) is loaded first.
+    centres it). ``phase_response_rad`` (or the LUT step of ``calibration``, a
+    ``CalibrationSet``) is loaded first.
     """
+    if phase_response_rad is None and calibration is not None:
+        phase_response_rad = getattr(calibration, "phase_response_rad", None)
     rows, cols = slm.shape
     n = mask.grid
     if n > rows or n > cols:
