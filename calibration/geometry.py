@@ -9,7 +9,7 @@ zero frequency at (N/2, N/2)) and (x_cam, y_cam) are camera pixel indices (x alo
 columns, y along rows, pixel centres at integers). The nominal map (no calibration) is
 λ·f/(N·s·p_slm·p_cam) camera pixels per model pixel, zero frequency at the camera centre
 (W/2, H/2), no rotation; the calibrated one is measured by ``calibrate_geometry``
-(``calibration.geometry_fit``).
+(grating spots + OpenCV affine, in ``calibration.registration``; re-exported here).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["camera_to_model", "nominal_model_to_camera", "affine_parameters", "check_affine"]
+__all__ = ["camera_to_model", "nominal_model_to_camera", "affine_parameters", "check_affine",
+           "calibrate_geometry"]
 
 
 def check_affine(model_to_camera: Any, name: str = "model_to_camera") -> np.ndarray:
@@ -111,3 +112,10 @@ def affine_parameters(model_to_camera: Any, size: int = 32) -> dict[str, float]:
     return {"center_x": float(c[0]), "center_y": float(c[1]), "scale": float(np.sqrt(sx * sy)),
             "scale_x": sx, "scale_y": sy, "rotation_deg": rot,
             "shear": float((m[:, 0] @ m[:, 1]) / (sx * sy))}
+
+
+def calibrate_geometry(bench: Any, **kwargs: Any) -> Any:
+    """Measure ``model_to_camera`` on a bench: see ``calibration.registration``."""
+    from calibration.registration import calibrate_geometry as _calibrate
+
+    return _calibrate(bench, **kwargs)
