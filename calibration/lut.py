@@ -76,25 +76,30 @@ def _extinction_floor(p0: np.ndarray) -> float:
 
 def calibrate_phase_response(bench: Any, model_to_camera: Any, *, size: int = 32,
                              dark: np.ndarray | None = None, level_step: int = 8,
-                             order_spacing: float = 8.0, averaging: int = 1) -> StepResult:
+                             order_spacing: float | None = None,
+                             averaging: int = 1) -> StepResult:
     """Measure the delay of every grey level, relative to the top level (radians).
 
     ``level_step``: every how many grey levels a grating is shown (the rest are
     interpolated); ``order_spacing``: distance of the ±1 orders from the zero order in
-    model pixels. Uses ``model_to_camera`` (step 2) to find the orders on the camera.
+    model pixels (default: 8, or more so that they sit >= 24 camera pixels apart). Uses
+    ``model_to_camera`` (step 2) to find the orders on the camera.
     """
     slm, cam = bench.slm, bench.camera
     a = check_affine(model_to_camera)
     if int(level_step) < 1:
         raise ValueError(f"level_step: expected an integer >= 1, got {level_step!r}")
     block = int(slm.block_size((size, size)))
+    px_per_model = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+    if order_spacing is None:
+        order_spacing = max(8.0, 24.0 / px_per_model)
     levels_n = 2 ** int(slm.bitdepth)
     top = levels_n - 1
     period = max(2, 2 * int(round(size * block / (2 * order_spacing))))
     k1 = size * block / period  # model pixels from the zero order to a first order
     centres = np.array([[size / 2, size / 2], [size / 2 + k1, size / 2],
                         [size / 2 - k1, size / 2]]) @ a[:, :2].T + a[:, 2]
-    radius = 0.45 * k1 * float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+    radius = 0.45 * k1 * px_per_model
 
     x, _ = slm_grid(slm)
     stripe = (np.floor((x - x.min()) / (period / 2)).astype(int) % 2).astype(bool)

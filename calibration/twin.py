@@ -33,8 +33,12 @@ class PupilGrid:
                  samples: int = 64, q: int = 4, noll: tuple[int, ...] = (4, 5, 6, 7, 8),
                  dtype: torch.dtype = torch.float64) -> None:
         rows, cols = (int(v) for v in slm_shape)
-        self.step = max(1, int(round(max(rows, cols) / samples)))
         self.size, self.block, self.q = int(size), int(block), int(q)
+        # the step must divide q·N·s, so that a far-field bin is exactly 1/q model pixel
+        span = self.q * self.size * self.block
+        target = max(rows, cols) / samples
+        divisors = [d for d in range(1, max(rows, cols) + 1) if span % d == 0]
+        self.step = min(divisors, key=lambda d: (abs(d - target), d))
         d = self.step
         ny, nx = rows // d, cols // d
         y = (torch.arange(ny, dtype=dtype) * d + (d - 1) / 2) - (rows - 1) / 2
@@ -47,7 +51,7 @@ class PupilGrid:
         self.basis = torch.stack([zernike(j, rho, theta) for j in self.noll]) if noll else \
             torch.zeros((0, ny, nx), dtype=dtype)
         # padded FFT size: bins of 1/q model pixel (a model pixel is 1/(N s) cycles/px)
-        self.pad = int(round(q * size * block / d))
+        self.pad = span // d
         if self.pad < max(ny, nx):
             raise ValueError(f"q: {q} too small for the pupil ({ny}x{nx} samples)")
         self.dtype = dtype
