@@ -22,7 +22,8 @@ from .speckle import PAPER_GAMMAS, minmax01, speckle, speckle_mixture, swapped_s
 __all__ = [
     "AngularSpectrum", "DualVortexEncoder", "EncoderMismatchError", "LinearDecoder",
     "LinearSoftmaxClassifier", "PAPER_GAMMAS", "PhaseEncoder", "SensorModel",
-    "classification_protocol", "convergence", "encode_batched", "encoder_from_signature", "fraunhofer", "lens_phase",
+    "classification_protocol", "convergence", "encode_batched", "encoder_from_signature",
+    "fraunhofer", "lens_phase",
     "load_dataset", "minmax01", "model_grid", "mse", "normalise_for_decoder", "omega_k",
     "phase_object", "psnr", "reconstruct", "speckle", "speckle_mixture", "ssim",
     "svd_entropy", "swapped_spectra", "vortex_phase",

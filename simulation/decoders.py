@@ -29,9 +29,9 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import as_tensor, check_choice, check_finite, check_images, check_positive
+from ._checks import as_tensor, check_choice, check_images, check_positive
 from ._checks import default_device as _default_device
-from .sensor import normalise_for_decoder
+from .sensor import normalise_channels, normalise_for_decoder
 
 __all__ = ["LinearDecoder", "EncoderMismatchError"]
 
@@ -234,12 +234,26 @@ class LinearDecoder:
                 f"patterns: expected shape (B, {', '.join(map(str, self.pattern_shape_))}) "
                 f"as in fit, got {tuple(p.shape)}"
             )
-        check_finite(p, "patterns")
-        W = self.weight_
+        W = self._weight_channel_major()
         out = torch.empty((p.shape[0], W.shape[1]), dtype=torch.float32, device=self.device)
         for s in range(0, p.shape[0], batch_size):
-            torch.mm(normalise_for_decoder(p[s : s + batch_size]), W, out=out[s : s + batch_size])
+            torch.mm(normalise_channels(p[s : s + batch_size]), W, out=out[s : s + batch_size])
         return out.reshape(p.shape[0], *self.image_shape_)
+
+    def _weight_channel_major(self) -> torch.Tensor:
+        """``weight_`` with its rows in (C, H, W) order, so that inputs need no transpose.
+
+        ``weight_`` rows follow the paper's side-by-side layout (H, C, W); the same
+        product in channel-major order saves a copy of every input batch.
+        """
+        cached = getattr(self, "_w_cm", None)
+        if cached is not None and cached[0] is self.weight_:
+            return cached[1]
+        c, h, w = self.pattern_shape_
+        wcm = (self.weight_.reshape(h, c, w, -1).permute(1, 0, 2, 3)
+               .reshape(c * h * w, -1).contiguous())
+        self._w_cm = (self.weight_, wcm)
+        return wcm
 
     # --------------------------------------------------------------- save/load
     def metadata(self) -> dict:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ._checks import check_choice, check_finite, check_positive
 
-__all__ = ["SensorModel", "normalise_for_decoder"]
+__all__ = ["SensorModel", "normalise_channels", "normalise_for_decoder"]
 
 
 class SensorModel(nn.Module):
@@ -123,6 +123,33 @@ class SensorModel(nn.Module):
         return signal.sqrt() if self.mode == "magnitude" else signal
 
 
+def _check_patterns(patterns) -> torch.Tensor:
+    if not isinstance(patterns, torch.Tensor):
+        raise TypeError(f"patterns: expected a torch tensor, got {type(patterns).__name__}")
+    if patterns.ndim != 4:
+        raise ValueError(f"patterns: expected shape (B, C, H, W), got {tuple(patterns.shape)}")
+    if patterns.is_complex() or not patterns.is_floating_point():
+        raise TypeError(f"patterns: expected real floating-point values, got {patterns.dtype}")
+    return patterns.to(torch.float32)
+
+
+def normalise_channels(patterns: torch.Tensor) -> torch.Tensor:
+    """Per-channel min–max to [−1, 1], flattened channel-major: (B, C, H, W) -> (B, C·H·W).
+
+    One pass for the extrema and one fused multiply-add; a NaN or infinite value
+    anywhere shows up in a channel's extrema and is refused. This is the layout
+    the decoder computes in; `normalise_for_decoder` is the paper's layout.
+    """
+    p = _check_patterns(patterns)
+    b, c, h, w = p.shape
+    flat = p.reshape(b * c, h * w)
+    lo, hi = torch.aminmax(flat, dim=1)
+    if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
+        check_finite(p, "patterns")  # names the count of bad values
+    scale = 2.0 / (hi - lo).clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.addcmul((-1.0 - lo * scale)[:, None], flat, scale[:, None]).reshape(b, -1)
+
+
 def normalise_for_decoder(patterns: torch.Tensor) -> torch.Tensor:
     """Sensor patterns (B, C, H, W) -> decoder input (B, C·H·W) (paper-spec §2.2).
 
@@ -130,16 +157,6 @@ def normalise_for_decoder(patterns: torch.Tensor) -> torch.Tensor:
     are placed side by side (an H × C·W image, channel 0 on the left) and
     flattened row-major. A flat channel (max = min) maps to −1.
     """
-    if not isinstance(patterns, torch.Tensor):
-        raise TypeError(f"patterns: expected a torch tensor, got {type(patterns).__name__}")
-    if patterns.ndim != 4:
-        raise ValueError(f"patterns: expected shape (B, C, H, W), got {tuple(patterns.shape)}")
-    if patterns.is_complex() or not patterns.is_floating_point():
-        raise TypeError(f"patterns: expected real floating-point values, got {patterns.dtype}")
-    check_finite(patterns, "patterns")
-    p = patterns.to(torch.float32)
-    lo = p.amin(dim=(-2, -1), keepdim=True)
-    span = (p.amax(dim=(-2, -1), keepdim=True) - lo).clamp_min(torch.finfo(torch.float32).tiny)
-    p = (p - lo) * (2.0 / span) - 1.0
-    b, c, h, w = p.shape
-    return p.permute(0, 2, 1, 3).reshape(b, c * h * w)
+    b, c, h, w = _check_patterns(patterns).shape
+    x = normalise_channels(patterns).reshape(b, c, h, w)
+    return x.permute(0, 2, 1, 3).reshape(b, c * h * w)
