@@ -56,7 +56,18 @@ def _run_step(name: str, bench: Any, cal: CalibrationSet, size: int,
     elif name == "geometry":
         from calibration.registration import calibrate_geometry
 
-        cal.set("geometry", calibrate_geometry(bench, size=size, dark=dark, **options))
+        geo = calibrate_geometry(bench, size=size, dark=dark, **options)
+        if cal.wavefront is not None and "center_shift_px" in cal.wavefront.values:
+            # keep the centre correction of an earlier wavefront step (re-run it to refresh)
+            from calibration.registration import shift_center
+
+            spots = np.asarray(geo["model_to_camera"])
+            dx, dy = cal.wavefront["center_shift_px"]
+            geo.values["model_to_camera_spots"] = spots
+            geo.values["model_to_camera"] = shift_center(spots, dx, dy)
+            geo.values.update(affine_parameters(geo.values["model_to_camera"], size))
+            geo.values["center_corrected_by"] = "wavefront (earlier run)"
+        cal.set("geometry", geo)
     elif name == "lut":
         from calibration.lut import calibrate_phase_response
 

@@ -120,3 +120,19 @@ def test_dark_refuses_without_laser():
         b = SimpleNamespace(slm=bench.slm, camera=bench.camera, laser=None)
         with pytest.raises(ValueError, match="block_beam"):
             calibrate_dark(b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bench_file", ["sim.toml", "sim-realistic.toml"])
+def test_shipped_benches_within_tolerance(bench_file, tmp_path):
+    """The shipped example benches (512 px; 1920x1152 SLM + 1440x1080 camera), all defaults."""
+    from devices import open_bench
+
+    with open_bench(bench_file) as bench:
+        cal = run_calibration(bench, tmp_path, steps="dark,geometry,lut,wavefront",
+                              progress=False)
+        e = errors_vs_truth(cal, bench)
+    print(f"\n{bench_file}: " + ", ".join(f"{k} {v:.4g}" for k, v in e.items()))
+    assert e["center_error_px"] < 0.2 and abs(e["scale_error_pct"]) < 0.5
+    assert abs(e["rotation_error_deg"]) < 0.2
+    assert e["lut_rms_rad"] < 0.1 and e["wavefront_rms_rad"] < 0.1
