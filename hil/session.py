@@ -276,6 +276,25 @@ def write_results(out: Path, images: Any, labels: Any, decoder: Any,
     return res
 
 
+def _crop_windows(frames: np.ndarray, maps: np.ndarray, n: int) -> np.ndarray:
+    """(B, K, H, W) frames -> list of crops around each frame's window(s), same size."""
+    corners = np.array([[0, 0, 1], [n - 1, 0, 1], [0, n - 1, 1], [n - 1, n - 1, 1]], float)
+    b, k_frames, h, w = frames.shape
+    boxes = []
+    for k in range(k_frames):
+        ms = maps if k_frames == 1 else maps[k:k + 1]
+        xy = np.concatenate([corners @ m.T for m in ms])
+        boxes.append((int(max(xy[:, 1].min() - 2, 0)), int(min(xy[:, 1].max() + 3, h)),
+                      int(max(xy[:, 0].min() - 2, 0)), int(min(xy[:, 0].max() + 3, w))))
+    side_r = max(r1 - r0 for r0, r1, _, _ in boxes)
+    side_c = max(c1 - c0 for _, _, c0, c1 in boxes)
+    crops = np.zeros((b * k_frames, side_r, side_c), np.float32)
+    for i in range(b):
+        for k, (r0, r1, c0, c1) in enumerate(boxes):
+            crops[i * k_frames + k, : r1 - r0, : c1 - c0] = frames[i, k, r0:r1, c0:c1]
+    return crops
+
+
 def _report(out: Path, ref: Any, rec: Any, caps: dict[str, np.ndarray], res: dict) -> None:
     from .figures import save_image_grid
 
@@ -293,13 +312,17 @@ def _report(out: Path, ref: Any, rec: Any, caps: dict[str, np.ndarray], res: dic
         k = min(4, int(f.attrs["n_complete"]))
         frames = np.asarray(f["frames"][:k], dtype=np.float32)
         dark = np.asarray(f["dark"]) if "dark" in f else None
-    frames = frames.reshape(-1, *frames.shape[-2:])
     if dark is not None:
         frames -= dark
-    frames = np.sqrt(np.maximum(frames - np.median(frames, axis=(-2, -1), keepdims=True), 0))
-    frames /= np.maximum(np.percentile(frames, 99.9, axis=(-2, -1), keepdims=True), 1e-12)
+    frames = np.sqrt(np.maximum(frames, 0))
+    try:  # crop each frame to its model window(s), from the run's imaging record
+        maps = json.loads((out / "run.json").read_text())["imaging"]["model_to_camera"]
+        frames = _crop_windows(frames, np.asarray(maps, float), pats.shape[-1])
+    except (KeyError, ValueError, OSError):
+        frames = frames.reshape(-1, *frames.shape[-2:])
+    frames /= np.maximum(frames.max(axis=(-2, -1), keepdims=True), 1e-12)
     save_image_grid([frames], ["sqrt(frame)"], out / "captures.png", n=len(frames),
-                    title="raw captures (first images, every frame)")
+                    title="captures, dark-subtracted, cropped to the model windows")
     lines = [
         "# Bench run report", "",
         f"- status: **{res['status']}**; captures: {res['n_captured']} of {res['n_planned']}",
