@@ -147,7 +147,9 @@ def _scalars(d: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         if isinstance(v, np.ndarray) and v.ndim > 0:
-            continue
+            if v.size > 8:
+                continue
+            v = np.round(v.astype(float), 6).tolist()
         if isinstance(v, (float, np.floating)):
             v = float(f"{float(v):.6g}")
         out[k] = v
