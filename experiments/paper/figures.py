@@ -192,7 +192,7 @@ def fig_timing(r: dict, out: Path) -> str:
     ax.bar(names, np.array(vals) * 1e6, color=["C7", "C0", "C0", "C3"])
     ax.tick_params(axis="x", labelsize=7)
     ax.set_yscale("log")
-    ax.set_ylabel("µs per image (one CPU thread)")
+    ax.set_ylabel("CPU µs per image (one thread)")
     ax.set_title(f"SSIM: decoder {t['decoder_ssim']:.2f}, phase retrieval "
                  f"{t['phase_retrieval_ssim']:.2f}", fontsize=9)
     return _save(fig, out, "fig7_timing.png")

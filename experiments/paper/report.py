@@ -29,7 +29,7 @@ def verdict_table(results: dict, fig_prefix: str = "") -> list[str]:
     return lines
 
 
-def _step_tables(r: dict) -> list[str]:
+def _step_tables(r: dict, cfg: dict) -> list[str]:
     L = []
     syn = r["synthetic"]
     L += ["## 1. Synthetic sets", "", "![synthetic](fig1_synthetic.png)", "",
@@ -49,6 +49,10 @@ def _step_tables(r: dict) -> list[str]:
         s = learn[g]
         L.append(f"| {float(g):g} | {_pm(s['h_svd'])} | {_pm(s['remaining'])} | "
                  f"{_pm(s['final_train_mse'], digits=5)} | {_pm(s['ridge_train_mse'], digits=5)} |")
+    n_learn = cfg.get("learn_n", 0)
+    L += ["", f"Adam: {n_learn} speckles, {cfg.get('learn_epochs')} full-batch epochs"
+          + (" (fewer images than the decoder's 2,048 inputs: an underdetermined fit, unlike "
+             "the paper's 10,000)" if n_learn < 2048 else "") + "."]
     tr = r["transfer"]
     sets = sorted(tr["ssim"])
     L += ["", "## 3. Transfer (SSIM of speckle-trained decoders)", "",
@@ -102,13 +106,14 @@ def _step_tables(r: dict) -> list[str]:
               f"{t['phase_retrieval_s_per_image'] * 1e6:.1f} µs per image "
               f"(×{t['speedup_vs_phase_retrieval']:.1f}). SSIM {t['decoder_ssim']:.3f} vs "
               f"{t['phase_retrieval_ssim']:.3f} (phase retrieval's global phase removed by "
-              "an oracle). Single run: wall-clock times are not seeded."]
+              "an oracle). One run, process CPU time on one thread; times are not seeded."]
     return L
 
 
 def write_report(results: dict, out: str | os.PathLike) -> Path:
     """Write the figures and ``report.md`` into ``out``; returns the report's path."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     make_figures(results, out)
     cfg, run, data = results["config"], results["run"], results["data"]
     L = [f"# Paper study ({cfg['scale']} scale)", "",
@@ -133,7 +138,7 @@ def write_report(results: dict, out: str | os.PathLike) -> Path:
     L += [""]
     for i, v in enumerate(results["verdicts"], 1):
         L.append(f"{i}. *Rule:* {v['rule']}.")
-    L += [""] + _step_tables(results["results"])
+    L += [""] + _step_tables(results["results"], cfg)
     if cfg["scale"] != "full":
         L += ["", f"*This is the `{cfg['scale']}` scale: fewer images, epochs and γ cells than "
               "the paper; run `--scale full` for the paper's protocol.*"]
