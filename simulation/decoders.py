@@ -155,12 +155,19 @@ class LinearDecoder:
             # 15x slower on CPU); the final solve below is float64 Cholesky.
             evals, evecs = torch.linalg.eigh(Gt.float())
             evals, evecs = evals.double().clamp_min(0), evecs.double()
-            proj = evecs.T @ Bt
+            proj = evecs.T @ Bt  # (d, p): the ridge solution is evecs·diag(1/(λ+α))·proj
+            A, Yv = X64[va] @ evecs, Y64[va]
+            # val MSE(α) = (dᵀKd − 2·dᵀc + ‖Yv‖²)/m with d = 1/(λ+α): every candidate
+            # costs O(d²) after two Gram-sized products, not a (n_val × d × p) matmul.
+            K = (A.T @ A) * (proj @ proj.T)
+            c = ((A.T @ Yv) * proj).sum(1)
+            yy, m = float((Yv**2).sum()), Yv.numel()
             scale = float(evals.mean())
             grid = [scale * 10.0**e for e in torch.arange(-8, 2.01, 0.5).tolist()]
-            xv = X64[va] @ evecs
-            errs = [float(((xv @ (proj / (evals + a)[:, None]) - Y64[va]) ** 2).mean())
-                    for a in grid]
+            errs = []
+            for a in grid:
+                dv = 1.0 / (evals + a)
+                errs.append(max(float(dv @ K @ dv - 2 * dv @ c + yy) / m, 0.0))
             best = min(range(len(grid)), key=errs.__getitem__)
             alpha = grid[best]
             self.history_ = {"alpha_grid": grid, "val_mse": errs}
