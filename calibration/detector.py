@@ -23,7 +23,6 @@ from calibration.capture import (
     full_scale,
     laser_off,
     laser_on,
-    slm_grid,
 )
 from calibration.store import StepResult
 
@@ -89,7 +88,6 @@ def calibrate_dark(bench: Any, *, n_dark: int = 16, n_pairs: int = 2,
     fs = full_scale(cam)
 
     rng = np.random.default_rng(seed)
-    x, _ = slm_grid(slm)
     phase = rng.uniform(0, 2 * np.pi, size=slm.shape).astype(np.float32)
     means, variances, sat = [], [], 0.98 * fs
     with laser_on(bench):
