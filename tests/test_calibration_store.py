@@ -183,3 +183,27 @@ def test_parse_steps():
         parse_steps("geometry,bogus")
     with pytest.raises(ValueError, match="steps"):
         parse_steps("")
+
+
+def test_routines_refuse_bad_arguments(tmp_path):
+    from calibration import run_calibration
+    from calibration.lut import calibrate_phase_response
+    from calibration.registration import calibrate_geometry
+    from tests.test_calibration import small_bench
+
+    with small_bench(0) as bench:
+        with pytest.raises(ValueError, match="grid"):
+            calibrate_geometry(bench, grid=1)
+        with pytest.raises(ValueError, match="span"):
+            calibrate_geometry(bench, span=1.5)
+        with pytest.raises(ValueError, match="level_step"):
+            calibrate_phase_response(bench, np.eye(2, 3), level_step=0)
+        with pytest.raises(ValueError, match="model_to_camera"):
+            calibrate_phase_response(bench, np.zeros((2, 3)))
+        with pytest.raises(ValueError, match="options"):
+            run_calibration(bench, None, steps="dark", options={"bogus": {}}, progress=False)
+        with pytest.raises(ValueError, match="size"):
+            run_calibration(bench, None, steps="dark", size=True, progress=False)
+        with pytest.raises(TypeError):
+            run_calibration(bench, None, steps="dark", options={"dark": {"nonsense": 1}},
+                            progress=False)
