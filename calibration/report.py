@@ -128,7 +128,9 @@ def _fig_model(cal: CalibrationSet, path: Path) -> None:
     fig, ax = plt.subplots(3, k, figsize=(2.2 * k, 6.6), squeeze=False)
     for i in range(k):
         for r, img in enumerate((meas[i], fit[i], meas[i] - fit[i])):
-            ax[r, i].imshow(img, cmap="RdBu_r" if r == 2 else "magma")
+            lim = float(np.abs(img).max()) or 1.0
+            kw = {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim} if r == 2 else {"cmap": "magma"}
+            ax[r, i].imshow(img, **kw)
             ax[r, i].set_xticks([])
             ax[r, i].set_yticks([])
     ax[0, 0].set_ylabel("measured")
