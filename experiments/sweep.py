@@ -123,16 +123,26 @@ def _write_atomic(path: Path, payload: dict) -> None:
             os.unlink(tmp)
 
 
-def load_done(store: Path, cells: Iterable[Cell]) -> dict[str, dict]:
-    """Results already in ``store`` for these cells (unreadable files count as not done)."""
-    done = {}
+def load_done(store: Path, cells: Iterable[Cell], code: str | None = None) -> dict[str, dict]:
+    """Results already in ``store`` for these cells. Unreadable files, and results made
+    by other code (a ``code`` tag that differs), count as not done."""
+    done, stale = {}, 0
     for cell in cells:
         path = _result_path(store, cell.key)
         if path.is_file():
             try:
-                done[cell.key] = json.loads(path.read_text())["result"]
+                payload = json.loads(path.read_text())
+                result = payload["result"]
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring unreadable cell result %s; it will be recomputed", path)
+                continue
+            if code is not None and payload.get("code") != code:
+                stale += 1
+                continue
+            done[cell.key] = result
+    if stale:
+        log.warning("%d finished cells were computed by other code; they will be recomputed",
+                    stale)
     return done
 
 
@@ -199,6 +209,7 @@ def run_cells(
     progress: bool = True,
     desc: str = "cells",
     preload: Sequence[str] = (),
+    code: str | None = None,
 ) -> SweepReport:
     """Run every cell whose result is not yet in ``store``; return all results.
 
@@ -206,6 +217,8 @@ def run_cells(
     sweep (Ctrl-C, a crash, a lost node) keeps every finished cell and a restart
     computes only the others. The progress bar shows the time left. ``preload``:
     modules the local workers import once, before forking (start-up time only).
+    ``code``: a version tag of the code that computes the cells (e.g. a hash of its
+    sources), stored with each result; finished cells with another tag are recomputed.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor: expected one of {EXECUTORS}, got {executor!r}")
@@ -216,7 +229,7 @@ def run_cells(
         raise ValueError("cells: expected unique keys, got duplicates")
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    results = load_done(store, cells)
+    results = load_done(store, cells, code)
     skipped = [c.key for c in cells if c.key in results]
     pending = [c for c in cells if c.key not in results]
     computed: list[str] = []
@@ -228,7 +241,8 @@ def run_cells(
         result, seconds, cpu_s = outcome
         _write_atomic(_result_path(store, cell.key),
                       {"key": cell.key, "func": cell.func, "params": cell.params,
-                       "result": result, "seconds": seconds, "cpu_seconds": cpu_s})
+                       "result": result, "seconds": seconds, "cpu_seconds": cpu_s,
+                       "code": code})
         cpu[0] += cpu_s
         results[cell.key] = result
         computed.append(cell.key)

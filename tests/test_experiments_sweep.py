@@ -65,6 +65,15 @@ def test_run_then_resume_skips_done_cells(tmp_path):
     assert again.results == first.results
 
 
+def test_cells_made_by_other_code_are_recomputed(tmp_path):
+    cells = _cells(2)
+    run_cells(cells, tmp_path, workers=1, progress=False, code="v1")
+    same = run_cells(cells, tmp_path, workers=1, progress=False, code="v1")
+    assert not same.computed and len(same.skipped) == 2
+    other = run_cells(cells, tmp_path, workers=1, progress=False, code="v2")
+    assert len(other.computed) == 2 and not other.skipped
+
+
 def test_one_and_two_workers_give_identical_results(tmp_path):
     cells = [Cell(make_key("t", f"s{s}", {"seed": s}), f"{__name__}:torch_cell", {"seed": s})
              for s in range(3)]

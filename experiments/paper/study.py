@@ -56,6 +56,27 @@ def plan(cfg: StudyConfig, data_dir: str | None) -> tuple[dict[str, list[Cell]],
     return steps, info
 
 
+CELL_MODULES = ("common", "synthetic", "learnability", "transfer", "swapped", "distill",
+                "designs", "timing")
+
+
+def code_version() -> str:
+    """A hash of the sources that compute the cells (the `simulation` package and this
+    study's cell modules): a finished cell made by other code is not reused."""
+    import hashlib
+
+    import simulation
+
+    here = Path(__file__).resolve().parent
+    files = sorted(Path(simulation.__file__).resolve().parent.glob("*.py"))
+    files += [here / f"{m}.py" for m in CELL_MODULES]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
@@ -115,10 +136,11 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
     order = ["learnability", "designs", "transfer", "swapped", "baselines", "synthetic",
              "timing"]
     cells = [c for step in order for c in steps[step]]
+    code = code_version()
     t0 = time.perf_counter()
     sweep = run_cells(cells, out / "cells", executor=executor, workers=workers,
                       address=address, progress=progress, desc=f"paper study ({cfg.scale})",
-                      preload=["simulation", "experiments.paper.study"])
+                      preload=["simulation", "experiments.paper.study"], code=code)
     wall = time.perf_counter() - t0
     agg = aggregate(cfg, steps, info, sweep.results)
     cfg_dict = cfg.as_dict()
@@ -127,7 +149,7 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
         "run": {"executor": executor, "workers": workers, "cells": len(cells),
                 "cells_computed": len(sweep.computed), "cells_reused": len(sweep.skipped),
                 "sweep_wall_s": wall, "cells_cpu_s": sweep.cpu_seconds,
-                "git_commit": _git_commit(),
+                "git_commit": _git_commit(), "code_version": code,
                 "versions": {"python": platform.python_version(), "torch": torch.__version__,
                              "numpy": np.__version__},
                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}},
