@@ -221,7 +221,7 @@ class LinearDecoder:
 
     # ----------------------------------------------------------------- predict
     @torch.no_grad()
-    def predict(self, patterns, *, encoder=None, batch_size: int = 65536) -> torch.Tensor:
+    def predict(self, patterns, *, encoder=None, batch_size: int = 2048) -> torch.Tensor:
         """Reconstruct images from patterns (B, C, H, W) -> (B, H, W), float32.
 
         Colour sets encoded channel by channel, (B, 3, C, H, W), give (B, 3, H, W).
@@ -243,8 +243,11 @@ class LinearDecoder:
             )
         W = self._weight_channel_major()
         out = torch.empty((p.shape[0], W.shape[1]), dtype=torch.float32, device=self.device)
+        # batches through one reused input buffer: no fresh pages for every batch
+        buf = torch.empty(min(batch_size, p.shape[0]) * W.shape[0], device=self.device)
         for s in range(0, p.shape[0], batch_size):
-            torch.mm(normalise_channels(p[s : s + batch_size]), W, out=out[s : s + batch_size])
+            x = normalise_channels(p[s : s + batch_size], out=buf)
+            torch.mm(x, W, out=out[s : s + batch_size])
         return out.reshape(p.shape[0], *self.image_shape_)
 
     def _weight_channel_major(self) -> torch.Tensor:

@@ -133,12 +133,15 @@ def _check_patterns(patterns) -> torch.Tensor:
     return patterns.to(torch.float32)
 
 
-def normalise_channels(patterns: torch.Tensor) -> torch.Tensor:
+def normalise_channels(patterns: torch.Tensor, *, out: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """Per-channel min–max to [−1, 1], flattened channel-major: (B, C, H, W) -> (B, C·H·W).
 
-    One pass for the extrema and one fused multiply-add; a NaN or infinite value
-    anywhere shows up in a channel's extrema and is refused. This is the layout
-    the decoder computes in; `normalise_for_decoder` is the paper's layout.
+    One pass for the extrema and one fused multiply-add (into ``out`` when given,
+    a float32 buffer of at least B·C·H·W elements: the decoder reuses one); a NaN
+    or infinite value anywhere shows up in a channel's extrema and is refused.
+    This is the layout the decoder computes in; `normalise_for_decoder` is the
+    paper's layout.
     """
     p = _check_patterns(patterns)
     b, c, h, w = p.shape
@@ -147,7 +150,10 @@ def normalise_channels(patterns: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
         check_finite(p, "patterns")  # names the count of bad values
     scale = 2.0 / (hi - lo).clamp_min(torch.finfo(torch.float32).tiny)
-    return torch.addcmul((-1.0 - lo * scale)[:, None], flat, scale[:, None]).reshape(b, -1)
+    if out is not None:
+        out = out.view(-1)[: b * c * h * w].view(b * c, h * w)
+    res = torch.addcmul((-1.0 - lo * scale)[:, None], flat, scale[:, None], out=out)
+    return res.view(b, c * h * w)
 
 
 def normalise_for_decoder(patterns: torch.Tensor) -> torch.Tensor:
