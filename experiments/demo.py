@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hil.figures import save_image_grid
+from hil.runs import git_commit, versions
 from simulation import (
     DualVortexEncoder,
     LinearDecoder,
@@ -37,26 +35,7 @@ from simulation.datasets import available_datasets
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_demo", "git_commit"]
-
-
-def git_commit() -> str | None:
-    """The commit of the working tree this code runs from, if it is a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5, check=True)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict:
-    import skimage
-    import sklearn
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "scikit-image": skimage.__version__,
-            "scikit-learn": sklearn.__version__}
+__all__ = ["run_demo"]
 
 
 def run_demo(out: Path, *, gamma: float = 15.0, count: int = 10000, n_test: int = 1000,
@@ -102,7 +81,7 @@ def run_demo(out: Path, *, gamma: float = 15.0, count: int = 10000, n_test: int 
                     title="training data (synthetic speckle)")
     results["total_seconds"] = time.perf_counter() - t0
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    record = {"command": " ".join(sys.argv), "git_commit": git_commit(), "versions": _versions(),
+    record = {"command": " ".join(sys.argv), "git_commit": git_commit(), "versions": versions(),
               "device": str(dec.device), "results": results}
     (out / "results.json").write_text(json.dumps(record, indent=2))
     _write_report(out, results, figures)

@@ -67,10 +67,11 @@ def physics_aware(bench_fn: Callable[..., torch.Tensor], twin_fn: Callable[..., 
 
 
 def normalise_channels(p: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> each channel min-max to [-1, 1] (the decoder's input scaling)."""
-    lo = p.amin(dim=(-2, -1), keepdim=True)
-    span = (p.amax(dim=(-2, -1), keepdim=True) - lo).clamp_min(1e-12)
-    return (p - lo) * (2.0 / span) - 1.0
+    """(B, C, H, W) -> each channel min-max to [-1, 1] (the decoder's input scaling),
+    keeping the (B, C, H, W) shape; differentiable."""
+    from simulation.sensor import normalise_channels as _flat
+
+    return _flat(p).view(p.shape)
 
 
 def twin_patterns(masks_rad: torch.Tensor, images: torch.Tensor,

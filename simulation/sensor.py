@@ -153,7 +153,7 @@ def normalise_channels(patterns: torch.Tensor, *, out: torch.Tensor | None = Non
     if out is not None:
         out = out.view(-1)[: b * c * h * w].view(b * c, h * w)
     res = torch.addcmul((-1.0 - lo * scale)[:, None], flat, scale[:, None], out=out)
-    return res.view(b, c * h * w)
+    return res.clamp_(-1.0, 1.0).view(b, c * h * w)  # rounding may step an ulp outside
 
 
 def normalise_for_decoder(patterns: torch.Tensor) -> torch.Tensor:
