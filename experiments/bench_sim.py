@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -120,22 +119,23 @@ def bench_predict(n: int = 10000, repeats: int = 7) -> dict:
             "goal_met": b / o >= 0.8}
 
 
-def _child_peak_mib(code: list[str]) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(code, check=True, capture_output=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # RUSAGE_CHILDREN reports the largest child so far: measure the big one last.
-    return max(after, before) / 1024
+def _child_peak_mib(code: str, *args: str) -> float:
+    """Peak resident memory (MiB) that a fresh interpreter running ``code`` reports itself.
+
+    The child reads its own ``ru_maxrss`` (RUSAGE_CHILDREN would also count the
+    parent's pages a forked child holds before it execs).
+    """
+    tail = "; import resource, sys; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", code + tail, *args], check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1]) / 1024
 
 
 def bench_memory() -> dict:
-    base = _child_peak_mib([sys.executable, "-c", "import torch, simulation, skimage"])
+    base = _child_peak_mib("import torch, simulation, skimage")
     with tempfile.TemporaryDirectory() as tmp:
-        code = ("import sys, json; from experiments.demo import run_demo; "
-                "r = run_demo(sys.argv[1]); print(json.dumps(r['results']['peak_rss_mib']))")
-        out = subprocess.run([sys.executable, "-c", code, tmp], check=True, capture_output=True,
-                             text=True)
-        demo = float(out.stdout.strip().splitlines()[-1])
+        demo = _child_peak_mib("import sys; from experiments.demo import run_demo; "
+                               "run_demo(sys.argv[1])", tmp)
     return {"import_only_peak_mib": base, "demo_peak_mib": demo,
             "ratio_demo_to_import": demo / base if base else math.nan}
 
