@@ -70,8 +70,10 @@ def test_bad_arguments_give_one_line(argv, needle, capsys, tmp_path, monkeypatch
 
 @pytest.mark.realdata
 def test_demo_writes_report(tmp_path, data_dir, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--count", "3000", "--n", "100"]) == 0
+    root = tmp_path / "demo"
+    assert main(["demo", "--out", str(root), "--count", "3000", "--n", "100", "--no-paper",
+                 "--no-bench"]) == 0
+    out = root / "simulation"
     rec = json.loads((out / "results.json").read_text())
     ds = rec["results"]["datasets"]
     assert {"mnist", "fashion-mnist", "cifar10"} <= set(ds)
