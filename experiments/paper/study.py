@@ -4,12 +4,9 @@ report into the output directory."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ import numpy as np
 import torch
 
 from experiments.sweep import Cell, run_cells
+from hil.runs import git_commit, write_json_atomic
 
 from . import designs, distill, learnability, swapped, synthetic, timing, transfer
 from .common import data_dir_or_env, present_sets
@@ -77,26 +75,6 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, sort_keys=True, allow_nan=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def aggregate(cfg: StudyConfig, steps: dict[str, list[Cell]], info: dict,
               results: dict[str, dict]) -> dict:
     sets = info["transfer_sets"]
@@ -149,14 +127,14 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
         "run": {"executor": executor, "workers": workers, "cells": len(cells),
                 "cells_computed": len(sweep.computed), "cells_reused": len(sweep.skipped),
                 "sweep_wall_s": wall, "cells_cpu_s": sweep.cpu_seconds,
-                "git_commit": _git_commit(), "code_version": code,
+                "git_commit": git_commit(), "code_version": code,
                 "versions": {"python": platform.python_version(), "torch": torch.__version__,
                              "numpy": np.__version__},
                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}},
         "results": agg,
         "verdicts": all_verdicts(cfg_dict, agg),
     }
-    _write_json(out / "results.json", results)
+    write_json_atomic(out / "results.json", results)
     if report:
         from .report import write_report
 
