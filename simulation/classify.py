@@ -8,11 +8,17 @@ reimplements that model in torch; `classification_protocol` also reports the acc
 held-out test split. The author meant it to be a weak classifier ("bad enough so that if an
 image is not salient, accuracy goes to zero"): it is a linear softmax classifier in a
 factorised form.
+
+A fitted classifier is saved with `LinearSoftmaxClassifier.save` and read back with
+`LinearSoftmaxClassifier.load`: weights and JSON metadata in a checksummed
+`simulation.weightfile` file, never a pickled object, so a crafted file runs no code.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +27,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from simulation._checks import as_tensor, check_finite, check_positive, default_device
+from simulation.weightfile import load_weight_file, save_weight_file
 
 __all__ = ["LinearSoftmaxClassifier", "classification_protocol"]
 
 _PREDICT_CHUNK = 8192  # rows per forward pass at prediction time
+FORMAT_VERSION = 1  # of the classifier's metadata in its weight file
+_KIND = "LinearSoftmaxClassifier"
+_REMAKE = "save the classifier again with LinearSoftmaxClassifier.save(path)"
 
 
 def _features(X: Any, name: str, device: torch.device) -> torch.Tensor:
@@ -87,8 +97,9 @@ class LinearSoftmaxClassifier:
     of `batch_size`, reshuffled every epoch by a generator seeded with `seed`. Inputs are any
     (B, ...) float array, flattened to (B, D). Runs on `device`, default CUDA when present.
 
-    Attributes (after `fit`):
+    Attributes (after `fit` or `load`):
         n_features_in_: D.
+        input_shape_: the per-sample shape of the features given to `fit`.
         n_classes_: K, `n_classes` if given, else max(y) + 1.
         history_: {"loss": [...], "accuracy": [...]}, one entry per epoch: the mean
             cross-entropy and the accuracy over that epoch's minibatches, measured while the
@@ -176,6 +187,9 @@ class LinearSoftmaxClassifier:
         self.w1_ = w1.detach()
         self.w2_ = w2.detach()
         self.n_features_in_ = d
+        shape = X.shape if hasattr(X, "shape") else as_tensor(X, "X").shape
+        self.input_shape_ = tuple(int(v) for v in shape[1:])
+        self.feature_range_ = (float(x.min()), float(x.max()))
         self.n_classes_ = k
         self.history_ = history
         return self
@@ -208,6 +222,76 @@ class LinearSoftmaxClassifier:
         pred = self.predict(X)
         labels = _labels(y, "y", len(pred), self.n_classes_)
         return float((pred == labels).double().mean())
+
+
+    # ------------------------------------------------------------------------ save/load
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted weights and JSON metadata to `path`; returns the path.
+
+        The file (`simulation.weightfile`, read with ``torch.load(weights_only=True)``)
+        holds the tensors ``w1`` (D, D) and ``w2`` (D, K) and metadata: format version,
+        class count, feature count, input shape, normalisation (none: the features are
+        used as given, flattened; the range seen in `fit` is recorded), hyperparameters,
+        history and the SHA-256 of the weights. Atomic (temporary file, rename).
+        """
+        self._check_fitted()
+        meta = {"format_version": FORMAT_VERSION, "n_classes": int(self.n_classes_),
+                "n_features": int(self.n_features_in_),
+                "input_shape": [int(v) for v in self.input_shape_],
+                "normalisation": {"kind": "none",
+                                  "train_feature_range": list(self.feature_range_)},
+                "hyperparameters": {"epochs": self.epochs, "batch_size": self.batch_size,
+                                    "lr": self.lr, "seed": self.seed},
+                "history": self.history_}
+        return save_weight_file(path, _KIND, {"w1": self.w1_, "w2": self.w2_}, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *,
+             device: str | torch.device | None = None) -> LinearSoftmaxClassifier:
+        """Read a classifier written by `save`, ready to `predict` and `score`.
+
+        Raises FileNotFoundError for a missing file and ValueError naming the file for one
+        that is not a classifier file (a pickled object included: it is refused, nothing
+        in it runs), fails its checksum ("file corrupted"), holds non-finite weights, or
+        whose metadata does not agree with its weights.
+        """
+        path = Path(path)
+        tensors, meta = load_weight_file(path, _KIND, remake=_REMAKE)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported classifier format "
+                             f"{meta.get('format_version')!r}; {_REMAKE}")
+        try:
+            k, d = _count(meta["n_classes"]), _count(meta["n_features"])
+            shape = tuple(_count(v) for v in meta["input_shape"])
+            hyper = meta["hyperparameters"]
+            lo, hi = (float(v) for v in meta["normalisation"]["train_feature_range"])
+            clf = cls(epochs=hyper["epochs"], batch_size=hyper["batch_size"], lr=hyper["lr"],
+                      seed=hyper["seed"], device=device, n_classes=k)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: inconsistent classifier metadata ({type(exc).__name__}"
+                             f": {exc})") from exc
+        w1, w2 = tensors.get("w1"), tensors.get("w2")
+        got = {n: None if t is None else (str(t.dtype), tuple(t.shape))
+               for n, t in (("w1", w1), ("w2", w2))}
+        if (math.prod(shape) != d or got["w1"] != ("torch.float32", (d, d))
+                or got["w2"] != ("torch.float32", (d, k))):
+            raise ValueError(f"{path}: inconsistent classifier file: input shape {shape}, "
+                             f"{d} features and {k} classes need float32 w1 {(d, d)} and w2 "
+                             f"{(d, k)}, the file holds {got}")
+        dev = default_device(device)
+        clf.w1_, clf.w2_ = w1.to(dev), w2.to(dev)
+        clf.n_features_in_, clf.n_classes_, clf.input_shape_ = d, k, shape
+        clf.feature_range_ = (lo, hi)
+        history = meta.get("history")
+        clf.history_ = history if isinstance(history, dict) else {}
+        return clf
+
+
+def _count(value: Any) -> int:
+    """A positive JSON integer; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return value
 
 
 def classification_protocol(

@@ -15,6 +15,10 @@ For each data set the sources are tried in this order, and the first one present
    files have the same names) only in ``fashion-mnist/``, ``fashion_mnist/``,
    ``FashionMNIST/raw/`` or the Debian package's ``/usr/share/datasets/fashion-mnist/``.
 3. The official CIFAR python batches: ``cifar-10-batches-py/`` and ``cifar-100-python/``.
+   These are pickles; they are read with a restricted unpickler
+   (`simulation.cifar_pickle.read_cifar_python`, also importable from here) that
+   builds only what a batch holds (dicts, lists, bytes, strings, numbers and numpy arrays of
+   plain dtypes) and refuses anything else before it is called: a crafted batch runs no code.
 4. ``digits``: scikit-learn's bundled 8x8 digits, always available.
 
 A data set that cannot be found raises FileNotFoundError listing every path tried; a file that
@@ -26,7 +30,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +39,9 @@ import numpy as np
 import torch
 
 from simulation._checks import check_choice, check_positive
+from simulation.cifar_pickle import read_cifar_python
 
-__all__ = ["DATASET_NAMES", "SPLITS", "available_datasets", "load_dataset"]
+__all__ = ["DATASET_NAMES", "SPLITS", "available_datasets", "load_dataset", "read_cifar_python"]
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "cifar100", "digits")
 SPLITS = ("train", "test")
@@ -217,14 +221,10 @@ def _read_idx(images_path: Path, labels_path: Path, name: str) -> tuple[np.ndarr
 
 def _read_cifar_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     key = b"fine_labels" if name == "cifar100" else b"labels"
-    try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-    except Exception as exc:  # unpickling raises many types on a damaged file
-        raise ValueError(f"{path}: not a readable CIFAR python batch ({type(exc).__name__}: "
-                         f"{exc})") from exc
+    batch = read_cifar_python(path)
     if not isinstance(batch, dict) or b"data" not in batch or key not in batch:
-        found = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        found = (sorted(map(repr, batch)) if isinstance(batch, dict)
+                 else type(batch).__name__)
         raise ValueError(f"{path}: expected a dict with keys b'data' and {key!r}, got {found}")
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[key])
