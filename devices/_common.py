@@ -1,16 +1,34 @@
-"""What every device shares: input checks, closed/disconnected state, context manager."""
+"""What every device shares: input checks, upper limits on times, closed/disconnected
+state, context manager, and ``call_with_deadline`` (a watchdog for driver calls that
+ignore their own time-out).
+
+Upper limits: no time a device is asked to wait may be unbounded, or a typo (an exposure
+of 1e9 s) hangs a run with the laser on. ``MAX_EXPOSURE_S``, ``MAX_TIMEOUT_S``,
+``MAX_SETTLE_S`` and ``MAX_LATENCY_S`` bound the exposure, the time-out per frame or
+instrument query, the SLM settle time and a simulated frame latency; the bench schema
+(``devices.config``) and the base classes (``set_exposure``, ``get_image(timeout_s=)``,
+``set_phase(settle=)``) refuse larger values with a message naming the limit.
+"""
 
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from devices.errors import DeviceDisconnected, DeviceError
+from devices.errors import DeviceDisconnected, DeviceError, DeviceTimeout
 
-__all__ = ["_Device", "_positive", "_pair"]
+__all__ = ["_Device", "_positive", "_pair", "_bounded", "call_with_deadline", "MAX_EXPOSURE_S",
+           "MAX_TIMEOUT_S", "MAX_SETTLE_S", "MAX_LATENCY_S"]
+
+MAX_EXPOSURE_S = 60.0  # camera integration time
+MAX_TIMEOUT_S = 60.0  # wait per frame beyond the exposure; VISA query time-out
+MAX_SETTLE_S = 10.0  # SLM settle time after a write
+MAX_LATENCY_S = 10.0  # simulated frame latency
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
@@ -21,6 +39,48 @@ def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
     return v
+
+
+def _bounded(value: Any, name: str, limit: float, *, allow_zero: bool = False) -> float:
+    """``_positive`` plus an upper limit: refuses ``value > limit`` naming both."""
+    v = _positive(value, name, allow_zero=allow_zero)
+    if v > limit:
+        raise ValueError(f"{name}: expected at most {limit:g} s (upper limit), got {value!r}")
+    return v
+
+
+def call_with_deadline(fn: Callable[..., Any], deadline_s: float, what: str,
+                       **kwargs: Any) -> Any:
+    """``fn(**kwargs)`` in a daemon thread; ``DeviceTimeout`` if it has not returned in time.
+
+    For driver calls that may ignore their own time-out. The worker is a daemon thread
+    that nothing joins: after a ``DeviceTimeout`` the hung call is abandoned, and the
+    process can still exit (a ``concurrent.futures`` pool would be joined at exit and
+    keep it alive forever). Returns what ``fn`` returns; on a time-out raises
+    ``DeviceTimeout`` with the still-running thread as its ``hung_thread`` attribute.
+    An exception raised by ``fn`` is re-raised here, in the caller's thread.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["result"] = fn(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, name=f"watchdog-{what}", daemon=True)
+    worker.start()
+    if not done.wait(deadline_s):
+        err = DeviceTimeout(f"watchdog: {what}: the driver did not return within "
+                            f"{deadline_s:.3g} s")
+        err.hung_thread = worker  # type: ignore[attr-defined]
+        raise err
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _pair(value: Any, name: str) -> tuple[float, float]:

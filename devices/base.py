@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from devices._common import _Device, _pair, _positive
+from devices._common import MAX_SETTLE_S, _bounded, _Device, _pair, _positive
 from devices.camera import Camera, CaptureInfo
-from devices.errors import DeviceDisconnected
+from devices.errors import ConfigError, DeviceDisconnected
 from devices.phase import finite_bounds, grey_dtype, lut_from_response, phase_to_grey
 
 __all__ = ["SLM", "Camera", "CaptureInfo"]  # Camera lives in devices.camera
@@ -37,6 +37,16 @@ class SLM(_Device):
     wavelength the phase is meant for. A phase smaller than the SLM (a model grid) is
     upsampled by square blocks of ``s = min(rows // h, cols // w)`` SLM pixels and
     centred; the margin shows ``margin_phase_rad`` (0 by default).
+
+    Wavelength scaling (slmsuite's ``wav_design_um`` and ``phase_scaling``): the grey
+    range spans 2π at ``wav_design_um`` (default: ``wav_um``), so at the operating
+    wavelength it spans 2π/``phase_scaling``, ``phase_scaling = wav_um / wav_design_um``.
+    Without a LUT, ``set_phase`` wraps the phase to [0, 2π) and shows
+    φ·``phase_scaling`` on the ideal response: a phase means the same delay whoever
+    shows it. With ``phase_scaling > 1`` the grey range cannot reach 2π and, without a
+    LUT, ``set_phase`` refuses (``ConfigError``) instead of truncating as slmsuite does. A
+    measured response (``set_phase_response``, a LUT) already maps radians at ``wav_um``
+    to grey levels and supersedes the scaling, as in slmsuite.
     """
 
     kind = "slm"
@@ -48,6 +58,7 @@ class SLM(_Device):
         bitdepth: int = 8,
         pitch_um: float | tuple[float, float] = 8.0,
         wav_um: float = 0.633,
+        wav_design_um: float | None = None,
         settle_time_s: float = 0.0,
         name: str = "slm",
         device_id: str = "",
@@ -65,11 +76,15 @@ class SLM(_Device):
         self.dtype = grey_dtype(self.bitdepth)
         self.pitch_um = _pair(pitch_um, "pitch_um")
         self.wav_um = _positive(wav_um, "wav_um")
-        self.settle_time_s = _positive(settle_time_s, "settle_time_s", allow_zero=True)
+        self.wav_design_um = (self.wav_um if wav_design_um is None
+                              else _positive(wav_design_um, "wav_design_um"))
+        self.settle_time_s = _bounded(settle_time_s, "settle_time_s", MAX_SETTLE_S,
+                                      allow_zero=True)
         self.margin_phase_rad = 0.0
         self.lut: np.ndarray | None = None
         self.phase_response_rad: np.ndarray | None = None
         self._phase = np.zeros(self.shape, dtype=np.float32)
+        self._scaled: np.ndarray | None = None  # scratch for the wavelength-scaled phase
         self.display = np.full(self.shape, self.bitresolution - 1, dtype=self.dtype)
         self.last_write_time: float | None = None
 
@@ -77,6 +92,31 @@ class SLM(_Device):
     def phase(self) -> np.ndarray:
         """The last phase asked for (radians, float32, SLM resolution, before wrapping)."""
         return self._phase
+
+    @property
+    def phase_scaling(self) -> float:
+        """``wav_um / wav_design_um``: the fraction of the grey range 2π needs (slmsuite)."""
+        return self.wav_um / self.wav_design_um
+
+    def display_scaling(self) -> float | None:
+        """The factor ``set_phase`` applies to the wrapped phase, or None when none is.
+
+        None with a LUT (it supersedes the scaling) or when ``phase_scaling`` is 1.
+        Raises ``ConfigError`` when the grey range cannot reach 2π and no LUT is loaded.
+        """
+        if self.lut is not None:
+            return None
+        ps = self.phase_scaling
+        if abs(ps - 1.0) <= 1e-9:
+            return None
+        if ps > 1.0:
+            raise ConfigError(
+                f"slm '{self.name}': its grey range spans 2π at wav_design_um = "
+                f"{self.wav_design_um:g} µm, only {2 / ps:.3g}π at wav_um = {self.wav_um:g} "
+                f"µm (phase_scaling {ps:.4g} > 1), so phases up to 2π cannot be shown; load "
+                "a measured phase response (LUT: `hil calibrate --steps lut`) or use an SLM "
+                f"designed for at least {self.wav_um:g} µm")
+        return ps
 
     def set_phase_response(self, response_rad: np.ndarray | None, lut_size: int = 2**14) -> None:
         """Use a measured grey -> delay curve (radians per level); ``None`` = ideal."""
@@ -127,8 +167,10 @@ class SLM(_Device):
         The returned array is the SLM's ``display`` buffer (as in slmsuite): the next
         ``set_phase`` overwrites it, so copy it to keep it. ``settle=True`` waits
         ``settle_time_s`` after the write, a number waits that many seconds, ``False``
-        returns at once. Non-finite values are refused before anything
-        reaches the device.
+        returns at once. Non-finite values, and a phase this SLM cannot reach (see
+        ``display_scaling``), are refused before anything reaches the device. Every
+        caller (bench runs, calibration, ``hil mask push``) goes through here, so the
+        wavelength scaling and the LUT are applied once, the same way for all.
         """
         self._check_usable()
         p = self._as_phase(phase_rad)
@@ -136,8 +178,10 @@ class SLM(_Device):
         if not (math.isfinite(lo) and math.isfinite(hi)):
             bad = int(np.count_nonzero(~np.isfinite(p)))
             raise ValueError(f"phase_rad: expected finite values, got {bad} NaN or infinite")
+        scaling = self.display_scaling()  # refuses before anything is written
         self._before_write()
-        if p.shape == self.shape and p.dtype == np.float32 and p.flags.c_contiguous:
+        if scaling is None and p.shape == self.shape and p.dtype == np.float32 \
+                and p.flags.c_contiguous:
             # one blocked pass: copy into self.phase and convert, in cache
             display = phase_to_grey(p, self.bitdepth, self.lut, out=self.display,
                                     bounds=(lo, hi), copy_to=self._phase)
@@ -153,7 +197,15 @@ class SLM(_Device):
                     lo, hi = min(lo, self.margin_phase_rad), max(hi, self.margin_phase_rad)
                 view = self._phase[r0:r0 + h * s, c0:c0 + w * s].reshape(h, s, w, s)
                 np.copyto(view, p[:, None, :, None], casting="unsafe")
-            display = phase_to_grey(self._phase, self.bitdepth, self.lut, out=self.display,
+            src = self._phase
+            if scaling is not None:
+                # as slmsuite: scale a copy, so ``phase`` keeps what was asked for
+                if self._scaled is None:
+                    self._scaled = np.empty(self.shape, dtype=np.float32)
+                src = np.mod(self._phase, np.float32(2 * np.pi), out=self._scaled)
+                src *= np.float32(scaling)
+                lo, hi = 0.0, 2 * np.pi * scaling
+            display = phase_to_grey(src, self.bitdepth, self.lut, out=self.display,
                                     bounds=(lo, hi))
         try:
             self._set_phase_hw(display)
@@ -162,9 +214,43 @@ class SLM(_Device):
         self.last_write_time = time.perf_counter()
         wait = self.settle_time_s if settle is True else (0.0 if settle is False else settle)
         if wait:
-            wait = _positive(wait, "settle", allow_zero=True)
+            wait = _bounded(wait, "settle", MAX_SETTLE_S, allow_zero=True)
             time.sleep(wait)
         return display
+
+    def set_grey_levels(self, levels: Any, settle: bool | float = True) -> np.ndarray:
+        """Show integer grey levels as they are (no LUT, no wavelength scaling).
+
+        For measuring the phase response (calibration's LUT step sweeps the levels, as
+        slmsuite's pixel calibration does); everything else shows phases with
+        ``set_phase``. ``levels``: integers of shape ``self.shape`` in
+        [0, 2**bitdepth). ``phase`` becomes the delay each level shows on the ideal
+        response at ``wav_um``. Returns the ``display`` buffer, as ``set_phase``.
+        """
+        self._check_usable()
+        g = levels.detach().cpu().numpy() if hasattr(levels, "detach") else levels
+        if not isinstance(g, np.ndarray) or g.dtype.kind not in "iu":
+            raise TypeError(f"levels: expected an integer numpy array, got "
+                            f"{getattr(g, 'dtype', type(g).__name__)}")
+        if g.shape != self.shape:
+            raise ValueError(f"levels: expected shape {self.shape}, got {g.shape}")
+        if g.size and (int(g.min()) < 0 or int(g.max()) >= self.bitresolution):
+            raise ValueError(f"levels: expected grey levels in [0, {self.bitresolution - 1}], "
+                             f"got [{int(g.min())}, {int(g.max())}]")
+        self._before_write()
+        np.copyto(self.display, g, casting="unsafe")
+        delay = (2 * np.pi / (self.bitresolution * self.phase_scaling)) * (
+            self.bitresolution - 1 - self.display.astype(np.float32))
+        np.copyto(self._phase, delay, casting="unsafe")
+        try:
+            self._set_phase_hw(self.display)
+        except DeviceDisconnected as exc:
+            raise self._mark_disconnected(exc) from exc
+        self.last_write_time = time.perf_counter()
+        wait = self.settle_time_s if settle is True else (0.0 if settle is False else settle)
+        if wait:
+            time.sleep(_bounded(wait, "settle", MAX_SETTLE_S, allow_zero=True))
+        return self.display
 
     def _before_write(self) -> None:
         """Hook: runs just before ``display`` is overwritten with the new grey levels."""
@@ -184,6 +270,7 @@ class SLM(_Device):
             "bitdepth": self.bitdepth,
             "pitch_um": list(self.pitch_um),
             "wav_um": self.wav_um,
+            "wav_design_um": self.wav_design_um,
             "settle_time_s": self.settle_time_s,
             "phase_lut": None if self.lut is None else int(self.lut.size),
             "zero_phase_grey": self.bitresolution - 1,

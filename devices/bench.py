@@ -22,6 +22,7 @@ from devices.visa import (
     SIM_POWER_METER_RESOURCE,
     LaserController,
     PowerMeter,
+    SimLaserResource,
     open_visa,
 )
 
@@ -83,8 +84,8 @@ class Bench:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            log.warning("bench '%s': %s inside the block; laser off, closing devices",
+        if exc_type is not None:  # debug: the caller reports the error itself, in one line
+            log.debug("bench '%s': %s inside the block; laser off, closing devices",
                         self.name, exc_type.__name__)
         self.close()
         return False
@@ -144,6 +145,8 @@ def _open_laser(c: dict[str, Any]) -> LaserController:
     res, simulated = _resource(c, SIM_LASER_RESOURCE)
     handle = open_visa(res, simulated=simulated, library=c.get("visa_library", ""),
                        timeout_s=c["timeout_s"])
+    if simulated:  # the simulated instrument's clock (watchdog) and visible state
+        handle = SimLaserResource(handle, c.get("sim_state_file"))
     try:
         laser = LaserController(
             handle, name=c["name"], backend=c["backend"], control=c["control"],
@@ -151,6 +154,12 @@ def _open_laser(c: dict[str, Any]) -> LaserController:
             slope_mW_per_mA=c["slope_mW_per_mA"], threshold_mA=c["threshold_mA"])
     except Exception:
         handle.close()
+        raise
+    try:  # armed before the output can go on
+        if c.get("watchdog_s") is not None:
+            laser.arm_watchdog(c["watchdog_s"])
+    except Exception:
+        laser.close()
         raise
     try:
         if c.get("setpoint") is not None:

@@ -3,6 +3,10 @@
 A backend implements ``_get_image_hw(timeout_s)`` (one raw frame, or ``FrameDropped`` /
 ``DeviceTimeout`` / ``DeviceDisconnected``), ``_set_exposure_hw(s)``, ``_get_exposure_hw()``,
 ``_close_hw()`` and optionally ``_flush_hw(timeout_s)``; everything else lives here.
+
+Bounded time: the exposure is at most ``MAX_EXPOSURE_S`` and a time-out at most
+``MAX_TIMEOUT_S`` (``devices._common``); ``frame_deadline_s`` (exposure + time-out + a
+grace of at most ``MAX_GRACE_S``) is the longest a watchdog waits for one frame.
 """
 
 from __future__ import annotations
@@ -14,11 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from devices._common import _Device, _pair, _positive
+from devices._common import (
+    MAX_EXPOSURE_S,
+    MAX_TIMEOUT_S,
+    _bounded,
+    _Device,
+    _pair,
+)
 from devices.errors import DeviceDisconnected, DeviceError, DeviceTimeout, FrameDropped
 from devices.phase import grey_dtype
 
-__all__ = ["Camera", "CaptureInfo"]
+__all__ = ["Camera", "CaptureInfo", "MAX_GRACE_S"]
+
+MAX_GRACE_S = 5.0  # extra wait of a watchdog beyond exposure + time-out
 
 
 @dataclass(frozen=True)
@@ -75,16 +87,19 @@ class Camera(_Device):
         self.dtype = grey_dtype(self.bitdepth)
         self.pitch_um = _pair(pitch_um, "pitch_um")
         self.capture_attempts = int(capture_attempts)
-        self.timeout_s = _positive(timeout_s, "timeout_s")
+        self.timeout_s = _bounded(timeout_s, "timeout_s", MAX_TIMEOUT_S)
         self.flush_frames = int(flush_frames)
         self.last_capture_info: CaptureInfo | None = None
         self.frames_dropped_total = 0
 
     # exposure
     def set_exposure(self, exposure_s: float) -> float:
-        """Set the integration time (seconds); returns what the device reports back."""
+        """Set the integration time (seconds); returns what the device reports back.
+
+        Refused (``ValueError``) unless ``0 < exposure_s <= MAX_EXPOSURE_S``.
+        """
         self._check_usable()
-        s = _positive(exposure_s, "exposure_s")
+        s = _bounded(exposure_s, "exposure_s", MAX_EXPOSURE_S)
         self._call(self._set_exposure_hw, s)
         return self.get_exposure()
 
@@ -137,6 +152,22 @@ class Camera(_Device):
             f"(capture_attempts={self.capture_attempts}); last error: {last}"
         ) from last
 
+    def frame_deadline_s(self, timeout_s: float) -> float:
+        """The longest wait for one frame: exposure + ``timeout_s`` + a bounded grace.
+
+        The exposure the driver reports counts up to ``MAX_EXPOSURE_S`` (a driver
+        reporting more cannot stretch the wait), the grace is ``min(timeout_s,
+        MAX_GRACE_S)``: at most ``MAX_EXPOSURE_S + MAX_TIMEOUT_S + MAX_GRACE_S`` in all.
+        """
+        try:
+            exposure = float(self._get_exposure_hw())
+        except Exception:  # noqa: BLE001 - an unreadable exposure counts as the maximum
+            exposure = MAX_EXPOSURE_S
+        if not exposure >= 0:  # NaN or negative
+            exposure = MAX_EXPOSURE_S
+        t = min(float(timeout_s), MAX_TIMEOUT_S)
+        return min(exposure, MAX_EXPOSURE_S) + t + min(t, MAX_GRACE_S)
+
     def _exposure_hint(self) -> str:
         try:
             return f"{float(self._get_exposure_hw()):.3g} s"
@@ -154,7 +185,8 @@ class Camera(_Device):
             raise TypeError(f"averaging: expected an integer >= 1, got {averaging!r}")
         if averaging < 1:
             raise ValueError(f"averaging: expected an integer >= 1, got {averaging}")
-        t = self.timeout_s if timeout_s is None else _positive(timeout_s, "timeout_s")
+        t = self.timeout_s if timeout_s is None else _bounded(timeout_s, "timeout_s",
+                                                              MAX_TIMEOUT_S)
         t0 = time.perf_counter()
         frame, dropped = self._grab(t)
         if averaging > 1:
@@ -179,7 +211,8 @@ class Camera(_Device):
     def flush(self, timeout_s: float | None = None) -> None:
         """Discard frames already in the pipeline, so the next ``get_image`` is fresh."""
         self._check_usable()
-        t = self.timeout_s if timeout_s is None else _positive(timeout_s, "timeout_s")
+        t = self.timeout_s if timeout_s is None else _bounded(timeout_s, "timeout_s",
+                                                              MAX_TIMEOUT_S)
         try:
             self._flush_hw(t)
         except DeviceDisconnected as exc:

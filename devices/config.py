@@ -7,11 +7,18 @@ Unknown keys, wrong types and out-of-range values are refused with a ``ConfigErr
 whose message starts with the key: ``camera.exposure_s: expected a number > 0, got -1``.
 ``load_config`` returns a plain dict with every default filled in; ``SCHEMA`` documents
 every key (``describe_schema()`` prints it).
+
+Times have upper limits (``Key.limit``, shown by ``describe_schema``): exposure, time-outs,
+settle time and frame latency (``devices._common.MAX_*``), so that no typo can make a
+device wait for ever. A bench file must be a regular file (not a directory, FIFO or
+device) of at most ``MAX_BENCH_FILE_BYTES``, in UTF-8.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -20,9 +27,14 @@ from typing import Any
 
 import tomllib
 
+from devices._common import MAX_EXPOSURE_S, MAX_LATENCY_S, MAX_SETTLE_S, MAX_TIMEOUT_S
 from devices.errors import ConfigError
 
-__all__ = ["load_config", "resolve_bench_path", "shipped_benches", "SCHEMA", "describe_schema"]
+__all__ = ["load_config", "resolve_bench_path", "shipped_benches", "SCHEMA", "describe_schema",
+           "MAX_BENCH_FILE_BYTES", "MAX_CAPTURE_ATTEMPTS"]
+
+MAX_BENCH_FILE_BYTES = 1 << 20  # a bench file is a few hundred bytes; 1 MiB is plenty
+MAX_CAPTURE_ATTEMPTS = 100
 
 _MISSING = object()
 
@@ -35,6 +47,8 @@ class Key:
     expect: str = ""  # words for the message, e.g. "> 0"
     backends: tuple[str, ...] = ()  # empty: every backend; else "sim", "slmsuite", "visa"
     help: str = ""
+    limit: float | None = None  # upper limit (inclusive), checked after ``check``
+    unit: str = ""  # of the limit, for messages: "s"
 
 
 def _gt0(v):
@@ -64,7 +78,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "slm": {
         **_COMMON_SLM_CAMERA,
-        "settle_time_s": Key("number", 0.0, _ge0, ">= 0", help="wait after each set_phase"),
+        "settle_time_s": Key("number", 0.0, _ge0, ">= 0", help="wait after each set_phase",
+                             limit=MAX_SETTLE_S, unit="s"),
         "shape": Key("shape", [512, 512], backends=("sim",), help="[rows, cols]"),
         "bitdepth": Key("int", 8, lambda v: 1 <= v <= 16, "in [1, 16]", ("sim",)),
         "pitch_um": Key("number", 8.0, _gt0, "> 0", ("sim",)),
@@ -72,10 +87,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "camera": {
         **_COMMON_SLM_CAMERA,
-        "exposure_s": Key("number", 1e-3, _gt0, "> 0", help="exposure set when opened"),
+        "exposure_s": Key("number", 1e-3, _gt0, "> 0", help="exposure set when opened",
+                          limit=MAX_EXPOSURE_S, unit="s"),
         "capture_attempts": Key("int", 5, lambda v: v >= 1, ">= 1",
-                                help="tries per frame before a dropped frame is an error"),
-        "timeout_s": Key("number", 1.0, _gt0, "> 0", help="wait per frame beyond the exposure"),
+                                help="tries per frame before a dropped frame is an error",
+                                limit=MAX_CAPTURE_ATTEMPTS),
+        "timeout_s": Key("number", 1.0, _gt0, "> 0", help="wait per frame beyond the exposure",
+                         limit=MAX_TIMEOUT_S, unit="s"),
         "pitch_um": Key("number", None, _gt0, "> 0",
                         help="pixel pitch (sim: default 5.5; slmsuite: overrides the driver's)"),
         "watchdog": Key("bool", False, backends=("slmsuite",),
@@ -93,7 +111,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "noise": Key("bool", True, backends=("sim",),
                      help="shot noise, read noise and dark level on/off"),
         "zero_order_fraction": Key("number", 0.02, _prob, "in [0, 1)", ("sim",)),
-        "frame_latency_s": Key("number", 0.0, _ge0, ">= 0", ("sim",)),
+        "frame_latency_s": Key("number", 0.0, _ge0, ">= 0", ("sim",),
+                               help="added to every frame", limit=MAX_LATENCY_S, unit="s"),
         "drop_probability": Key("number", 0.0, _prob, "in [0, 1)", ("sim",)),
         "timeout_probability": Key("number", 0.0, _prob, "in [0, 1)", ("sim",)),
         "disconnect_after_frames": Key("int", 0, _ge0, ">= 0 (0: never)", ("sim",)),
@@ -102,7 +121,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "backend": Key("str", help='"sim" or "visa:<resource>"'),
         "name": Key("str", "laser"),
         "visa_library": Key("str", "", backends=("visa",), help='"" (IVI), "@py", ...'),
-        "timeout_s": Key("number", 2.0, _gt0, "> 0"),
+        "timeout_s": Key("number", 2.0, _gt0, "> 0", help="VISA time-out per query",
+                         limit=MAX_TIMEOUT_S, unit="s"),
         "control": Key("str", "current", lambda v: v in ("current", "power"),
                        '"current" or "power"'),
         "max_current_mA": Key("number", 100.0, _gt0, "> 0", help="hard limit, checked first"),
@@ -113,12 +133,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         help="set when opened (mA or mW per control); absent: untouched"),
         "output": Key("str", "off", lambda v: v in ("off", "on"), '"off" or "on"',
                       help="output state when opened"),
+        "watchdog_s": Key("number", None, lambda v: 0 < v <= 60, "in (0, 60]",
+                          help="arm the controller's watchdog: output off after this long "
+                               "without a keep-alive (sent every watchdog_s/4); refused for "
+                               "an instrument without one; absent: not armed"),
+        "sim_state_file": Key("str", None, backends=("sim",),
+                              help="simulated laser: mirror the output state to this JSON "
+                                   "file (for tests; devices.visa.sim_laser_state)"),
     },
     "power_meter": {
         "backend": Key("str", help='"sim" or "visa:<resource>"'),
         "name": Key("str", "power_meter"),
         "visa_library": Key("str", "", backends=("visa",)),
-        "timeout_s": Key("number", 2.0, _gt0, "> 0"),
+        "timeout_s": Key("number", 2.0, _gt0, "> 0", help="VISA time-out per query",
+                         limit=MAX_TIMEOUT_S, unit="s"),
         "wavelength_nm": Key("number", None, _gt0, "> 0", help="set when opened"),
     },
 }
@@ -158,6 +186,10 @@ def _check(path: str, key: Key, v: Any) -> Any:
         raise ConfigError(f"{path}: expected {expect}, got {v!r}")
     if key.check is not None and not key.check(v):
         raise ConfigError(f"{path}: expected {expect}, got {v!r}")
+    if key.limit is not None and v > key.limit:
+        unit = f" {key.unit}" if key.unit else ""
+        raise ConfigError(f"{path}: expected {expect}, at most {key.limit:g}{unit} "
+                          f"(upper limit), got {v!r}")
     return float(v) if key.kind == "number" else (list(v) if key.kind == "shape" else v)
 
 
@@ -222,14 +254,52 @@ def resolve_bench_path(path: str | Path) -> Path:
     )
 
 
+def read_bench_text(path: str | Path) -> str:
+    """The text of a bench file: a regular file of at most ``MAX_BENCH_FILE_BYTES``, UTF-8.
+
+    A directory, FIFO, socket or device (``/dev/zero``) is refused before anything is
+    read (a FIFO would block, ``/dev/zero`` never ends); so is a file that cannot be
+    opened. Every refusal is a ``ConfigError`` naming the file.
+    """
+    p = Path(path)
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ConfigError(f"bench file {str(p)!r}: cannot open it ({exc.strerror})") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"bench file {str(p)!r}: expected a TOML file, got a directory")
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device"
+                    if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+            raise ConfigError(f"bench file {str(p)!r}: expected a regular TOML file, "
+                              f"got {kind}")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        data = f.read(MAX_BENCH_FILE_BYTES + 1)
+    if len(data) > MAX_BENCH_FILE_BYTES:
+        raise ConfigError(f"bench file {str(p)!r}: larger than the limit of "
+                          f"{MAX_BENCH_FILE_BYTES} bytes for a bench file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"bench file {str(p)!r}: not UTF-8 text (byte {exc.start})") from exc
+
+
 def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     """Validate a bench description (path, shipped example name, or dict) and fill defaults."""
     if isinstance(source, dict):
         raw, origin = source, "<dict>"
     else:
         path = resolve_bench_path(source)
+        text = read_bench_text(path)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         origin = str(path)
@@ -259,5 +329,9 @@ def describe_schema() -> str:
         for k, key in keys.items():
             d = "" if key.default is _MISSING else f" = {key.default!r}"
             only = f" ({'/'.join(key.backends)} only)" if key.backends else ""
-            lines.append(f"  {k}: {_WORDS[key.kind]} {key.expect}{d}{only}  {key.help}".rstrip())
+            expect = key.expect
+            if key.limit is not None:
+                unit = f" {key.unit}" if key.unit else ""
+                expect = f"{expect}, <= {key.limit:g}{unit} (upper limit)"
+            lines.append(f"  {k}: {_WORDS[key.kind]} {expect}{d}{only}  {key.help}".rstrip())
     return "\n".join(lines)

@@ -57,8 +57,9 @@ class SimSLM(SlmsuiteSLM):
     """Our SLM around slmsuite's ``SimulatedSLM`` carrying the hidden SLM flaws."""
 
     def __init__(self, *, shape: tuple[int, int] = (512, 512), bitdepth: int = 8,
-                 pitch_um: float = 8.0, wav_um: float = 0.633, settle_time_s: float = 0.0,
-                 flaws: Flaws | None = None, name: str = "sim-slm", device_id: str = "") -> None:
+                 pitch_um: float = 8.0, wav_um: float = 0.633, wav_design_um: float | None = None,
+                 settle_time_s: float = 0.0, flaws: Flaws | None = None, name: str = "sim-slm",
+                 device_id: str = "") -> None:
         _quiet_slmsuite()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -73,6 +74,7 @@ class SimSLM(SlmsuiteSLM):
             warnings.simplefilter("ignore")
             wrapped = SimulatedSLM(
                 (cols, rows), bitdepth=bitdepth, pitch_um=(pitch_um, pitch_um), wav_um=wav_um,
+                wav_design_um=wav_design_um,
                 settle_time_s=settle_time_s, source=source, gpu=False, name=name,
                 gamma_sim=None if ideal else flaws.gamma_2pi(bitdepth),
             )

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from devices._common import call_with_deadline
 from devices.base import SLM, Camera
 from devices.errors import (
     ConfigError,
@@ -206,13 +207,14 @@ class SlmsuiteSLM(SLM):
             bitdepth=int(wrapped.bitdepth),
             pitch_um=tuple(float(v) for v in _as_host(wrapped.pitch_um)),
             wav_um=float(wrapped.wav_um),
+            wav_design_um=float(getattr(wrapped, "wav_design_um", None) or wrapped.wav_um),
             settle_time_s=float(wrapped.settle_time_s if settle_time_s is None else settle_time_s),
             name=name or getattr(wrapped, "name", "") or type(wrapped).__name__,
             device_id=device_id or _device_id(wrapped),
             backend=backend or f"slmsuite:{type(wrapped).__name__}",
         )
-        # Our conversion assumes a 2*pi grey range (slmsuite's wav_design_um is not used);
-        # a measured response (set_phase_response) covers any other range.
+        # The driver's wav_design_um (grey range = 2*pi there) scales our conversion in the
+        # base class, as slmsuite's phase_scaling does; a measured response supersedes it.
         self._xp = getattr(wrapped, "xp", np)
         # Share the buffers: our grey levels land in the driver's display, our phase in its
         # phase, with no copy (numpy-backed drivers; a cupy one gets copies).
@@ -272,8 +274,7 @@ class SlmsuiteCamera(Camera):
                  device_id: str = "", watchdog: bool = False) -> None:
         self.wrapped = wrapped
         self.watchdog = bool(watchdog)
-        self._pool: Any = None
-        self._hung: Any = None  # the future of a driver call that never returned
+        self._hung: Any = None  # the thread of a driver call that never returned
         pitch = pitch_um if pitch_um is not None else getattr(wrapped, "pitch_um", None)
         if pitch is None:
             pitch = (1.0, 1.0)  # unknown: slmsuite allows None, we need a number
@@ -294,31 +295,25 @@ class SlmsuiteCamera(Camera):
         """The driver's frame; with ``watchdog``, given up on after the deadline.
 
         Vendor SDKs normally honour their time-out; ``watchdog`` is for those that do not:
-        the call runs in a worker thread and ``DeviceTimeout`` is raised when it has not
-        returned within ``timeout_s`` + exposure + ``timeout_s`` of grace. Until a hung call
-        returns, every request raises ``DeviceTimeout`` at once instead of queueing.
+        the call runs in a daemon thread (``devices._common.call_with_deadline``) and
+        ``DeviceTimeout`` is raised when it has not returned within ``frame_deadline_s``
+        (exposure + ``timeout_s`` + a bounded grace). The hung thread is abandoned, never
+        joined, so the process still exits. Until a hung call returns, every request
+        raises ``DeviceTimeout`` at once instead of queueing.
         """
-        call = (self.wrapped.get_image,)
         kwargs = {"timeout_s": timeout_s, "averaging": False, "hdr": False}
         if not self.watchdog:
-            return call[0](**kwargs)
-        import concurrent.futures as cf
-
+            return self.wrapped.get_image(**kwargs)
         if self._hung is not None:
-            if not self._hung.done():
+            if self._hung.is_alive():
                 raise DeviceTimeout("an earlier frame request is still hung in the driver")
             self._hung = None
-        if self._pool is None:
-            self._pool = cf.ThreadPoolExecutor(max_workers=1,
-                                               thread_name_prefix=f"camera-{self.name}")
-        future = self._pool.submit(call[0], **kwargs)
-        deadline = 2 * timeout_s + float(self.wrapped.exposure_s)
         try:
-            return future.result(timeout=deadline)
-        except cf.TimeoutError:
-            self._hung = future
-            raise DeviceTimeout(f"watchdog: the driver did not return within {deadline:.3g} s"
-                                ) from None
+            return call_with_deadline(self.wrapped.get_image, self.frame_deadline_s(timeout_s),
+                                      f"camera '{self.name}' get_image", **kwargs)
+        except DeviceTimeout as exc:
+            self._hung = getattr(exc, "hung_thread", None)
+            raise
 
     def _get_image_hw(self, timeout_s: float) -> np.ndarray:
         try:
@@ -347,8 +342,6 @@ class SlmsuiteCamera(Camera):
             raise DeviceError(f"camera '{self.name}': flush failed: {exc}") from exc
 
     def _close_hw(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
         self.wrapped.close()
 
     def info(self) -> dict[str, Any]:

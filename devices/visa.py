@@ -8,22 +8,47 @@ are checked *before* anything is sent (``SetpointRefused``), and the output is
 switched on only while the interlock is closed. Every message sent and received is
 kept in ``transcript`` (the last ``TRANSCRIPT_LENGTH``; for tests and post-mortems).
 
+Watchdog: a laser controller with a communication watchdog switches its own output off
+when no keep-alive has come for ``watchdog_s`` seconds, which covers what software
+cannot (the process killed with SIGKILL, the interpreter frozen, or the PC losing power;
+a main thread stuck while the keep-alive thread runs is not covered).
+``LaserController(watchdog_s=...)`` arms it (``SYST:WDOG <s>``) and sends the
+keep-alive (``SYST:WDOG:KICK``) from a daemon thread every ``watchdog_s / 4``; an
+instrument without the command refuses it and the bench key is refused
+(``ConfigError`` naming ``laser.watchdog_s``). Messages are sent under a lock, so the
+keep-alive and the main thread never interleave a command with its error check.
+
 Simulated versions: ``devices/sim/instruments.yaml`` (package data), opened through
-pyvisa-sim's ``@sim`` backend by ``open_visa(..., simulated=True)``.
+pyvisa-sim's ``@sim`` backend by ``open_visa(..., simulated=True)``. pyvisa-sim keeps
+no clock and no state outside the process: ``SimLaserResource`` wraps the simulated
+laser to switch the output off when its watchdog expires, and, given a ``state_file``,
+mirrors the output state there (JSON, see ``sim_laser_state``) so another process (a
+test, an operator) can see whether the simulated beam is on, also after the process
+that drives it died.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections import deque
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from devices.errors import DeviceDisconnected, DeviceError, DeviceTimeout, SetpointRefused
+from devices.errors import (
+    ConfigError,
+    DeviceDisconnected,
+    DeviceError,
+    DeviceTimeout,
+    SetpointRefused,
+)
 
 __all__ = [
     "LaserController",
@@ -32,12 +57,21 @@ __all__ = [
     "sim_yaml_path",
     "SIM_LASER_RESOURCE",
     "SIM_POWER_METER_RESOURCE",
+    "SIM_BASIC_LASER_RESOURCE",
+    "SimLaserResource",
+    "sim_laser_state",
 ]
+
+log = logging.getLogger(__name__)
 
 TRANSCRIPT_LENGTH = 2000  # messages kept per instrument (a long session must not grow)
 
 SIM_LASER_RESOURCE = "USB0::0x1313::0x804A::M00000001::INSTR"
 SIM_POWER_METER_RESOURCE = "USB0::0x1313::0x8078::P0000001::INSTR"
+SIM_BASIC_LASER_RESOURCE = "USB0::0x1313::0x804A::M00000002::INSTR"  # no watchdog command
+WATCHDOG_COMMAND = "SYST:WDOG"
+KEEPALIVE_COMMAND = "SYST:WDOG:KICK"
+KEEPALIVES_PER_PERIOD = 4
 
 
 def sim_yaml_path() -> str:
@@ -104,6 +138,7 @@ class _Instrument:
         self.backend = backend
         self.transcript: deque[tuple[str, str]] = deque(maxlen=TRANSCRIPT_LENGTH)
         self._closed = False
+        self._lock = threading.RLock()  # one command (and its error check) at a time
         self.identity = self._query("*IDN?")
 
     def _check(self) -> None:
@@ -124,13 +159,18 @@ class _Instrument:
             raise
 
     def _query(self, msg: str) -> str:
-        self._check()
-        self.transcript.append(("query", msg))
-        reply = str(self._io(self._res.query, msg)).strip()
-        self.transcript.append(("reply", reply))
-        return reply
+        with self._lock:
+            self._check()
+            self.transcript.append(("query", msg))
+            reply = str(self._io(self._res.query, msg)).strip()
+            self.transcript.append(("reply", reply))
+            return reply
 
     def _write(self, msg: str) -> None:
+        with self._lock:
+            self._write_checked(msg)
+
+    def _write_checked(self, msg: str) -> None:
         self._check()
         self.transcript.append(("write", msg))
         self._io(self._res.write, msg)
@@ -152,13 +192,14 @@ class _Instrument:
                               "expected a number") from exc
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._res.close()
-        except Exception:  # noqa: BLE001 - closing a lost device must not fail
-            pass
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._res.close()
+            except Exception:  # noqa: BLE001 - closing a lost device must not fail
+                pass
 
     def info(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "backend": self.backend,
@@ -186,6 +227,8 @@ class LaserController(_Instrument):
     ``control`` says which set-point drives the laser ("current" or "power"); both
     limits are hard: a set-point above them raises ``SetpointRefused`` and nothing is sent.
     ``slope_mW_per_mA`` and ``threshold_mA`` turn a current into an optical power estimate.
+    ``watchdog_s`` arms the instrument's watchdog and starts the keep-alive thread (see
+    the module docstring); ``close`` stops the keep-alive and disarms the watchdog.
     """
 
     kind = "laser"
@@ -193,7 +236,7 @@ class LaserController(_Instrument):
     def __init__(self, resource: Any, *, name: str = "laser", backend: str = "",
                  control: str = "current", max_current_mA: float = 100.0,
                  max_power_mW: float = 10.0, slope_mW_per_mA: float = 0.5,
-                 threshold_mA: float = 20.0) -> None:
+                 threshold_mA: float = 20.0, watchdog_s: float | None = None) -> None:
         if control not in ("current", "power"):
             raise ValueError(f"control: expected 'current' or 'power', got {control!r}")
         self.control = control
@@ -201,7 +244,71 @@ class LaserController(_Instrument):
         self.max_power_mW = _number(max_power_mW, "max_power_mW")
         self.slope_mW_per_mA = float(slope_mW_per_mA)
         self.threshold_mA = float(threshold_mA)
+        self.watchdog_s: float | None = None
+        self._keepalive: threading.Thread | None = None
+        self._stop_keepalive = threading.Event()
         super().__init__(resource, name=name, backend=backend)
+        if watchdog_s is not None:
+            self.arm_watchdog(watchdog_s)
+
+    # ---------------------------------------------------------------- watchdog
+    def arm_watchdog(self, watchdog_s: float) -> None:
+        """Arm the instrument's watchdog and keep it fed from a daemon thread.
+
+        Raises ``ConfigError`` (naming ``laser.watchdog_s``) when the instrument has no
+        watchdog command.
+        """
+        v = _number(watchdog_s, "watchdog_s")
+        if v <= 0:
+            raise ValueError(f"watchdog_s: expected a number > 0, got {watchdog_s!r}")
+        try:
+            self._write(f"{WATCHDOG_COMMAND} {v:.3f}")
+        except DeviceError as exc:
+            raise ConfigError(
+                f"laser.watchdog_s: laser '{self.name}' ({self.identity}) has no watchdog "
+                f"command ({exc}); remove the key, and rely on the hardware interlock"
+            ) from exc
+        self.watchdog_s = v
+        self._stop_keepalive.clear()
+        self._keepalive = threading.Thread(target=self._keepalive_loop, daemon=True,
+                                           name=f"laser-keepalive-{self.name}")
+        self._keepalive.start()
+
+    def _keepalive_loop(self) -> None:
+        period = float(self.watchdog_s or 0) / KEEPALIVES_PER_PERIOD
+        while not self._stop_keepalive.wait(period):
+            try:
+                self.keepalive()
+            except DeviceError as exc:  # the watchdog will switch the output off
+                if not self._closed:
+                    log.error("laser '%s': keep-alive failed (%s); the instrument's watchdog "
+                              "switches the output off within %g s", self.name, exc,
+                              self.watchdog_s)
+                return
+
+    def keepalive(self) -> None:
+        """Send one keep-alive (the thread does this every ``watchdog_s / 4``)."""
+        self._write(KEEPALIVE_COMMAND)
+
+    def stop_keepalive(self) -> None:
+        """Stop sending keep-alives (the watchdog then switches the output off in time)."""
+        self._stop_keepalive.set()
+        t = self._keepalive
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=10.0)  # at most one message in flight, itself timed out
+        self._keepalive = None
+
+    def close(self) -> None:
+        """Stop the keep-alive, disarm the watchdog, close the resource."""
+        if self._closed:
+            return
+        self.stop_keepalive()
+        if self.watchdog_s is not None:
+            try:
+                self._write(f"{WATCHDOG_COMMAND} 0.000")
+            except DeviceError as exc:  # closing: report, continue
+                log.warning("laser '%s': could not disarm the watchdog: %s", self.name, exc)
+        super().close()
 
     def _refuse(self, what: str, value: float, limit_name: str, limit: float, unit: str) -> None:
         if value > limit:
@@ -263,7 +370,7 @@ class LaserController(_Instrument):
     def info(self) -> dict[str, Any]:
         d = super().info()
         d.update(control=self.control, max_current_mA=self.max_current_mA,
-                 max_power_mW=self.max_power_mW)
+                 max_power_mW=self.max_power_mW, watchdog_s=self.watchdog_s)
         if not self._closed:
             d.update(output_on=self.is_output_on(), interlock_closed=self.interlock_closed())
         return d
@@ -304,3 +411,83 @@ class PowerMeter(_Instrument):
         if not self._closed:
             d["wavelength_nm"] = self.get_wavelength_nm()
         return d
+
+
+class SimLaserResource:
+    """The simulated laser's resource with what pyvisa-sim cannot model: time and state.
+
+    Wraps a pyvisa-sim resource of the laser controller: before every message it
+    switches the output off when an armed watchdog (``SYST:WDOG <s>``) has had no
+    keep-alive (``SYST:WDOG:KICK``) for longer than its period, as the instrument would;
+    with ``state_file``, every change of the output, watchdog or keep-alive is written
+    there (atomically, JSON) for ``sim_laser_state``.
+    """
+
+    def __init__(self, resource: Any, state_file: str | os.PathLike | None = None) -> None:
+        self._res = resource
+        self.state_file = None if state_file is None else Path(state_file)
+        self.watchdog_s = 0.0
+        self.last_keepalive = time.time()
+        self.output = 0
+        self.expired = False
+        self._save()
+
+    def __getattr__(self, name: str) -> Any:  # timeout, session, ... of the real resource
+        return getattr(self._res, name)
+
+    def _expire(self) -> None:
+        if (self.watchdog_s > 0 and self.output
+                and time.time() - self.last_keepalive > self.watchdog_s):
+            self._res.write("OUTP 0")
+            self.output, self.expired = 0, True
+            log.warning("simulated laser: watchdog expired (no keep-alive for %g s); output off",
+                        self.watchdog_s)
+            self._save()
+
+    def write(self, msg: str) -> Any:
+        self._expire()
+        out = self._res.write(msg)
+        head = msg.strip().upper()
+        if head == KEEPALIVE_COMMAND:
+            self.last_keepalive = time.time()
+        elif head.startswith(WATCHDOG_COMMAND + " "):
+            self.watchdog_s = float(self._res.query(WATCHDOG_COMMAND + "?"))
+            self.last_keepalive = time.time()
+        elif head.startswith("OUTP "):
+            self.output = int(self._res.query("OUTP?"))
+        else:
+            return out
+        self._save()
+        return out
+
+    def query(self, msg: str) -> Any:
+        self._expire()
+        return self._res.query(msg)
+
+    def close(self) -> None:
+        self._res.close()
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        state = {"output": self.output, "watchdog_s": self.watchdog_s,
+                 "last_keepalive": self.last_keepalive, "expired": self.expired,
+                 "time": time.time(), "pid": os.getpid()}
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_file)
+
+
+def sim_laser_state(path: str | os.PathLike, now: float | None = None) -> dict[str, Any]:
+    """The simulated laser's state from its ``state_file``, with ``emitting`` worked out.
+
+    ``emitting`` is False when the output is off, or when an armed watchdog has had no
+    keep-alive for longer than its period at ``now`` (the instrument has switched off,
+    even if the process that drove it was killed and could not record it).
+    """
+    state = json.loads(Path(path).read_text())
+    t = time.time() if now is None else float(now)
+    wd = float(state.get("watchdog_s", 0.0))
+    expired = wd > 0 and t - float(state["last_keepalive"]) > wd
+    state["emitting"] = bool(state["output"]) and not expired
+    return state

@@ -29,10 +29,18 @@ def register_demo(sub) -> None:
 
 
 def _demo(args) -> int:
+    from hil.output_paths import check_output_dir
+
     from .main_job import run_main_job
 
-    if args.count <= 0 or args.n <= 0 or args.gamma <= 0:
-        raise ValueError("--count, --n and --gamma: expected positive values")
+    for name, value in (("--count", args.count), ("--n", args.n), ("--gamma", args.gamma)):
+        if not value > 0:  # NaN too
+            raise ValueError(f"{name}: expected a positive value, got {value}")
+    if not args.no_bench:  # a bad bench file fails now, not after the training
+        from devices.config import load_config
+
+        load_config(args.bench)
+    check_output_dir(args.out, "--out")
     s = run_main_job(args.out, paper_scale=None if args.no_paper else args.paper_scale,
                      bench=None if args.no_bench else args.bench, gamma=args.gamma,
                      count=args.count, n_test=args.n, seed=args.seed)
@@ -60,10 +68,13 @@ def register_bench(sub) -> None:
 
 
 def _bench(args) -> int:
+    from hil.output_paths import check_output_dir
+
     from .bench_sim import run_benchmarks
 
     if args.adam_epochs <= 0:
         raise ValueError(f"--adam-epochs: expected a positive integer, got {args.adam_epochs}")
+    check_output_dir(args.out, "--out")
     res = run_benchmarks(args.out, only=args.only, adam_epochs=args.adam_epochs)
     print(json.dumps(res, indent=2))
     return 0

@@ -6,8 +6,10 @@ the ones of this package are listed in ``COMMAND_MODULES``; packages above
 ``hil.commands`` entry-point group, so nothing here imports upward.
 
 A sub-command's handler is stored as ``func`` on its parser and returns an
-exit status. Errors a user can fix (bad arguments, missing files, refused
-values) print one line, ``hil: error: ...``, and exit with status 2.
+exit status. Errors a user can fix (bad arguments, missing or unwritable files,
+refused values, a device that failed) print one line, ``hil: error: ...``, and exit
+with status 2 (``user_error_message``); programming errors (``TypeError``,
+``KeyError``, ``AttributeError``, ...) keep their traceback.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
-__all__ = ["main", "build_parser", "UserError"]
+__all__ = ["main", "build_parser", "UserError", "user_error_message"]
 
 COMMAND_MODULES = (
     "hil.commands_sim",
     "hil.commands_devices",
     "hil.commands_session",
+    "hil.commands_mask",
     "hil.commands_calibrate",
 )
 
@@ -73,17 +76,59 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from hil.safety import exit_status, signal_name, signals_as_interrupt
+
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("hil: interrupted", file=sys.stderr)
-        return 130
-    except (UserError, ValueError, TypeError, FileNotFoundError, FileExistsError,
-            KeyError, PermissionError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        with signals_as_interrupt():  # SIGTERM/SIGHUP take Ctrl-C's path (laser off)
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        print(f"hil: interrupted ({signal_name(exc)})", file=sys.stderr)
+        return exit_status(exc)
+    except Exception as exc:  # noqa: BLE001 - user errors become one line; bugs re-raised
+        msg = user_error_message(exc)
+        if msg is None:
+            raise
         print(f"hil: error: {msg}", file=sys.stderr)
         return 2
 
 
+def _os_error_message(exc: OSError) -> str:
+    """``FILE: reason`` for an OSError that carries its file name, else its own text."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    where = str(exc.filename)
+    if exc.filename2 is not None:
+        where += f" -> {exc.filename2}"
+    return f"{where}: {exc.strerror}"
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an error the user can fix, or None for a programming error.
+
+    User errors: ``UserError``, ``ValueError`` (``devices.ConfigError`` included),
+    ``devices.DeviceError`` (any device failure: the bench was closed on the way out,
+    laser output off) and ``OSError`` (a file that is missing, unreadable, unwritable,
+    in a full or read-only file system: named through ``OSError.filename``).
+    ``TypeError``, ``KeyError``, ``AttributeError`` and anything else are bugs: None,
+    so that they keep their traceback.
+    """
+    if "devices.errors" in sys.modules:  # raised only if the devices package was imported
+        from devices.errors import DeviceError
+
+        if isinstance(exc, DeviceError):
+            return " ".join(f"{exc} (device error: the bench was closed, laser output off)"
+                            .split())
+    if isinstance(exc, UserError | ValueError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        text = _os_error_message(exc)
+    else:
+        return None
+    return " ".join(text.split()) or type(exc).__name__
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run as `python -m hil.cli`: use the module the sub-commands import (their UserError)
+    from hil.cli import main as _main
+
+    sys.exit(_main())

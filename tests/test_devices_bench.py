@@ -123,7 +123,8 @@ def test_wrong_values_are_refused_with_the_key(target, value):
     section, k, key = target
     ok_type = (isinstance(value, (int, float)) and not isinstance(value, bool)
                and (key.kind == "number" or isinstance(value, int)))
-    ok = ok_type and math.isfinite(value) and key.check(value)
+    ok = (ok_type and math.isfinite(value) and key.check(value)
+          and (key.limit is None or value <= key.limit))
     backend = {"slm": "sim", "camera": "sim", "laser": "sim", "power_meter": "sim"}[section]
     cfg = small(**{section: {"backend": backend, k: value}})
     if ok:

@@ -103,3 +103,90 @@ def test_unknown_resource_is_a_disconnect():
 
     with pytest.raises(DeviceDisconnected, match="could not be opened"):
         open_visa("USB0::0x1::0x2::NOPE::INSTR", simulated=True)
+
+
+# ------------------------------------------------------------ watchdog / keep-alive
+def _wait(cond, timeout_s: float = 10.0) -> bool:
+    import time
+
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout_s:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _sim_laser(tmp_path, watchdog_s=None):
+    from devices.visa import SimLaserResource
+
+    res = SimLaserResource(open_visa(SIM_LASER_RESOURCE, simulated=True), tmp_path / "las.json")
+    return LaserController(res, max_current_mA=80, max_power_mW=5, watchdog_s=watchdog_s)
+
+
+def test_keepalive_holds_the_output_and_the_watchdog_ends_it(tmp_path):
+    from devices.visa import sim_laser_state
+
+    las = _sim_laser(tmp_path, watchdog_s=0.2)
+    try:
+        assert las._query("SYST:WDOG?") == "0.200"
+        las.output_on()
+        kicks = lambda: sum(1 for m in las.transcript if m == ("write", "SYST:WDOG:KICK"))  # noqa: E731
+        assert _wait(lambda: kicks() >= 12)  # three watchdog periods of keep-alives
+        assert las.is_output_on()  # kept alive: never expired
+        assert sim_laser_state(tmp_path / "las.json")["emitting"]
+        las.stop_keepalive()  # as if the process hung or was killed
+        assert _wait(lambda: not las.is_output_on())  # the instrument switched off itself
+        st = sim_laser_state(tmp_path / "las.json")
+        assert st["expired"] and st["output"] == 0 and not st["emitting"]
+    finally:
+        las.close()
+
+
+def test_state_file_knows_a_killed_process_left_the_beam_to_the_watchdog(tmp_path):
+    """After SIGKILL nothing is recorded any more: the deadline says when the beam is off."""
+    import time
+
+    from devices.visa import sim_laser_state
+
+    las = _sim_laser(tmp_path, watchdog_s=0.5)
+    las.output_on()
+    las.stop_keepalive()
+    st = sim_laser_state(tmp_path / "las.json")
+    assert st["emitting"]
+    assert not sim_laser_state(tmp_path / "las.json", now=st["last_keepalive"] + 0.51)["emitting"]
+    las._closed = True  # abandoned as by a killed process (no close, no output off)
+    assert not sim_laser_state(tmp_path / "las.json", now=time.time() + 0.6)["emitting"]
+
+
+def test_watchdog_refused_for_an_instrument_without_one():
+    from devices import ConfigError
+    from devices.visa import SIM_BASIC_LASER_RESOURCE
+
+    res = open_visa(SIM_BASIC_LASER_RESOURCE, simulated=True)
+    with pytest.raises(ConfigError, match=r"laser\.watchdog_s: .*LDC205C-SIM.* no watchdog"):
+        LaserController(res, watchdog_s=1.0)
+    res.close()
+
+
+def test_watchdog_bench_key(tmp_path):
+    from devices import ConfigError, open_bench
+    from devices.config import load_config
+    from devices.visa import sim_laser_state
+
+    cfg = {"slm": {"backend": "sim", "shape": [64, 64]},
+           "camera": {"backend": "sim", "shape": [64, 64]},
+           "laser": {"backend": "sim", "watchdog_s": 0.4, "output": "on",
+                     "sim_state_file": str(tmp_path / "las.json")}}
+    with open_bench(cfg) as bench:
+        assert bench.laser.watchdog_s == 0.4
+        assert bench.info()["laser"]["watchdog_s"] == 0.4
+        assert sim_laser_state(tmp_path / "las.json")["watchdog_s"] == pytest.approx(0.4)
+    st = sim_laser_state(tmp_path / "las.json")
+    assert st["output"] == 0 and st["watchdog_s"] == 0  # output off, then disarmed
+    for bad, match in ((0, r"laser\.watchdog_s: expected a number in \(0, 60\]"),
+                       (600, r"laser\.watchdog_s"), ("1", r"laser\.watchdog_s")):
+        with pytest.raises(ConfigError, match=match):
+            load_config({**cfg, "laser": {"backend": "sim", "watchdog_s": bad}})
+    with pytest.raises(ConfigError, match=r"laser\.sim_state_file: only for backend sim"):
+        load_config({**cfg, "laser": {"backend": "visa:USB0::1::INSTR", "sim_state_file": "x"}})
