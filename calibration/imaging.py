@@ -3,8 +3,14 @@
 For each input image and encoder channel ``BenchImager`` composes the SLM phase
 (DESIGN.md §4)::
 
-    wrap( (π/2)·A in s×s blocks  +  encoder mask at full SLM resolution  [+ grating] )
+    wrap( depth·A in s×s blocks  +  encoder mask at full SLM resolution  [+ grating] )
         + margin pattern outside the object square  - fitted aberration (calibration)
+
+(depth: the encoder's phase depth, π/2 for the twin's). ``BenchImager(bench, calibration,
+encoder, config)``: every setting named below (``mode``, ``grating``, ``margin``,
+``mask_sampling``, ``pixel_envelope``, ...) is a field of the frozen
+``calibration.imaging_config.ImagingConfig``; the layout is planned by its pure
+``plan_layout``, and the device state (LUT on the SLM, exposure) is set by ``prepare()``.
 
 writes it (the SLM waits its settle time), captures with the configured exposure and
 averaging, subtracts the dark frame, takes magnitude = sqrt(max(frame - dark, 0)) and
@@ -55,13 +61,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from calibration.geometry import camera_to_model
+from calibration.imaging_config import EncoderSpec, ImagingConfig, plan_layout
 from calibration.imaging_layout import (
     aberration_correction,
     affine_from_fourier,
@@ -76,7 +82,8 @@ from calibration.imaging_layout import (
 )
 from devices.errors import DeviceDisconnected, DeviceError
 
-__all__ = ["BenchImager", "ImagedBatch", "vortex_masks_full", "affine_from_fourier"]
+__all__ = ["BenchImager", "ImagedBatch", "ImagingConfig", "EncoderSpec", "as_encoder_spec",
+           "vortex_masks_full", "affine_from_fourier"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,21 @@ class ImagedBatch:
     info: list[dict[str, Any]] = field(default_factory=list)  # one dict per image
 
 
+def as_encoder_spec(encoder: Any, size: int = 32) -> EncoderSpec:
+    """None (the twin's dual vortex on an N = ``size`` grid), an ``EncoderSpec``, a
+    ``simulation`` encoder or a ``PhaseMask`` -> ``EncoderSpec``."""
+    if encoder is None:
+        return EncoderSpec.vortex((1, 3), size=size)
+    if isinstance(encoder, EncoderSpec):
+        return encoder
+    if hasattr(encoder, "phase_stack"):
+        return EncoderSpec.from_mask(encoder)
+    if hasattr(encoder, "masks_rad"):
+        return EncoderSpec.from_encoder(encoder)
+    raise TypeError(f"encoder: expected None, an EncoderSpec, a simulation encoder or a "
+                    f"PhaseMask, got {type(encoder).__name__}")
+
+
 class BenchImager:
     """Display images through the encoder on a bench and read sensor patterns back.
 
@@ -99,149 +121,74 @@ class BenchImager:
     ----------
     bench : anything with ``.slm`` and ``.camera`` (``devices.open_bench``'s ``Bench``).
     calibration : a ``calibration.CalibrationSet`` (or None): its dark frame, geometry,
-        LUT (loaded onto the SLM) and aberration (subtracted) are used when present.
-    encoder_masks_rad : (C, N, N) model masks (a learned encoder), or None for the
-        vortex encoder of ``charges``.
-    geometry : "calibrated" (the calibration's), "nominal" (λf/(N s p p_cam), centred) or
-        a 2×3 ``model_to_camera`` array; default: calibrated when there is one, else nominal.
-    exposure_s, averaging : camera settings for every capture (None keeps the exposure).
-    retries : extra attempts of a whole capture after a device error (not a disconnect).
+        LUT and aberration are used when present (as ``config`` allows).
+    encoder : what the SLM shows: None (the twin's dual vortex, charges 1 and 3), an
+        ``EncoderSpec``, a ``simulation`` encoder (``masks_rad``, ``phase_depth``) or a mask
+        file's ``PhaseMask`` (``phase_stack()``); its phase depth is the object's.
+    config : an ``ImagingConfig`` (default: ``ImagingConfig()``).
+    dark_frame : overrides the calibration's dark frame.
+
+    Building an imager plans the layout (``calibration.imaging_config.plan_layout``) and
+    composes the constant part of every displayed phase; it does not touch the devices.
+    ``prepare()`` loads the calibration's LUT onto the SLM and sets the exposure; the first
+    capture calls it when the caller has not.
     """
 
-    def __init__(
-        self,
-        bench: Any,
-        calibration: Any = None,
-        *,
-        encoder_masks_rad: Any = None,
-        charges: Sequence[int] = (1, 3),
-        size: int = 32,
-        xmax: float = 10.0,
-        focal: float = 8.0,
-        phase_depth: float = math.pi / 2,
-        mode: str = "sequential",
-        grating: tuple[float, float] | str | None = "auto",
-        split_shift: float | None = None,
-        margin: str = "grating",
-        margin_period_px: float = 4.0,
-        mask_sampling: str = "blocks",
-        pixel_envelope: bool = True,
-        geometry: Any = None,
-        focal_length_um: float | None = None,
-        dark_frame: Any = None,
-        exposure_s: float | None = None,
-        averaging: int = 1,
-        retries: int = 2,
-        flush: bool = True,
-        apply_lut: bool = True,
-        correct_aberrations: bool = True,
-    ) -> None:
-        if mode not in ("sequential", "split"):
-            raise ValueError(f"mode: expected 'sequential' or 'split', got {mode!r}")
-        if margin not in ("grating", "flat"):
-            raise ValueError(f"margin: expected 'grating' or 'flat', got {margin!r}")
-        if isinstance(averaging, bool) or int(averaging) < 1:
-            raise ValueError(f"averaging: expected an integer >= 1, got {averaging!r}")
-        if int(retries) < 0:
-            raise ValueError(f"retries: expected an integer >= 0, got {retries!r}")
+    def __init__(self, bench: Any, calibration: Any = None, encoder: Any = None,
+                 config: ImagingConfig | None = None, *, dark_frame: Any = None) -> None:
+        if config is None:
+            config = ImagingConfig()
+        if not isinstance(config, ImagingConfig):
+            raise TypeError(f"config: expected an ImagingConfig, got {type(config).__name__}")
+        self.config = config
         self.bench, self.slm, self.camera = bench, bench.slm, bench.camera
         self.calibration = calibration
-        self.size, self.mode = int(size), mode
-        self.phase_depth = float(phase_depth)
-        self.averaging, self.retries, self.flush = int(averaging), int(retries), bool(flush)
-        n = self.size
-        rows, cols = self.slm.shape
-        if encoder_masks_rad is not None:
-            m = encoder_masks_rad
-            if hasattr(m, "detach"):
-                m = m.detach().cpu().numpy()
-            m = np.asarray(m, dtype=np.float32)
-            if m.ndim == 2:
-                m = m[None]
-            if m.ndim != 3 or m.shape[1:] != (n, n):
-                raise ValueError(f"encoder_masks_rad: expected shape (C, {n}, {n}), "
-                                 f"got {m.shape}")
-            if not np.all(np.isfinite(m)):
-                raise ValueError("encoder_masks_rad: expected finite phases in radians")
-            self.model_masks, self.charges = m, None
-        else:
-            self.charges = tuple(int(c) for c in charges)
-            if not self.charges:
-                raise ValueError("charges: expected at least one topological charge")
-            from simulation import DualVortexEncoder
-
-            enc = DualVortexEncoder(self.charges, size=n, xmax=xmax, focal=focal)
-            self.model_masks = enc.masks_rad.detach().cpu().numpy().astype(np.float32)
-        self.channels = int(self.model_masks.shape[0])
-        c_n = self.channels
-        band_cols = cols // c_n if mode == "split" else cols
-        self.block = min(rows // n, band_cols // n)
-        if self.block < 1:
-            raise ValueError(
-                f"slm: the {n}x{n} model grid does not fit the SLM ({rows}x{cols} px"
-                + (f", bands of {band_cols} columns" if mode == "split" else "") + ")")
-        s = self.block
-        side = n * s
-        if mask_sampling not in ("analytic", "blocks"):
-            raise ValueError(f"mask_sampling: expected 'analytic' or 'blocks', got "
-                             f"{mask_sampling!r}")
-        if mask_sampling == "analytic" and self.charges is None:
+        spec = as_encoder_spec(encoder, config.size)
+        if spec.size != config.size:
+            raise ValueError(f"encoder: its masks are {spec.size}x{spec.size}, the imaging "
+                             f"config's model grid is {config.size}x{config.size}")
+        if config.mask_sampling == "analytic" and spec.charges is None:
             raise ValueError("mask_sampling: 'analytic' needs vortex charges, not learned masks")
-        self.mask_sampling = mask_sampling
-        self.pixel_envelope = bool(pixel_envelope)
+        self.encoder = spec
+        self.size, self.mode = config.size, config.mode
+        self.phase_depth = spec.phase_depth
+        self.averaging, self.retries, self.flush = config.averaging, config.retries, config.flush
+        self.model_masks, self.charges = spec.masks_rad, spec.charges
+        self.channels = spec.channels
+        self.mask_sampling = config.mask_sampling
+        self.pixel_envelope = config.pixel_envelope
+        rows, cols = self.slm.shape
+        self.layout = plan_layout((rows, cols), self.channels, config)
+        n, s = self.size, self.layout.block
+        self.block = s
         self.envelope = envelope_of_blocks(n, s)
-        full_masks = (vortex_masks_full(self.charges, n, s, xmax=xmax, focal=focal)
-                      if mask_sampling == "analytic" else blocks(self.model_masks, s))
-
-        # where each channel's object square sits, and its steering grating
-        if mode == "split":
-            shift = 1.5 * n if split_shift is None else float(split_shift)
-            shifts = [((k - (c_n - 1) / 2) * shift, 0.0) for k in range(c_n)]
-            gratings = [(dxm / side, dym / side) for dxm, dym in shifts]
-            origins = [((rows - side) // 2, k * band_cols + (band_cols - side) // 2)
-                       for k in range(c_n)]
-        else:
-            if isinstance(grating, str):
-                if grating != "auto":
-                    raise ValueError(f"grating: expected 'auto', None or (fx, fy), got "
-                                     f"{grating!r}")
-                g = (0.75 * n / side, 0.75 * n / side)
-            elif grating is None:
-                g = (0.0, 0.0)
-            else:
-                g = (float(grating[0]), float(grating[1]))
-            gratings = [g] * c_n
-            shifts = [(g[0] * side, g[1] * side)] * c_n
-            origins = [((rows - side) // 2, (cols - side) // 2)] * c_n
-        self.gratings, self.shifts, self.origins = gratings, shifts, origins
+        full_masks = (vortex_masks_full(spec.charges, n, s, xmax=spec.xmax, focal=spec.focal)
+                      if config.mask_sampling == "analytic" else blocks(spec.masks_rad, s))
+        self.gratings = [tuple(g) for g in self.layout.gratings]
+        self.shifts = [tuple(v) for v in self.layout.shifts]
+        self.origins = [tuple(o) for o in self.layout.origins]
+        self.frames_per_image = self.layout.frames_per_image
 
         # the constant part of each displayed phase (everything but the object)
-        rr, cc = np.mgrid[0:rows, 0:cols].astype(np.float32)
-        if margin == "grating":
-            margin_phase = (TWO_PI / margin_period_px) * (rr + cc)
+        if config.margin == "grating":
+            rr, cc = np.mgrid[0:rows, 0:cols].astype(np.float32)
+            margin_phase = (TWO_PI / config.margin_period_px) * (rr + cc)
         else:
             margin_phase = np.zeros((rows, cols), np.float32)
-        self.margin = margin
-        corr = aberration_correction(calibration, (rows, cols)) if correct_aberrations else None
+        self.margin = config.margin
+        corr = (aberration_correction(calibration, (rows, cols))
+                if config.correct_aberrations else None)
         self.correction_applied = corr is not None
         self._margin_phase, self._corr = margin_phase, corr
-        n_frames = 1 if mode == "split" else c_n
-        self.frames_per_image = n_frames
         self._compose_bases(full_masks)
-        self.frames_per_image = n_frames
-
-        # SLM phase response (LUT) from calibration
-        self.lut_applied = False
-        resp = getattr(calibration, "phase_response_rad", None) if calibration is not None \
-            else None
-        if apply_lut and resp is not None and hasattr(self.slm, "set_phase_response"):
-            self.slm.set_phase_response(resp)
-            self.lut_applied = True
 
         # geometry: one model_to_camera per channel (the window follows its grating)
+        geometry = config.geometry
+        if geometry is not None and not isinstance(geometry, str):
+            geometry = np.asarray(geometry, dtype=float)
         self.geometry_source, base = resolve_geometry(
-            geometry, calibration, self.slm, self.camera, n, self.block, focal_length_um)
-        self.model_to_camera = [shifted_window(base, shift, n) for shift in shifts]
+            geometry, calibration, self.slm, self.camera, n, s, config.focal_length_um)
+        self.model_to_camera = [shifted_window(base, shift, n) for shift in self.shifts]
         for k, a in enumerate(self.model_to_camera):
             check_window(a, n, self.camera.shape, f"channel {k}")
 
@@ -255,9 +202,26 @@ class BenchImager:
                 raise ValueError(f"dark_frame: expected the camera shape "
                                  f"{tuple(self.camera.shape)}, got {dark.shape}")
         self.dark = dark
-        self.exposure_s = None
-        if exposure_s is not None:
-            self.exposure_s = float(self.camera.set_exposure(float(exposure_s)))
+        self.lut_applied = False
+        self.exposure_s: float | None = None
+        self.prepared = False
+
+    def prepare(self) -> BenchImager:
+        """Put the devices in the state the config asks for: the calibration's phase response
+        (LUT) on the SLM when ``apply_lut`` and the SLM takes one; the camera exposure when
+        ``exposure_s`` is set. Idempotent; returns the imager."""
+        if self.prepared:
+            return self
+        resp = (getattr(self.calibration, "phase_response_rad", None)
+                if self.calibration is not None else None)
+        if self.config.apply_lut and resp is not None \
+                and hasattr(self.slm, "set_phase_response"):
+            self.slm.set_phase_response(resp)
+            self.lut_applied = True
+        if self.config.exposure_s is not None:
+            self.exposure_s = float(self.camera.set_exposure(self.config.exposure_s))
+        self.prepared = True
+        return self
 
     def _compose_bases(self, full_masks: np.ndarray) -> None:
         rows, cols = self.slm.shape
@@ -277,13 +241,10 @@ class BenchImager:
 
     def set_encoder_masks(self, masks_rad: Any) -> None:
         """Show other model masks (C, N, N) from now on (a mask being trained), in blocks."""
-        m = masks_rad.detach().cpu().numpy() if hasattr(masks_rad, "detach") else masks_rad
-        m = np.asarray(m, dtype=np.float32)
-        if m.shape != self.model_masks.shape or not np.all(np.isfinite(m)):
-            raise ValueError(f"masks_rad: expected finite phases of shape "
-                             f"{self.model_masks.shape}, got {m.shape}")
-        self.model_masks, self.charges, self.mask_sampling = m, None, "blocks"
-        self._compose_bases(blocks(m, self.block))
+        spec = self.encoder.with_masks(masks_rad)
+        self.encoder = spec
+        self.model_masks, self.charges, self.mask_sampling = spec.masks_rad, None, "blocks"
+        self._compose_bases(blocks(spec.masks_rad, self.block))
 
     # ------------------------------------------------------------------- display
     def slm_phase(self, image: Any, frame: int = 0) -> np.ndarray:
@@ -312,6 +273,7 @@ class BenchImager:
 
     # ------------------------------------------------------------------- capture
     def _capture_frames(self, image: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        self.prepare()
         frames, infos = [], []
         for k in range(self.frames_per_image):
             self.slm.set_phase(self.slm_phase(image, k), settle=True)
@@ -397,8 +359,10 @@ class BenchImager:
         return torch.from_numpy(self.capture(images).patterns)
 
     def describe(self) -> dict[str, Any]:
-        """The imaging settings, JSON-friendly (for run records)."""
+        """The imaging settings, JSON-friendly (for run records): the config, the encoder,
+        and what was resolved from them (block, gratings, geometry, LUT, ...)."""
         return {
+            "config": self.config.to_dict(), "encoder": self.encoder.describe(),
             "size": self.size, "block": self.block, "mode": self.mode,
             "channels": self.channels,
             "charges": list(self.charges) if self.charges is not None else "learned",

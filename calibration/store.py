@@ -20,8 +20,14 @@ Steps (``STEPS``) and the values the rest of the house reads:
 ``source``     ``waist_px``, ``center_px`` (x, y) offset from the SLM centre, SLM pixels
 ``wavefront``  ``zernike_noll_rad`` {Noll index: radians}, ``radius_px``
 ``model``      the encoded-diffraction model fit: ``gain``, ``background``, ...
-``decoders``   paths / summaries of the bench decoders
+``decoders``   ``decoder_files`` {name: {path, sha256}} of the decoders written beside the
+               file, ``default_decoder``, ``best_decoder``, ``encoder`` (their signature),
+               ``imaging_config`` (the ``ImagingConfig`` they were made with)
 =============  ============================================================================
+
+``imaging_config`` (the decoders' configuration, else the model's) and ``decoder_file``
+say what a run must use with this calibration; ``device_differences`` compares the
+recorded SLM and camera identities with an opened bench's.
 
 A step that has not run is ``None`` (``cal.geometry is None``). ``save`` writes to a
 temporary name and renames it over the target, so a crash never leaves half a file.
@@ -50,12 +56,17 @@ __all__ = [
     "FORMAT_VERSION",
     "FILE_NAME",
     "code_version",
+    "file_sha256",
+    "IDENTITY_KEYS",
 ]
 
 FORMAT = "hil-calibration"
 FORMAT_VERSION = 1
 FILE_NAME = "calibration.h5"
 STEPS = ("dark", "geometry", "lut", "source", "wavefront", "model", "decoders")
+# the parts of a device's info() that identify it (compared by ``device_differences``)
+IDENTITY_KEYS = ("device_id", "identity", "serial", "backend", "slmsuite_class", "shape",
+                 "bitdepth", "pitch_um", "wav_um")
 
 
 class CalibrationError(ValueError):
@@ -82,6 +93,17 @@ def code_version() -> str:
     return v
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
@@ -94,6 +116,17 @@ def _jsonable(x: Any) -> Any:
     if hasattr(x, "detach"):
         return x.detach().cpu().tolist()
     return x
+
+
+class MissingCalibrationValue(KeyError, ValueError):
+    """A calibration file lacks a value a step needs: the user's file, not a bug.
+
+    A ``KeyError`` for code that looks values up, a ``ValueError`` so that the command
+    line reports it as one line (``hil.cli`` treats bare ``KeyError`` as a bug).
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -112,9 +145,10 @@ class StepResult:
         try:
             return self.values[key]
         except KeyError:
-            raise KeyError(
+            raise MissingCalibrationValue(
                 f"calibration step {self.name!r} has no value {key!r} "
-                f"(it has {sorted(self.values)})"
+                f"(it has {sorted(self.values)}): re-run that step (hil calibrate --steps "
+                f"{self.name})"
             ) from None
 
     # HDF5 (de)serialisation: arrays as datasets, everything else as JSON attributes
@@ -166,6 +200,7 @@ class CalibrationSet:
     def __init__(self, devices: dict[str, Any] | None = None, **steps: StepResult) -> None:
         self.devices: dict[str, Any] = dict(devices or {})
         self.created = time.time()
+        self.path: Path | None = None  # the file it was loaded from or saved to
         for name in STEPS:
             setattr(self, name, None)
         for name, step in steps.items():
@@ -222,6 +257,66 @@ class CalibrationSet:
     def zernike_noll_rad(self) -> dict[int, float] | None:
         return None if self.wavefront is None else dict(self.wavefront["zernike_noll_rad"])
 
+    @property
+    def imaging_config(self) -> Any:
+        """The ``ImagingConfig`` the decoders (else the model) were made with; None when no
+        step records one (a calibration made before they were recorded)."""
+        from calibration.imaging_config import ImagingConfig
+
+        for name in ("decoders", "model"):
+            step = getattr(self, name)
+            if step is not None and isinstance(step.values.get("imaging_config"), dict):
+                return ImagingConfig.from_dict(step.values["imaging_config"],
+                                               what=f"calibration step {name!r} imaging_config")
+        return None
+
+    def decoder_file(self, name: str = "default") -> Path:
+        """The path of a decoder written by the decoders step: "default" (the step's
+        ``default_decoder``), "best", "twin" or "capture"; clear errors when absent."""
+        step = self.require("decoders")
+        if name in ("default", "best"):
+            name = str(step.values.get(f"{name}_decoder", "twin"))
+        files = step.values.get("decoder_files") or {}
+        rel = (files.get(name) or {}).get("path") or step.values.get(f"{name}_path")
+        if rel is None:
+            raise CalibrationError(f"calibration: no {name!r} decoder recorded (it has "
+                                   f"{sorted(files) or 'none'}); run `hil calibrate ... "
+                                   "--steps decoders` with an output directory")
+        if self.path is None:
+            raise CalibrationError("calibration: not loaded from a file, so its decoder files "
+                                   "cannot be found")
+        path = self.path.parent / str(rel)
+        if not path.is_file():
+            raise FileNotFoundError(f"calibration: its {name} decoder {path} is missing")
+        return path
+
+    def decoder_record(self, path: str | os.PathLike) -> tuple[str, dict[str, Any]] | None:
+        """(name, {path, sha256}) of the decoders step's file with the same content as
+        ``path``; None when the calibration did not write it."""
+        if self.decoders is None:
+            return None
+        files = self.decoders.values.get("decoder_files") or {}
+        digest = file_sha256(path)
+        for name, rec in files.items():
+            if isinstance(rec, dict) and rec.get("sha256") == digest:
+                return name, rec
+        return None
+
+    def device_differences(self, devices: dict[str, Any]) -> list[str]:
+        """One line per identity (``IDENTITY_KEYS``) of the SLM or camera where the opened
+        bench's ``devices`` (``device_identities``) differ from those recorded here."""
+        out = []
+        for kind in ("slm", "camera"):
+            mine, theirs = self.devices.get(kind), devices.get(kind)
+            if not isinstance(mine, dict) or not isinstance(theirs, dict):
+                continue
+            for key in IDENTITY_KEYS:
+                if key in mine and key in theirs \
+                        and _jsonable(mine[key]) != _jsonable(theirs[key]):
+                    out.append(f"{kind} {key}: calibration {mine[key]!r}, bench "
+                               f"{theirs[key]!r}")
+        return out
+
     # files
     @staticmethod
     def file_path(path: str | os.PathLike) -> Path:
@@ -246,6 +341,7 @@ class CalibrationSet:
                 for name in self.steps():
                     getattr(self, name)._write(f.create_group(name))
             os.replace(tmp, target)
+            self.path = target
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -278,6 +374,7 @@ class CalibrationSet:
             try:
                 out = cls(devices=json.loads(f.attrs.get("devices", "{}")))
                 out.created = float(f.attrs.get("created", 0.0))
+                out.path = p
                 for name in STEPS:
                     if name in f:
                         out.set(name, StepResult._read(name, f[name]))

@@ -226,7 +226,9 @@ def train_on_bench_cli(args: Any) -> int:
         encode_batched(enc, imgs), imgs, method=args.method, encoder=enc,
         epochs=getattr(args, "epochs", 5000), seed=args.seed)
     with open_bench(args.on_bench) as bench:
-        imager = BenchImager(bench, cal, charges=tuple(args.charges))
+        # image as the calibration's model and decoders were (its recorded config)
+        config = cal.imaging_config if cal is not None else None
+        imager = BenchImager(bench, cal, enc, config).prepare()
         layer = BenchEncoder(imager, enc.masks_rad, learnable=False)
         result = fine_tune_on_bench(layer, dec.weight_.cpu(), steps=steps, gamma=args.gamma,
                                     seed=args.seed)

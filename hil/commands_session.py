@@ -1,4 +1,4 @@
-"""Session sub-commands: ``hil run`` (a bench run) and ``hil mask show``."""
+"""Session sub-commands: ``hil run`` (a bench run); masks are in ``hil.commands_mask``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ def register(sub) -> None:
         "(appended and flushed after every capture), results.json and report.md. A run that "
         "was killed or stopped by a device fault continues with --resume.")
     p.add_argument("bench", help="bench TOML file (or a shipped name such as sim.toml)")
-    p.add_argument("--decoder", type=Path, required=True, help="decoder file (.pt)")
+    p.add_argument("--decoder", type=Path, default=None,
+                   help="decoder file (.pt); default: the calibration's twin-trained decoder. "
+                   "One the calibration did not write is refused (it was not fitted through "
+                   "the calibrated bench model) unless --force")
     p.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                    help="calibration directory or .h5 (dark frame, geometry, LUT, aberrations)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
@@ -25,38 +28,37 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random subset seed")
     p.add_argument("--out", "-o", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--mode", choices=("sequential", "split"), default="sequential",
-                   help="dual vortex as two captures (default) or two SLM halves")
+    p.add_argument("--mode", choices=("sequential", "split"), default=None,
+                   help="dual vortex as two captures or two SLM halves (default: the "
+                   "calibration's imaging mode, else sequential)")
     p.add_argument("--geometry", choices=("calibrated", "nominal"), default=None,
                    help="camera->model map (default: calibrated when available)")
     p.add_argument("--exposure-s", type=_positive_float, default=None)
-    p.add_argument("--averaging", type=_positive_int, default=1)
-    p.add_argument("--retries", type=int, default=2, help="retries of a failed capture")
+    p.add_argument("--averaging", type=_positive_int, default=None,
+                   help="frames averaged per capture (default: the calibration's, else 1)")
+    p.add_argument("--retries", type=int, default=None,
+                   help="retries of a failed capture (default: the calibration's, else 2)")
     p.add_argument("--mask", type=Path, default=None, help="learned encoder mask file")
     p.add_argument("--classifier", type=Path, default=None,
                    help="a torch-saved LinearSoftmaxClassifier (trusted file) for accuracy")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="run although the decoder, mask, calibration, bench or imaging "
+                   "settings do not belong together (recorded in run.json)")
     p.set_defaults(func=cmd_run)
-
-    m = sub.add_parser("mask", help="phase-mask files").add_subparsers(dest="mask_command",
-                                                                        metavar="ACTION")
-    s = m.add_parser("show", help="plot a mask file to PNG and print its metadata")
-    s.add_argument("file", type=Path)
-    s.add_argument("--out", "-o", type=Path, default=None, help="PNG (default: FILE.png)")
-    s.set_defaults(func=cmd_mask_show)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .session import RunConfig, run_session
 
-    if args.retries < 0:
+    if args.retries is not None and args.retries < 0:
         raise ValueError(f"--retries: expected an integer >= 0, got {args.retries}")
     cfg = RunConfig(bench=args.bench, decoder=args.decoder, out=args.out,
                     calibration=args.calibration, dataset=args.dataset, split=args.split,
                     n=args.n, seed=args.seed, mode=args.mode, geometry=args.geometry,
                     exposure_s=args.exposure_s, averaging=args.averaging, retries=args.retries,
                     mask=args.mask, classifier=args.classifier, resume=args.resume,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, force=args.force)
     status = run_session(cfg)
     res = (args.out / "results.json")
     if res.is_file():
@@ -68,17 +70,3 @@ def cmd_run(args: argparse.Namespace) -> int:
                   + (f", accuracy {r['accuracy']:.4f}" if "accuracy" in r else "")
                   + f"; report: {args.out / 'report.md'}")
     return status
-
-
-def cmd_mask_show(args: argparse.Namespace) -> int:
-    import json
-
-    from .masks import load_mask, plot_mask
-
-    mask = load_mask(args.file)
-    out = plot_mask(mask, args.out or args.file.with_suffix(".png"))
-    meta = mask.metadata()
-    meta.pop("provenance", None)
-    print(json.dumps(meta))
-    print(f"figure: {out}")
-    return 0

@@ -59,6 +59,19 @@ def register(sub) -> None:
                    help="calibration directory for --on-bench")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="--on-bench: number of hardware-in-the-loop steps")
+    p.add_argument("--learn-mask", action="store_true",
+                   help="learn the phase masks end to end through the twin (started from the "
+                   "vortex of --charges), fit the decoder for them, and write the mask file "
+                   "next to the decoder")
+    p.add_argument("--mask-steps", type=_positive_int, default=100,
+                   help="--learn-mask: Adam steps on masks and decoder together (default 100)")
+    p.add_argument("--mask-lr", type=_positive_float, default=1e-2,
+                   help="--learn-mask: learning rate of the masks (default 0.01)")
+    p.add_argument("--mask-count", type=_positive_int, default=256,
+                   help="--learn-mask: training images used in the end-to-end steps "
+                   "(default 256, at most --count)")
+    p.add_argument("--mask-out", type=Path, default=None,
+                   help="--learn-mask: mask file to write (default: --out with .mask.npz)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="reconstruct a dataset with a decoder: SSIM, PSNR, MSE",
@@ -95,23 +108,96 @@ def cmd_train(args) -> int:
 
     if args.out.suffix != ".pt":
         raise UserError(f"--out: expected a .pt file name, got {args.out}")
+    mask_out = None
+    if args.learn_mask:
+        if args.on_bench is not None:
+            raise UserError("--learn-mask: learns through the twin; it cannot be combined with "
+                            "--on-bench")
+        mask_out = args.mask_out or args.out.with_suffix(".mask.npz")
+        if mask_out.suffix not in (".npz", ".h5", ".hdf5"):
+            raise UserError(f"--mask-out: expected a .npz or .h5 file name, got {mask_out}")
+    elif args.mask_out is not None:
+        raise UserError("--mask-out: only with --learn-mask")
+    if args.method == "ridge" and args.alpha is None and args.count < 2:
+        raise UserError(f"--count: choosing the ridge alpha on a held-out split needs at least "
+                        f"2 images, got {args.count}; give more, or --alpha")
+    from .output_paths import check_output_file
+
+    check_output_file(args.out, "--out")  # before any work, not after it
+    if mask_out is not None:
+        check_output_file(mask_out, "--mask-out")
     if args.on_bench is not None:
         from .bench_training import train_on_bench_cli
 
         return train_on_bench_cli(args)
     t0 = time.perf_counter()
-    enc = DualVortexEncoder(tuple(args.charges),
-                            sensor=SensorModel("intensity" if args.intensity else "magnitude"))
+    sensor = SensorModel("intensity" if args.intensity else "magnitude")
+    enc = DualVortexEncoder(tuple(args.charges), sensor=sensor)
     imgs = speckle(args.count, args.gamma, seed=args.seed)
+    learned_from = None
+    if args.learn_mask:
+        learned_from = enc
+        enc, losses = learn_masks(enc, imgs[:args.mask_count], steps=args.mask_steps,
+                                  lr=args.mask_lr, alpha=args.alpha, seed=args.seed)
     patterns = encode_batched(enc, imgs)
     dec = LinearDecoder(alpha=args.alpha).fit(patterns, imgs, method=args.method, encoder=enc,
                                               epochs=args.epochs, seed=args.seed)
+    if mask_out is not None:
+        from .masks import mask_from_encoder, save_mask
+
+        mask = mask_from_encoder(enc, provenance={
+            "command": "hil train --learn-mask", "decoder": str(args.out), "gamma": args.gamma,
+            "count": args.count, "mask_count": min(args.mask_count, args.count),
+            "mask_steps": args.mask_steps, "mask_lr": args.mask_lr, "seed": args.seed,
+            "start": learned_from.signature(), "loss_first": losses[0],
+            "loss_last": losses[-1]})
+        mask.xmax, mask.focal = float(learned_from.xmax), float(learned_from.focal)
+        save_mask(mask, mask_out)
     dec.save(args.out)
     dt = time.perf_counter() - t0
     alpha = f", alpha {dec.alpha_:.3g}" if dec.alpha_ is not None else ""
     print(f"decoder written to {args.out} ({args.method}, γ={args.gamma:g}, {args.count} images"
           f"{alpha}, train MSE {dec.train_mse_:.4g}, {dt:.1f} s)")
+    if mask_out is not None:
+        print(f"learned mask written to {mask_out} ({args.mask_steps} steps, end-to-end loss "
+              f"{losses[0]:.4g} -> {losses[-1]:.4g}); use it with `hil run --mask {mask_out}`")
     return 0
+
+
+def learn_masks(start, images, *, steps: int = 100, lr: float = 1e-2,
+                lr_decoder: float = 1e-4, alpha: float | None = None, seed: int = 0):
+    """Masks learned end to end through the twin, started from the encoder ``start``.
+
+    As the paper study's learned design (experiments/paper/designs.py): a ridge decoder
+    for ``start`` on ``images``, then Adam on the masks and the decoder weights together
+    (mean squared error of the reconstruction), ``steps`` full-batch steps. Returns
+    (a fixed ``PhaseEncoder`` named "learned" with the learned masks, the loss per step);
+    refit the decoder for it afterwards (closed form).
+    """
+    import torch
+
+    from simulation import LinearDecoder, PhaseEncoder, encode_batched, normalise_for_decoder
+
+    torch.manual_seed(seed)
+    first = LinearDecoder(alpha=alpha, device="cpu").fit(
+        encode_batched(start, images), images, method="ridge", encoder=start, seed=seed,
+        progress=False)
+    enc = PhaseEncoder(start.masks_rad.detach().clone(), learnable=True,
+                       phase_depth=start.phase_depth, sensor=start.sensor, name="learned")
+    w = first.weight_.detach().clone().to(torch.float32).requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [enc.masks_rad], "lr": lr},
+                            {"params": [w], "lr": lr_decoder}])
+    x, y = images, images.reshape(len(images), -1)
+    losses = []
+    for _ in range(int(steps)):
+        opt.zero_grad(set_to_none=True)
+        loss = ((normalise_for_decoder(enc(x)) @ w - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    fixed = PhaseEncoder(enc.masks_rad.detach().clone(), learnable=False,
+                         phase_depth=start.phase_depth, sensor=start.sensor, name="learned")
+    return fixed, losses
 
 
 def evaluate(decoder_path: Path, dataset: str, split: str, n: int, colour: str = "grey",
@@ -124,7 +210,13 @@ def evaluate(decoder_path: Path, dataset: str, split: str, n: int, colour: str =
     if dec.encoder_signature_ is None:
         raise UserError(
             f"{decoder_path}: the decoder records no encoder; refit it with `hil train`")
-    enc = encoder_from_signature(dec.encoder_signature_).to(dec.device)
+    try:  # the signature comes from the user's file: a malformed one is a user error
+        enc = encoder_from_signature(dec.encoder_signature_)
+    except (KeyError, TypeError, ValueError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise UserError(f"{decoder_path}: its encoder signature cannot be rebuilt ({detail})"
+                        ) from exc
+    enc = enc.to(dec.device)
     images, _ = load_dataset(dataset, split, n=n, seed=seed, colour=colour)
     rec = reconstruct(images, enc, dec)
     s, p, m = ssim(images, rec), psnr(images, rec), mse(images, rec)
@@ -146,6 +238,10 @@ def evaluate(decoder_path: Path, dataset: str, split: str, n: int, colour: str =
 
 
 def cmd_eval(args) -> int:
+    if args.out is not None:
+        from .output_paths import check_output_dir
+
+        check_output_dir(args.out, "--out")
     r = evaluate(args.decoder, args.dataset, args.split, args.n, args.colour, args.seed, args.out)
     if args.json:
         print(json.dumps(r, indent=2))

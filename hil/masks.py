@@ -14,18 +14,29 @@ Phase convention: ``phase_rad`` is the φ of the field factor exp(+iφ) in ``sim
 so a ramp that increases along columns sends light to +x on the camera, on the model and
 on the bench alike (tested).
 
-``load_onto_slm`` wraps the phase, applies the SLM's wavelength scaling (a slmsuite SLM
-whose grey range is 2π at ``wav_design_um`` is sent φ·wav_um/wav_design_um, unless a
-measured phase response, the LUT, is loaded, which already maps radians at the
-operating wavelength to grey levels) and refuses a mask whose grid does not fit the SLM,
-or whose wavelength differs from the SLM's, with the numbers in the message.
+Identity: ``PhaseMask.sha256`` is the SHA-256 of the (C, N, N) float32 phase stack;
+its first 16 hex digits (``signature_hash``) are what ``simulation`` encoders record as
+``mask_sha256`` in their ``signature()``, and decoder files in their encoder signature,
+so a mask and a decoder can be compared (``calibration.imaging_config.EncoderSpec``
+``.from_mask(mask).signature_differences(signature)`` does it, with the optics of
+``optics()``). The file records the hash and ``load_mask`` refuses a file whose phase
+does not match it.
+
+``load_onto_slm`` shows one channel in s×s blocks (no steering grating, margin or
+aberration correction: ``hil mask push`` composes those as a bench run does, through
+``calibration.imaging.BenchImager``) and refuses a mask whose grid does not fit the SLM,
+or whose wavelength differs from the SLM's, with the numbers in the message. The
+wavelength scaling (φ·wav_um/wav_design_um without a LUT) and the grey levels are the
+device layer's (``devices.base.SLM.set_phase``), the one path for every caller;
+``mask_grey_levels`` runs the same path on an SLM that exists only in memory, for
+``hil mask export``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +44,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PhaseMask", "save_mask", "load_mask", "mask_from_encoder", "load_onto_slm",
-           "plot_mask"]
+from devices import SLM
+from simulation.atomic import atomic_path, write_bytes_atomic
+
+__all__ = ["PhaseMask", "save_mask", "load_mask", "mask_from_encoder", "vortex_mask",
+           "load_onto_slm", "mask_grey_levels", "write_grey_image", "plot_mask"]
 
 FORMAT = "hil-phase-mask"
 FORMAT_VERSION = 1
@@ -84,11 +98,32 @@ class PhaseMask:
         """(C, N, N) float32."""
         return self.phase_rad if self.phase_rad.ndim == 3 else self.phase_rad[None]
 
+    @property
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the (C, N, N) float32 phase stack: the mask's content hash."""
+        stack = np.ascontiguousarray(self.phase_stack(), dtype=np.float32)
+        return hashlib.sha256(stack.tobytes()).hexdigest()
+
+    @property
+    def signature_hash(self) -> str:
+        """The 16 hex digits encoders record as ``mask_sha256`` in their signature."""
+        return self.sha256[:16]
+
+    @property
+    def is_vortex(self) -> bool:
+        return not isinstance(self.charges, str)
+
+    def optics(self) -> dict[str, Any]:
+        """The model optics the mask was made for (what imaging must use with it)."""
+        return {"grid": self.grid, "channels": self.channels, "phase_depth": self.phase_depth,
+                "xmax": self.xmax, "focal": self.focal, "wav_um": self.wav_um,
+                "charges": self.charges}
+
     def metadata(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "grid": self.grid,
                 "channels": self.channels, "charges": self.charges, "wav_um": self.wav_um,
                 "pitch_um": self.pitch_um, "phase_depth": self.phase_depth, "xmax": self.xmax,
-                "focal": self.focal, "provenance": self.provenance}
+                "focal": self.focal, "sha256": self.sha256, "provenance": self.provenance}
 
 
 def mask_from_encoder(encoder: Any, *, wav_um: float = 0.633, pitch_um: float | None = None,
@@ -105,16 +140,29 @@ def mask_from_encoder(encoder: Any, *, wav_um: float = 0.633, pitch_um: float | 
                      focal=float(getattr(encoder, "focal", 8.0)), provenance=prov)
 
 
+def vortex_mask(charges: Any = (1, 3), *, size: int = 32, xmax: float = 10.0,
+                focal: float = 8.0, phase_depth: float = float(np.pi / 2),
+                wav_um: float = 0.633, pitch_um: float | None = None) -> PhaseMask:
+    """The twin's dual-vortex encoder (vortex m·θ + lens −R²/focal) as a ``PhaseMask``.
+
+    Its ``signature_hash`` equals the ``mask_sha256`` of decoders fitted with
+    ``DualVortexEncoder(charges, size=..., xmax=..., focal=...)``.
+    """
+    from simulation import DualVortexEncoder
+
+    enc = DualVortexEncoder(tuple(int(c) for c in charges), size=int(size), xmax=float(xmax),
+                            focal=float(focal), phase_depth=float(phase_depth))
+    return mask_from_encoder(enc, wav_um=wav_um, pitch_um=pitch_um,
+                             provenance={"made_by": "vortex_mask"})
+
+
 def save_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
     """Write ``.npz`` or ``.h5`` (by suffix), atomically (temporary name, then rename)."""
     path = Path(path)
     if path.suffix not in (".npz", ".h5", ".hdf5"):
         raise ValueError(f"path: expected a .npz or .h5 file name, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
     meta = json.dumps(mask.metadata(), default=str)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".npz":
             with open(tmp, "wb") as f:
                 np.savez(f, phase_rad=mask.phase_rad, metadata=np.array(meta))
@@ -124,9 +172,6 @@ def save_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("phase_rad", data=mask.phase_rad)
                 f.attrs["metadata"] = meta
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
@@ -151,16 +196,19 @@ def load_mask(path: str | os.PathLike) -> PhaseMask:
     if int(meta.get("grid", -1)) != phase.shape[-1]:
         raise ValueError(f"{path}: grid {meta.get('grid')} disagrees with phase_rad shape "
                          f"{phase.shape}")
-    return PhaseMask(phase, charges=meta["charges"], wav_um=float(meta["wav_um"]),
-                     pitch_um=meta.get("pitch_um"), phase_depth=float(meta["phase_depth"]),
-                     xmax=float(meta["xmax"]), focal=float(meta["focal"]),
-                     provenance=meta.get("provenance", {}))
-
-
-def _phase_scaling(slm: Any) -> float:
-    wrapped = getattr(slm, "wrapped", None)
-    design = getattr(wrapped, "wav_design_um", None) if wrapped is not None else None
-    return float(slm.wav_um) / float(design) if design else 1.0
+    try:
+        mask = PhaseMask(phase, charges=meta["charges"], wav_um=float(meta["wav_um"]),
+                         pitch_um=meta.get("pitch_um"), phase_depth=float(meta["phase_depth"]),
+                         xmax=float(meta["xmax"]), focal=float(meta["focal"]),
+                         provenance=meta.get("provenance", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad phase-mask metadata ({type(exc).__name__}: {exc})"
+                         ) from exc
+    stored = meta.get("sha256")
+    if stored is not None and stored != mask.sha256:
+        raise ValueError(f"{path}: the phase does not match the recorded sha256 "
+                         f"({mask.sha256[:16]}... vs {str(stored)[:16]}...): corrupted file")
+    return mask
 
 
 def load_onto_slm(mask: PhaseMask, slm: Any, *, channel: int = 0, phase_response_rad: Any = None,
@@ -186,13 +234,61 @@ def load_onto_slm(mask: PhaseMask, slm: Any, *, channel: int = 0, phase_response
     if phase_response_rad is not None:
         slm.set_phase_response(phase_response_rad)
     phase = np.mod(mask.phase_stack()[channel], 2 * np.pi).astype(np.float32)
-    if getattr(slm, "lut", None) is None:
-        scale = _phase_scaling(slm)
-        if scale > 1.0 + 1e-9:
-            raise ValueError(f"slm: its grey range is {2 / scale:.3g}π at {slm.wav_um:g} µm, "
-                             "less than 2π; load a measured phase response (LUT) first")
-        phase *= scale
-    return slm.set_phase(phase, settle=settle)
+    return slm.set_phase(phase, settle=settle)  # the device layer scales and quantises
+
+
+class _MemorySLM(SLM):
+    """An SLM that exists only in memory: ``set_phase`` computes grey levels, shows nothing."""
+
+    def _set_phase_hw(self, display: np.ndarray) -> None:
+        pass
+
+    def _close_hw(self) -> None:
+        pass
+
+
+def mask_grey_levels(mask: PhaseMask, slm_shape: tuple[int, int], *, channel: int = 0,
+                     bitdepth: int = 8, wav_design_um: float | None = None,
+                     phase_response_rad: Any = None) -> np.ndarray:
+    """The grey levels an SLM of ``slm_shape`` shows for one channel of ``mask`` (a copy).
+
+    The same path as ``load_onto_slm`` on a real SLM (s×s blocks, centred, zero phase
+    outside; wavelength scaling when ``wav_design_um`` differs from the mask's
+    ``wav_um``; the LUT of ``phase_response_rad``), run on an SLM held in memory.
+    """
+    rows, cols = (int(v) for v in slm_shape)
+    slm = _MemorySLM(shape=(rows, cols), bitdepth=bitdepth, wav_um=mask.wav_um,
+                     wav_design_um=wav_design_um, name="export", backend="memory")
+    try:
+        return load_onto_slm(mask, slm, channel=channel, phase_response_rad=phase_response_rad,
+                             settle=False).copy()
+    finally:
+        slm.close()
+
+
+def write_grey_image(grey: np.ndarray, path: str | os.PathLike, fmt: str | None = None
+                     ) -> Path:
+    """Write grey levels as a single-channel PNG (8 or 16 bit) or BMP (8 bit), atomically.
+
+    ``fmt`` ("png" or "bmp") defaults to the suffix of ``path``.
+    """
+    import cv2
+
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in ("png", "bmp"):
+        raise ValueError(f"format: expected 'png' or 'bmp', got {fmt!r} (for {path.name})")
+    g = np.asarray(grey)
+    if g.ndim != 2 or g.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"grey: expected a 2-D uint8 or uint16 array, got {g.dtype} {g.shape}")
+    if fmt == "bmp" and g.dtype != np.uint8:
+        raise ValueError("format: BMP holds 8-bit grey levels only; use png for a "
+                         f"{8 * g.itemsize}-bit SLM")
+    ok, buf = cv2.imencode(f".{fmt}", np.ascontiguousarray(g))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode the grey levels as {fmt}")
+    write_bytes_atomic(path, buf.tobytes())
+    return path
 
 
 def plot_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:

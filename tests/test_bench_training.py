@@ -9,6 +9,7 @@ import torch
 from session_helpers import bench_toml, small_bench
 
 from calibration.imaging import BenchImager, ImagedBatch, affine_from_fourier
+from calibration.imaging_config import ImagingConfig
 from hil.bench_training import (
     BenchEncoder,
     fine_tune_on_bench,
@@ -99,7 +100,7 @@ def test_bench_fine_tuning_beats_twin_only_training():
     with open_bench(cfg) as bench:
         t = bench.truth
         geo = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
-        imager = BenchImager(bench, geometry=geo)
+        imager = BenchImager(bench, config=ImagingConfig(geometry=geo))
         captured = torch.from_numpy(imager.capture(test).patterns)
         twin_only = float(ssim(test, dec.predict(captured)).mean())
         layer = BenchEncoder(imager, enc.masks_rad, learnable=False)

@@ -207,3 +207,16 @@ def test_routines_refuse_bad_arguments(tmp_path):
         with pytest.raises(TypeError):
             run_calibration(bench, None, steps="dark", options={"dark": {"nonsense": 1}},
                             progress=False)
+
+
+def test_a_missing_value_is_a_user_error_naming_the_step_not_a_bug():
+    """A calibration file without a value a step needs: one line from the CLI (a bare
+    KeyError would now print a traceback, since hil.cli treats KeyError as a bug)."""
+    from hil.cli import user_error_message
+
+    step = StepResult("geometry", values={"model_to_camera": np.eye(2, 3)})
+    with pytest.raises(KeyError) as info:
+        step["lut_rad"]
+    msg = user_error_message(info.value)
+    assert msg is not None and "geometry" in msg and "lut_rad" in msg
+    assert user_error_message(KeyError("a bug")) is None  # the control: a real bug

@@ -98,7 +98,7 @@ def test_lut_and_wavelength_scaling():
     np.testing.assert_array_equal(grey, phase_to_grey(np.full((16, 16), np.pi, np.float32), 8,
                                                       slm.lut))
     small_range = SlmsuiteSLM(SimulatedSLM((16, 16), bitdepth=8, wav_um=0.5, wav_design_um=0.4))
-    with pytest.raises(ValueError, match="less than 2π"):
+    with pytest.raises(ValueError, match="cannot be shown"):
         load_onto_slm(mask, small_range)
 
 
@@ -112,3 +112,24 @@ def test_mask_show_cli(tmp_path, capsys):
     assert '"charges": [1, 3]' in capsys.readouterr().out
     assert plot_mask(PhaseMask(np.zeros((8, 8))), tmp_path / "z.png").is_file()
     assert main(["mask", "show", str(tmp_path / "nope.npz")]) == 2
+
+
+def test_content_hash_matches_encoder_signature_and_guards_the_file(tmp_path):
+    """``sha256`` is recorded; its first 16 digits are the encoder signature's mask hash;
+    a file whose phase was altered after writing is refused."""
+    from simulation import DualVortexEncoder
+
+    enc = DualVortexEncoder((1, 3))
+    m = mask_from_encoder(enc)
+    assert m.signature_hash == enc.signature()["mask_sha256"]
+    assert m.optics()["xmax"] == 10.0 and m.optics()["phase_depth"] == m.phase_depth
+    p = save_mask(m, tmp_path / "m.npz")
+    with np.load(p) as z:
+        phase, meta = z["phase_rad"].copy(), z["metadata"].copy()
+    phase[0, 3, 4] += 1e-3  # one pixel flipped on disk
+    np.savez(p, phase_rad=phase, metadata=meta)
+    with pytest.raises(ValueError, match="sha256.*corrupted"):
+        load_mask(p)
+    np.savez(p, phase_rad=phase, metadata=np.array('{"format": "hil-phase-mask", "grid": 32}'))
+    with pytest.raises(ValueError, match="bad phase-mask metadata"):
+        load_mask(p)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from calibration.imaging import BenchImager, affine_from_fourier
+from calibration.imaging_config import ImagingConfig
 from devices.bench import Bench
 from devices.slmsuite_adapter import SlmsuiteCamera, SlmsuiteSLM
 from hil.session import RunConfig, run_session
@@ -40,7 +41,8 @@ def test_session_on_slmsuite_simulated_devices(tmp_path):
     bench = Bench(slm=SlmsuiteSLM(sslm), camera=SlmsuiteCamera(scam, pitch_um=5.5))
     geometry = affine_from_fourier(M, b, bench.slm, 32, bench.slm.block_size((32, 32)))
     # slmsuite normalises the far field to unit power: pick an exposure that fills ~70 %
-    frames = BenchImager(bench, geometry=geometry).capture(torch.full((1, 32, 32), 0.5)).frames
+    imager = BenchImager(bench, config=ImagingConfig(geometry=geometry))
+    frames = imager.capture(torch.full((1, 32, 32), 0.5)).frames
     exposure = bench.camera.get_exposure() * 0.7 * (2**12 - 1) / max(float(frames.max()), 1.0)
 
     cfg = RunConfig(bench=bench, decoder=dec_path, out=tmp_path / "run", geometry=geometry,
