@@ -16,7 +16,22 @@ is used (the arguments must agree with it), captures already on disk are kept an
 the run goes on from the first image without a complete capture. A device fault that
 survives the imager's retries stops the run cleanly: laser off, every capture so far
 on disk, status "stopped" with the error in ``run.json``; results cover the captures
-so far. Exit status: 0 complete, 3 stopped by a device fault.
+so far. A capture that cannot be written (disk full, file-size limit: ``CaptureWriteError``)
+stops the run the same way, with one ``hil: error:`` line and no results (nothing more
+is written beside a failing file). Ctrl-C, SIGTERM and SIGHUP (``hil.safety``) switch the
+laser off and record status "interrupted" and the signal. The laser output stays as the
+bench file set it until the first capture needs light; switching it on is recorded in
+the session's entry of ``run.json``. Exit status: 0 complete, 3 stopped by a device fault
+or a failed capture write.
+
+Before the first capture the run checks that its pieces belong together
+(``hil.run_checks``): the decoder (default: the calibration's twin-trained one) against
+the mask or vortex it is shown with, the imaging configuration (``ImagingConfig``;
+default: the calibration's, flags override single settings) against the calibration's,
+and the calibration's device identities against the opened bench. A disagreement stops
+the run with one line naming the setting; ``force=True`` (``--force``) runs anyway and
+records what it was forced past in ``run.json`` (``forced``). The decoder then checks
+the bench's encoder signature again when it decodes.
 """
 
 from __future__ import annotations
@@ -26,8 +41,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +53,13 @@ import numpy as np
 from .runs import (
     CAPTURES_FILE,
     CaptureStore,
+    CaptureWriteError,
     git_commit,
     read_captures,
     versions,
     write_json_atomic,
 )
+from .safety import signal_name
 
 __all__ = ["RunConfig", "run_session", "write_results", "EXIT_STOPPED"]
 
@@ -51,31 +69,38 @@ EXIT_STOPPED = 3
 RUN_FORMAT = 1
 # fields that must agree when a run is resumed
 _RESUME_KEYS = ("dataset", "split", "n", "seed", "decoder_sha256", "mode", "geometry",
-                "averaging", "exposure_s", "mask_sha256")
+                "averaging", "exposure_s", "mask_sha256", "imaging_config")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunConfig:
-    """Everything ``hil run`` needs (CLI flags map one to one)."""
+    """Everything ``hil run`` needs (CLI flags map one to one).
+
+    ``decoder`` None: the calibration's default (twin-trained) decoder. ``imaging``: the
+    base ``ImagingConfig`` (None: the calibration's, else the default); ``mode``,
+    ``geometry``, ``exposure_s``, ``averaging`` and ``retries`` override single settings of
+    it when not None. ``force``: run although the pieces do not belong together.
+    """
 
     bench: Any  # a bench TOML path, a shipped name, a dict, or an opened Bench (kept open)
-    decoder: Path
     out: Path
+    decoder: Path | None = None
     calibration: Path | None = None
     dataset: str = "mnist"
     split: str = "test"
     n: int = 500
     seed: int | None = 0
-    mode: str = "sequential"
+    mode: str | None = None
     geometry: Any = None  # None: calibrated if available, else nominal; or a 2x3 affine
     exposure_s: float | None = None
-    averaging: int = 1
-    retries: int = 2
+    averaging: int | None = None
+    retries: int | None = None
     mask: Path | None = None  # learned encoder mask file (hil.masks)
     classifier: Path | None = None
     resume: bool = False
     progress: bool = True
-    imager_options: dict[str, Any] = field(default_factory=dict)
+    imaging: Any = None  # calibration.imaging_config.ImagingConfig
+    force: bool = False
 
 
 def _sha256(path: Path | None) -> str | None:
@@ -88,9 +113,11 @@ def _sha256(path: Path | None) -> str | None:
     return h.hexdigest()
 
 
-def _config_record(cfg: RunConfig) -> dict[str, Any]:
+def _config_record(cfg: RunConfig, decoder_path: Path, imaging: Any) -> dict[str, Any]:
     d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    d["imager_options"] = {k: v for k, v in cfg.imager_options.items()}
+    d["decoder"] = decoder_path
+    d["imaging"] = None if cfg.imaging is None else cfg.imaging.to_dict()
+    d["imaging_config"] = imaging.to_dict()
     if hasattr(cfg.bench, "slm"):
         d["bench"] = f"<opened bench {getattr(cfg.bench, 'name', '')}>"
     else:
@@ -99,11 +126,26 @@ def _config_record(cfg: RunConfig) -> dict[str, Any]:
         d[k] = None if d[k] is None else str(Path(d[k]).resolve())
     if d["geometry"] is not None and not isinstance(d["geometry"], str):
         d["geometry"] = [[float(v) for v in row] for row in d["geometry"]]
-    d["decoder_sha256"] = _sha256(Path(cfg.decoder))
+    d["decoder_sha256"] = _sha256(Path(decoder_path))
     d["mask_sha256"] = _sha256(Path(cfg.mask)) if cfg.mask else None
     d.pop("resume")
     d.pop("progress")
     return d
+
+
+def _read_run_record(run_json: Path) -> dict[str, Any]:
+    """The record of the run being resumed; a damaged run.json is a user error naming it."""
+    try:
+        record = json.loads(run_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume: {run_json} cannot be read as a run record ({exc})") from exc
+    missing = [k for k in ("config", "sessions") if not isinstance(record, dict) or k not in record]
+    if missing or not (isinstance(record["config"], dict)
+                       and isinstance(record["sessions"], list)):
+        raise ValueError(f"--resume: {run_json} is not a complete run record (missing or bad: "
+                         f"{', '.join(missing) or 'config/sessions'}); start a new run in "
+                         "another --out")
+    return record
 
 
 def _check_resume(stored: dict[str, Any], now: dict[str, Any]) -> None:
@@ -114,21 +156,6 @@ def _check_resume(stored: dict[str, Any], now: dict[str, Any]) -> None:
                          + "; ".join(diff) + "); resume with the same arguments")
 
 
-def _encoder_for(decoder: Any, mask_path: Path | None) -> dict[str, Any]:
-    sig = decoder.encoder_signature_ or {}
-    if mask_path is not None:
-        from .masks import load_mask
-
-        m = load_mask(mask_path)
-        return {"encoder_masks_rad": m.phase_stack(), "charges": None, "signature": sig}
-    if "charges" not in sig:
-        raise ValueError(f"--decoder: {sig.get('name', 'this decoder')!r} is not a vortex "
-                         "decoder; give the learned encoder's mask file with --mask")
-    return {"charges": tuple(int(c) for c in sig["charges"]), "signature": sig,
-            "xmax": float(sig.get("xmax", 10.0)), "focal": float(sig.get("focal", 8.0)),
-            "phase_depth": float(sig.get("phase_depth", np.pi / 2))}
-
-
 def _load_images(cfg: RunConfig):
     from simulation import load_dataset
 
@@ -137,59 +164,76 @@ def _load_images(cfg: RunConfig):
 
 def run_session(cfg: RunConfig) -> int:
     """Run (or resume) a bench session; returns the exit status (0, or 3 when stopped)."""
+    from calibration.capture import device_identities
     from calibration.imaging import BenchImager
     from devices import bench as bench_mod
     from devices.errors import DeviceError
-    from simulation import LinearDecoder
+
+    from .run_checks import bench_problems, bench_signature, enforce, resolve_run_inputs
 
     out = Path(cfg.out)
     run_json = out / "run.json"
-    record_now = _config_record(cfg)
-    if cfg.resume:
-        if not run_json.is_file():
-            raise FileNotFoundError(f"--resume: no run to resume in {out} (run.json missing)")
-        record = json.loads(run_json.read_text())
-        _check_resume(record["config"], record_now)
-    elif run_json.exists() or (out / CAPTURES_FILE).exists():
-        raise FileExistsError(f"--out: {out} already holds a run; add --resume to continue it "
-                              "or choose another directory")
-    decoder = LinearDecoder.load(cfg.decoder)
-    enc = _encoder_for(decoder, cfg.mask)
-    images, labels = _load_images(cfg)
     calibration = None
     if cfg.calibration is not None:
         from calibration.store import CalibrationSet
 
         calibration = CalibrationSet.load(cfg.calibration)
+    images, labels = _load_images(cfg)
+    inputs = resolve_run_inputs(
+        decoder=cfg.decoder, mask=cfg.mask, calibration=calibration,
+        calibration_arg=cfg.calibration, imaging=cfg.imaging,
+        overrides={"mode": cfg.mode, "geometry": cfg.geometry, "exposure_s": cfg.exposure_s,
+                   "averaging": cfg.averaging, "retries": cfg.retries},
+        size=int(images.shape[-1]))
+    forced = enforce(inputs.problems, cfg.force)
+    decoder = inputs.decoder
+    record_now = _config_record(cfg, inputs.decoder_path, inputs.imaging)
+    if cfg.resume:
+        if not run_json.is_file():
+            raise FileNotFoundError(f"--resume: no run to resume in {out} (run.json missing)")
+        record = _read_run_record(run_json)
+        _check_resume(record["config"], record_now)
+    elif run_json.exists() or (out / CAPTURES_FILE).exists():
+        raise FileExistsError(f"--out: {out} already holds a run; add --resume to continue it "
+                              "or choose another directory")
+    if cfg.classifier is not None:  # refused here, before any capture
+        load_classifier(cfg.classifier, decoder.image_shape_)
 
     status, error = "complete", None
     opened = hasattr(cfg.bench, "slm") and hasattr(cfg.bench, "camera")
     ctx = contextlib.nullcontext(cfg.bench) if opened else bench_mod.open_bench(cfg.bench)
     with ctx as bench:
-        kw = {k: v for k, v in enc.items() if k != "signature"}
-        imager = BenchImager(bench, calibration, mode=cfg.mode, geometry=cfg.geometry,
-                             exposure_s=cfg.exposure_s, averaging=cfg.averaging,
-                             retries=cfg.retries, size=int(images.shape[-1]),
-                             **kw, **cfg.imager_options)
+        forced += enforce(bench_problems(calibration, device_identities(bench)), cfg.force)
+        imager = BenchImager(bench, calibration, inputs.encoder, inputs.imaging).prepare()
         if not cfg.resume:
             record = {"format_version": RUN_FORMAT, "config": record_now,
                       "created": time.time(), "git_commit": git_commit(),
                       "versions": versions(), "devices": _devices(bench),
                       "imaging": imager.describe(),
                       "calibration_steps": calibration.steps() if calibration else None,
-                      "decoder": decoder.metadata(), "status": "running", "sessions": []}
-        record["sessions"].append({"started": time.time(), "devices": _devices(bench)})
+                      "decoder": decoder.metadata(), "forced": forced,
+                      "status": "running", "sessions": []}
+        record["sessions"].append({"started": time.time(), "devices": _devices(bench),
+                                   "forced": forced})
         record["status"] = "running"
         write_json_atomic(run_json, record)
         store_path = out / CAPTURES_FILE
-        if cfg.resume and store_path.exists():
-            store = CaptureStore.resume(store_path)
-        else:
-            store = CaptureStore.create(
-                store_path, frame_shape=(imager.frames_per_image, *bench.camera.shape),
-                frame_dtype=bench.camera.dtype,
-                pattern_shape=(imager.channels, imager.size, imager.size), dark=imager.dark,
-                attrs={"dataset": cfg.dataset, "split": cfg.split, "seed": cfg.seed})
+        try:
+            if cfg.resume and store_path.exists():
+                store = CaptureStore.resume(store_path)
+            else:
+                store = CaptureStore.create(
+                    store_path, frame_shape=(imager.frames_per_image, *bench.camera.shape),
+                    frame_dtype=bench.camera.dtype,
+                    pattern_shape=(imager.channels, imager.size, imager.size),
+                    dark=imager.dark,
+                    attrs={"dataset": cfg.dataset, "split": cfg.split, "seed": cfg.seed})
+        except CaptureWriteError as exc:  # no room for even one capture: nothing captured
+            record["status"], record["error"] = "stopped", f"{type(exc).__name__}: {exc}"
+            record["sessions"][-1].update(ended=time.time(), status="stopped")
+            write_json_atomic(run_json, record)
+            print(f"hil: error: --out: {exc.strerror}", file=sys.stderr)
+            return EXIT_STOPPED
         with store:
             start = store.count
             done = set(store.indices.tolist())
@@ -198,8 +242,6 @@ def run_session(cfg: RunConfig) -> int:
             log.info("run %s: %d of %d images captured, %d to go", out, start, len(images),
                      len(images) - start)
             laser = getattr(bench, "laser", None)
-            if laser is not None and not laser.is_output_on():
-                laser.output_on()
             bar = None
             if cfg.progress:
                 from tqdm.auto import tqdm
@@ -207,6 +249,8 @@ def run_session(cfg: RunConfig) -> int:
                 bar = tqdm(total=len(images), initial=start, desc="capture", unit="img")
             try:
                 for i in range(start, len(images)):
+                    if i == start and laser is not None:
+                        _light_for_capture(laser, record)
                     frames, info = imager.capture_frames(images[i])
                     store.append(i, frames, imager.frames_to_patterns(frames)[0], info)
                     if bar is not None:
@@ -216,8 +260,11 @@ def run_session(cfg: RunConfig) -> int:
                 log.error("run stopped by a device fault after %d captures: %s", store.count,
                           error)
                 _laser_off(bench)
-            except KeyboardInterrupt:
-                status, error = "interrupted", "KeyboardInterrupt"
+            except CaptureWriteError as exc:  # disk full, file-size limit, I/O error
+                status, error = "stopped", f"{type(exc).__name__}: {exc}"
+                _laser_off(bench)
+            except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (hil.safety)
+                status, error = "interrupted", signal_name(exc)
                 _laser_off(bench)
                 raise
             finally:
@@ -227,7 +274,11 @@ def run_session(cfg: RunConfig) -> int:
                 record["sessions"][-1].update(ended=time.time(), status=status,
                                               captures=store.count)
                 write_json_atomic(run_json, record)
-    write_results(out, images, labels, decoder, cfg.classifier, status=status)
+    if store.failed is not None:  # nothing more is written next to a failing capture file
+        print(f"hil: error: --out: {store.failed.strerror}", file=sys.stderr)
+        return EXIT_STOPPED
+    write_results(out, images, labels, decoder, cfg.classifier, status=status,
+                  encoder=None if forced else bench_signature(inputs.encoder, decoder))
     if status == "stopped":
         print(f"hil run: stopped by a device fault ({error}); {status}: captures so far are "
               f"in {out / CAPTURES_FILE}; fix the bench and add --resume")
@@ -241,6 +292,19 @@ def _devices(bench: Any) -> dict[str, Any]:
     return {k: getattr(bench, k).info() for k in ("slm", "camera") if hasattr(bench, k)}
 
 
+def _light_for_capture(laser: Any, record: dict[str, Any]) -> None:
+    """Switch the laser output on when the first capture needs light (recorded in run.json).
+
+    Until then the output stays as the bench file set it when the bench was opened.
+    """
+    if laser.is_output_on():
+        record["sessions"][-1]["laser"] = "on when opened"
+        return
+    laser.output_on()
+    record["sessions"][-1]["laser"] = f"switched on for the first capture at {time.time():.3f}"
+    log.info("laser '%s': output switched on for the captures", laser.name)
+
+
 def _laser_off(bench: Any) -> None:
     if hasattr(bench, "laser_off"):
         bench.laser_off()
@@ -248,10 +312,34 @@ def _laser_off(bench: Any) -> None:
         bench.laser.output_off()
 
 
+def load_classifier(path: Path, image_shape: tuple[int, ...] | None = None) -> Any:
+    """The ``--classifier`` file, a `LinearSoftmaxClassifier.save` file (nothing in it runs).
+
+    With `image_shape` (the decoder's), a classifier for another number of pixels is
+    refused. Errors name ``--classifier`` and the file.
+    """
+    from simulation import LinearSoftmaxClassifier
+
+    try:
+        clf = LinearSoftmaxClassifier.load(path, device="cpu")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"--classifier: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"--classifier: {exc}") from exc
+    if image_shape is not None and int(np.prod(image_shape)) != clf.n_features_in_:
+        raise ValueError(f"--classifier: {path} takes {clf.n_features_in_} features (input "
+                         f"shape {clf.input_shape_}), the decoder reconstructs "
+                         f"{tuple(image_shape)} images")
+    return clf
+
+
 def write_results(out: Path, images: Any, labels: Any, decoder: Any,
-                  classifier_path: Path | None = None, *, status: str = "complete"
-                  ) -> dict[str, Any]:
-    """Decode the captures on disk; write results.json and the report (with figures)."""
+                  classifier_path: Path | None = None, *, status: str = "complete",
+                  encoder: Any = None) -> dict[str, Any]:
+    """Decode the captures on disk; write results.json and the report (with figures).
+
+    ``encoder``: the signature (or encoder) of what made the captures; the decoder refuses
+    patterns of another encoder (``EncoderMismatchError``)."""
     import torch
 
     from simulation import ssim
@@ -263,13 +351,13 @@ def write_results(out: Path, images: Any, labels: Any, decoder: Any,
     if len(idx) == 0:
         write_json_atomic(out / "results.json", res)
         return res
-    rec = decoder.predict(torch.from_numpy(caps["patterns"]))
+    rec = decoder.predict(torch.from_numpy(caps["patterns"]), encoder=encoder)
     ref = images[torch.as_tensor(idx)]
     s = ssim(ref, rec)
     res.update(ssim_mean=float(s.mean()), ssim_std=float(s.std()),
                per_image=[{"index": int(i), "ssim": float(v)} for i, v in zip(idx, s, strict=True)])
     if classifier_path is not None:
-        clf = torch.load(classifier_path, map_location="cpu", weights_only=False)
+        clf = load_classifier(classifier_path)
         res["accuracy"] = float(clf.score(rec.clamp(0, 1), labels[torch.as_tensor(idx)]))
     write_json_atomic(out / "results.json", res)
     _report(out, ref, rec, caps, res)

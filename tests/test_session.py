@@ -11,6 +11,7 @@ import torch
 from session_helpers import quick_decoder, small_bench
 
 from calibration.imaging import BenchImager, affine_from_fourier
+from calibration.imaging_config import EncoderSpec, ImagingConfig
 from hil.runs import CaptureStore, read_captures
 from hil.session import EXIT_STOPPED, RunConfig, run_session
 
@@ -35,7 +36,7 @@ def test_composed_phase_reproduces_the_twin_exactly():
     from simulation import DualVortexEncoder
 
     bench = _FakeBench((256, 320))
-    im = BenchImager(bench, grating=None)
+    im = BenchImager(bench, config=ImagingConfig(grating=None))
     assert im.block == 8 and im.frames_per_image == 2
     img = torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
     twin = DualVortexEncoder()(img[None])[0].numpy()
@@ -53,7 +54,7 @@ def test_composed_phase_reproduces_the_twin_exactly():
 
 def test_steering_grating_moves_the_window():
     bench = _FakeBench((256, 256))
-    plain = BenchImager(bench, grating=None)
+    plain = BenchImager(bench, config=ImagingConfig(grating=None))
     steered = BenchImager(bench)  # "auto": 0.75 N model pixels along x and y
     shift = steered.model_to_camera[0][:, 2] - plain.model_to_camera[0][:, 2]
     scale = plain.model_to_camera[0][0, 0]
@@ -61,7 +62,7 @@ def test_steering_grating_moves_the_window():
 
 
 def test_split_mode_layout_and_windows():
-    im = BenchImager(_FakeBench((256, 512)), mode="split")
+    im = BenchImager(_FakeBench((256, 512)), config=ImagingConfig(mode="split"))
     assert im.frames_per_image == 1 and im.block == 8
     xs = [a[0, 2] for a in im.model_to_camera]
     assert xs[0] < xs[1]  # channel 0 steered to -x, channel 1 to +x
@@ -71,16 +72,16 @@ def test_split_mode_layout_and_windows():
 def test_bad_arguments_are_refused_with_names():
     bench = _FakeBench((256, 256))
     with pytest.raises(ValueError, match="mode"):
-        BenchImager(bench, mode="both")
+        BenchImager(bench, config=ImagingConfig(mode="both"))
     with pytest.raises(ValueError, match="outside the"):
-        BenchImager(bench, grating=(0.4, 0.0))
+        BenchImager(bench, config=ImagingConfig(grating=(0.4, 0.0)))
     with pytest.raises(ValueError, match="does not fit"):
         BenchImager(_FakeBench((16, 16)))
     im = BenchImager(bench)
     with pytest.raises(ValueError, match="image"):
         im.slm_phase(np.full((32, 32), 2.0))
-    with pytest.raises(ValueError, match="encoder_masks_rad"):
-        BenchImager(bench, encoder_masks_rad=np.zeros((2, 16, 16)))
+    with pytest.raises(ValueError, match="encoder: its masks are 16x16"):
+        BenchImager(bench, encoder=EncoderSpec(np.zeros((2, 16, 16))))
 
 
 def _images(n=6):
@@ -98,7 +99,7 @@ def test_imager_on_bench_true_geometry():
     with open_bench(small_bench()) as bench:
         t = bench.truth
         a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
-        im = BenchImager(bench, geometry=a)
+        im = BenchImager(bench, config=ImagingConfig(geometry=a))
         out = im.capture(imgs)
     assert out.patterns.shape == (4, 2, 32, 32) and out.patterns.dtype == np.float32
     assert out.frames.shape == (4, 2, 256, 256) and out.frames.dtype == np.uint16
@@ -122,7 +123,7 @@ def test_split_mode_on_bench_matches_twin():
     with open_bench(cfg) as bench:
         t = bench.truth
         a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
-        out = BenchImager(bench, geometry=a, mode="split").capture(imgs)
+        out = BenchImager(bench, config=ImagingConfig(geometry=a, mode="split")).capture(imgs)
     assert out.frames.shape == (3, 1, 256, 256)
     twin = DualVortexEncoder()(imgs).numpy()
     for k in range(2):
