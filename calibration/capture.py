@@ -5,11 +5,22 @@ Routines talk to the bench only through the device interface (``slm.set_phase``,
 unchanged on the simulated bench and on hardware. Patterns are drawn at full SLM
 resolution in *model units*: a grating of model frequency (kx, ky) puts its first order
 at model pixel (N/2 + kx, N/2 + ky) of the N x N model Fourier grid.
+
+Memory: frames are reduced as they arrive, never stacked. ``capture_float`` averages
+into one running sum, ``RunningMoments`` keeps a per-pixel mean and variance (Welford)
+over any number of frames, and ``capture_patterns`` turns each image's frames into its
+(C, N, N) model-grid pattern before the next image is shown, so a step holds a few
+frames at most whatever the number of captures.
+
+Progress: ``progress_bar(total, desc)`` is a ``tqdm.auto`` bar counting captures,
+shown while ``show_progress(True)`` is active (``run_calibration(progress=True)``),
+silent otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -25,9 +36,78 @@ __all__ = [
     "laser_on",
     "device_identities",
     "full_scale",
+    "RunningMoments",
+    "capture_patterns",
+    "progress_bar",
+    "show_progress",
 ]
 
 log = logging.getLogger(__name__)
+
+_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("calibration_progress",
+                                                                  default=False)
+
+
+@contextlib.contextmanager
+def show_progress(enabled: bool = True) -> Iterator[None]:
+    """Show (or hide) the calibration routines' progress bars inside the block."""
+    token = _PROGRESS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def progress_bar(total: int | None, desc: str, unit: str = "capture") -> Any:
+    """A ``tqdm.auto`` bar of ``total`` ``unit``s, disabled unless ``show_progress``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not _PROGRESS.get(),
+                dynamic_ncols=True)
+
+
+class RunningMoments:
+    """Per-pixel mean and variance of frames added one at a time (float64).
+
+    ``add(frame)`` folds one frame in: a running sum (``mean`` is then bit-identical to
+    ``np.mean`` of the stacked frames along their first axis, which sums in order) and
+    Welford's update of the squared deviations (``variance(ddof)`` matches
+    ``np.var(stack, axis=0, ddof=ddof)`` to rounding). Any number of frames costs four
+    frame-sized arrays.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.count = 0
+        self._sum = np.zeros(shape, dtype=np.float64)
+        self._wmean = np.zeros(shape, dtype=np.float64)
+        self._m2 = np.zeros(shape, dtype=np.float64)
+        self._delta = np.empty(shape, dtype=np.float64)
+
+    def add(self, frame: np.ndarray) -> None:
+        """Fold one frame into the running moments."""
+        f = np.asarray(frame)
+        if f.shape != self._sum.shape:
+            raise ValueError(f"frame: expected shape {self._sum.shape}, got {f.shape}")
+        self.count += 1
+        self._sum += f
+        np.subtract(f, self._wmean, out=self._delta)
+        self._wmean += self._delta / self.count
+        self._delta *= f - self._wmean
+        self._m2 += self._delta
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-pixel mean of the frames added."""
+        if self.count == 0:
+            raise ValueError("frames: no frame added yet")
+        return self._sum / self.count
+
+    def variance(self, ddof: int = 0) -> np.ndarray:
+        """Per-pixel variance with ``ddof`` delta degrees of freedom."""
+        if self.count - ddof <= 0:
+            raise ValueError(f"ddof: expected fewer than the {self.count} frames added, "
+                             f"got {ddof}")
+        return self._m2 / (self.count - ddof)
 
 
 def slm_grid(slm: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +139,31 @@ def capture_float(camera: Any, n: int = 1, dark: np.ndarray | None = None) -> np
     if dark is not None:
         acc -= dark
     return acc
+
+
+def capture_patterns(imager: Any, images: Any, *, desc: str = "capture") -> np.ndarray:
+    """Model-grid patterns (B, C, N, N) float32 of ``images`` through a ``BenchImager``.
+
+    Equal to ``imager.capture(images).patterns``, but each image's raw frames are reduced
+    to its pattern (``frames_to_patterns``) before the next image is shown: memory is
+    the patterns plus one image's frames, not every frame of the set. Shows a progress
+    bar of captured frames.
+    """
+    imgs = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images,
+                      dtype=np.float32)
+    if imgs.ndim == 2:
+        imgs = imgs[None]
+    n = int(imager.size)
+    if imgs.ndim != 3 or imgs.shape[1:] != (n, n):
+        raise ValueError(f"images: expected shape (B, {n}, {n}), got {imgs.shape}")
+    out = np.empty((len(imgs), int(imager.channels), n, n), dtype=np.float32)
+    per_image = int(getattr(imager, "frames_per_image", 1))
+    with progress_bar(len(imgs) * per_image, desc, unit="frame") as bar:
+        for i in range(len(imgs)):
+            frames, _ = imager.capture_frames(imgs[i])
+            out[i] = imager.frames_to_patterns(frames)[0]
+            bar.update(per_image)
+    return out
 
 
 def autoexpose(camera: Any, dark: np.ndarray | None = None, *, target: float = 0.6,

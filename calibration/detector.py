@@ -1,7 +1,8 @@
 """Step 1: dark frame and detector gain (photon transfer).
 
 * Dark: with the laser output off, the mean of ``n_dark`` frames (float counts) is the
-  dark frame; the temporal standard deviation is the read noise.
+  dark frame; the temporal standard deviation is the read noise. Both are running
+  moments (``capture.RunningMoments``): the frames are never held together.
 * Gain: the photon-transfer curve. With the laser on and a random phase on the SLM (a
   speckle field that covers the camera with every intensity), pairs of frames of the
   same scene at a few exposures give, per pixel, the mean signal S (dark subtracted) and
@@ -18,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from calibration.capture import (
+    RunningMoments,
     autoexpose,
     device_identities,
     full_scale,
     laser_off,
     laser_on,
+    progress_bar,
 )
 from calibration.store import StepResult
 
@@ -62,6 +65,52 @@ def photon_transfer_gain(means: np.ndarray, variances: np.ndarray, *, n_bins: in
             "rel_rms": float(np.sqrt(np.mean(((vm - fit) / fit) ** 2)))}
 
 
+def _dark_and_pairs(bench: Any, n_dark: int, n_pairs: int, exposures: tuple[float, ...],
+                    seed: int, block_beam: bool, bar: Any
+                    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Dark frame and read variance (running moments), then the photon-transfer pairs.
+
+    The photon-transfer fit bins by quantiles of every pixel's signal, so the usable
+    (signal, variance) values are kept, in one preallocated buffer, never as frames.
+    """
+    cam, slm = bench.camera, bench.slm
+    with laser_off(bench) as off:
+        if not off and not block_beam:
+            raise ValueError(
+                "bench: no laser controller to turn the light off for the dark frame; "
+                "block the beam and pass block_beam=True"
+            )
+        cam.flush()
+        moments = RunningMoments(tuple(cam.shape))
+        for _ in range(n_dark):
+            moments.add(cam.get_image().astype(np.float64))
+            bar.update()
+    dark = moments.mean
+    read_var = float(np.mean(moments.variance(ddof=1)))
+    del moments
+
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi, size=slm.shape).astype(np.float32)
+    means = np.empty(len(exposures) * int(n_pairs) * int(np.prod(cam.shape)), np.float64)
+    variances = np.empty_like(means)
+    used, sat = 0, 0.98 * full_scale(cam)
+    with laser_on(bench):
+        slm.set_phase(phase)
+        cam.flush()
+        for frac in exposures:
+            autoexpose(cam, dark, target=frac, tol=0.05, percentile=99.9)
+            for _ in range(n_pairs):
+                f1 = cam.get_image().astype(np.float64)
+                f2 = cam.get_image().astype(np.float64)
+                bar.update(2)
+                good = (f1 < sat) & (f2 < sat)
+                k = int(good.sum())
+                means[used:used + k] = ((f1 + f2) / 2 - dark)[good]
+                variances[used:used + k] = ((f1 - f2) ** 2 / 2)[good]
+                used += k
+    return dark, read_var, means[:used], variances[:used]
+
+
 def calibrate_dark(bench: Any, *, n_dark: int = 16, n_pairs: int = 2,
                    exposures: tuple[float, ...] = (0.15, 0.4, 0.8), seed: int = 0,
                    block_beam: bool = False) -> StepResult:
@@ -71,38 +120,18 @@ def calibrate_dark(bench: Any, *, n_dark: int = 16, n_pairs: int = 2,
     A bench without a laser controller needs ``block_beam=True`` (the caller has
     blocked the beam) or the dark frame would contain light; this is refused otherwise.
     """
-    cam, slm = bench.camera, bench.slm
+    cam = bench.camera
     if n_dark < 2:
         raise ValueError(f"n_dark: expected an integer >= 2, got {n_dark!r}")
     exposure0 = float(cam.get_exposure())
-    with laser_off(bench) as off:
-        if not off and not block_beam:
-            raise ValueError(
-                "bench: no laser controller to turn the light off for the dark frame; "
-                "block the beam and pass block_beam=True"
-            )
-        cam.flush()
-        frames = np.stack([cam.get_image().astype(np.float64) for _ in range(n_dark)])
-    dark = frames.mean(axis=0)
-    read_var = float(np.mean(frames.var(axis=0, ddof=1)))
-    fs = full_scale(cam)
-
-    rng = np.random.default_rng(seed)
-    phase = rng.uniform(0, 2 * np.pi, size=slm.shape).astype(np.float32)
-    means, variances, sat = [], [], 0.98 * fs
-    with laser_on(bench):
-        slm.set_phase(phase)
-        cam.flush()
-        for frac in exposures:
-            autoexpose(cam, dark, target=frac, tol=0.05, percentile=99.9)
-            for _ in range(n_pairs):
-                f1 = cam.get_image().astype(np.float64)
-                f2 = cam.get_image().astype(np.float64)
-                good = (f1 < sat) & (f2 < sat)
-                means.append(((f1 + f2) / 2 - dark)[good])
-                variances.append(((f1 - f2) ** 2 / 2)[good])
+    n_ptc = len(exposures) * int(n_pairs)
+    with progress_bar(int(n_dark) + 2 * n_ptc, "dark") as bar:
+        dark, read_var, means, variances = _dark_and_pairs(
+            bench, n_dark, n_pairs, exposures, seed, block_beam, bar)
     cam.set_exposure(exposure0)
-    ptc = photon_transfer_gain(np.concatenate(means), np.concatenate(variances))
+    ptc = photon_transfer_gain(means, variances)
+    del means, variances
+
     gain = ptc["gain"]
     if not np.isfinite(gain) or gain <= 0:
         raise RuntimeError(f"photon transfer: no positive gain found (slope {gain:.3g}); "

@@ -23,24 +23,48 @@ from typing import Any
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from calibration.capture import autoexpose, capture_float, device_identities, slm_grid
+from calibration.capture import (
+    autoexpose,
+    capture_float,
+    device_identities,
+    progress_bar,
+    slm_grid,
+)
 from calibration.geometry import check_affine
 from calibration.store import StepResult
 
-__all__ = ["calibrate_phase_response", "unfold_delays", "order_powers"]
+__all__ = ["calibrate_phase_response", "unfold_delays", "order_powers", "disc_windows"]
 
 log = logging.getLogger(__name__)
 
 
-def order_powers(frame: np.ndarray, centres: np.ndarray, radius: float) -> np.ndarray:
-    """Sum of a dark-subtracted frame in discs of ``radius`` px around each (x, y) centre."""
-    h, w = frame.shape
-    yy, xx = np.mgrid[0:h, 0:w]
+def disc_windows(shape: tuple[int, int], centres: np.ndarray, radius: float
+                 ) -> list[tuple[slice, slice, np.ndarray]]:
+    """For each (x, y) centre: the bounding box (row slice, column slice) of the pixels
+    within ``radius`` px inside a frame of ``shape``, and the disc's mask on that box."""
+    h, w = int(shape[0]), int(shape[1])
     out = []
-    for cx, cy in np.asarray(centres, dtype=float):
-        m = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
-        out.append(float(frame[m].sum()))
-    return np.array(out)
+    for cx, cy in np.asarray(centres, dtype=float).reshape(-1, 2):
+        x0, x1 = max(0, int(np.floor(cx - radius)) - 1), min(w, int(np.ceil(cx + radius)) + 2)
+        y0, y1 = max(0, int(np.floor(cy - radius)) - 1), min(h, int(np.ceil(cy + radius)) + 2)
+        x0, y0 = min(x0, x1), min(y0, y1)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        out.append((slice(y0, y1), slice(x0, x1),
+                    (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2))
+    return out
+
+
+def order_powers(frame: np.ndarray, centres: np.ndarray, radius: float,
+                 windows: list[tuple[slice, slice, np.ndarray]] | None = None) -> np.ndarray:
+    """Sum of a dark-subtracted frame in discs of ``radius`` px around each (x, y) centre.
+
+    Only each disc's bounding box is read (``disc_windows``, precomputed by a caller
+    that measures many frames); the sum runs over the disc's pixels in row order, as a
+    full-frame mask would.
+    """
+    if windows is None:
+        windows = disc_windows(frame.shape, centres, radius)
+    return np.array([float(frame[sy, sx][m].sum()) for sy, sx, m in windows])
 
 
 def unfold_delays(theta: np.ndarray) -> np.ndarray:
@@ -103,23 +127,26 @@ def calibrate_phase_response(bench: Any, model_to_camera: Any, *, size: int = 32
 
     x, _ = slm_grid(slm)
     stripe = (np.floor((x - x.min()) / (period / 2)).astype(int) % 2).astype(bool)
-    ideal = 2 * np.pi * (top - np.arange(levels_n)) / levels_n  # what set_phase shows as g
     saved_response = getattr(slm, "phase_response_rad", None)
     levels = np.unique(np.concatenate([np.arange(top, -1, -int(level_step)), [0]]))[::-1]
     exposure0 = float(cam.get_exposure())
     powers = []
+    windows = disc_windows(tuple(cam.shape), centres, radius)
     try:
         slm.set_phase_response(None)
-        slm.set_phase(np.zeros(slm.shape, np.float32))
+        slm.set_grey_levels(np.full(slm.shape, top, slm.dtype))  # raw levels: no scaling
         autoexpose(cam, dark, target=0.7)
-        for g in levels:
-            phase = np.where(stripe, ideal[g], 0.0).astype(np.float32)
-            shown = slm.set_phase(phase)
-            if int(shown[stripe].ravel()[0]) != g:
-                raise RuntimeError(f"lut: the SLM showed level {int(shown[stripe][0])} for {g}")
-            cam.flush()
-            p = order_powers(capture_float(cam, averaging, dark), centres, radius)
-            powers.append((p[0], p[1] + p[2]))
+        with progress_bar(len(levels), "lut") as bar:
+            for g in levels:
+                shown = slm.set_grey_levels(np.where(stripe, g, top).astype(slm.dtype))
+                if int(shown[stripe].ravel()[0]) != g:
+                    raise RuntimeError(f"lut: the SLM showed level {int(shown[stripe][0])} "
+                                       f"for {g}")
+                cam.flush()
+                # each frame is reduced to its three order powers at once
+                p = order_powers(capture_float(cam, averaging, dark), centres, radius, windows)
+                powers.append((p[0], p[1] + p[2]))
+                bar.update()
     finally:
         slm.set_phase_response(saved_response)
         cam.set_exposure(exposure0)

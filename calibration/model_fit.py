@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from calibration.capture import device_identities
+from calibration.capture import capture_patterns, device_identities
 from calibration.store import CalibrationSet, StepResult
 
 __all__ = ["calibrate_model", "BenchModel", "fit_bench_model", "model_from_step",
@@ -145,16 +145,23 @@ def _fit(measured: torch.Tensor, twin: torch.Tensor, steps: int, lr: float
 
 def calibrate_model(bench: Any, cal: CalibrationSet, *, size: int = 32, n_images: int = 48,
                     gamma: float = 15.0, seed: int = 1, steps: int = 400,
-                    imager_options: dict[str, Any] | None = None) -> StepResult:
-    """Capture ``n_images`` speckles through the calibrated imager and fit ``BenchModel``."""
+                    imaging: Any = None) -> StepResult:
+    """Capture ``n_images`` speckles through the calibrated imager and fit ``BenchModel``.
+
+    ``imaging``: the ``ImagingConfig`` (default ``ImagingConfig(size=size)``), recorded in
+    the step's ``imaging_config``."""
+    from calibration.decoders import imaging_config_for
     from calibration.imaging import BenchImager
     from simulation import DualVortexEncoder, speckle
 
     cal.require("geometry")
+    config = imaging_config_for(imaging, size)
     imgs = speckle(int(n_images), float(gamma), seed=int(seed))
-    imager = BenchImager(bench, cal, size=size, **dict(imager_options or {}))
-    measured = torch.as_tensor(imager.capture(imgs).patterns, dtype=torch.float32)
-    block = int(bench.slm.block_size((size, size)))
+    imager = BenchImager(bench, cal, DualVortexEncoder(size=size), config).prepare()
+    # each image's frames are reduced to its model-grid pattern as they arrive
+    measured = torch.as_tensor(capture_patterns(imager, imgs, desc="model"),
+                               dtype=torch.float32)
+    block = imager.block
     amp = source_amplitude(cal, size, block)
     with torch.no_grad():
         twin = twin_patterns(imgs, DualVortexEncoder(size=size), amp)
@@ -167,7 +174,7 @@ def calibrate_model(bench: Any, cal: CalibrationSet, *, size: int = 32, n_images
     return StepResult(
         name="model",
         values={**model.parameters_dict(), "n_images": int(n_images), "gamma": float(gamma),
-                "seed": int(seed)},
+                "seed": int(seed), "imaging_config": config.to_dict()},
         residuals=res,
         data={"measured": measured[:4, 0].numpy(), "fitted": fitted[:4, 0].numpy()},
         devices=device_identities(bench),

@@ -7,13 +7,24 @@ corrects the geometry centre) -> ``model`` (encoded-diffraction model fit on a c
 speckle set) -> ``decoders`` (twin-trained and capture-trained decoders).
 
 A step whose inputs are missing raises ``CalibrationError`` naming the step to run
-first; ``calibration=`` continues an earlier ``CalibrationSet`` (only the steps asked
-for are re-run). The set is saved (atomically) after every step, so an interrupted run
+first; ``calibration=`` continues an earlier ``CalibrationSet`` (the steps asked for are
+run again). The set is saved (atomically) after every step, so an interrupted run
 keeps what it finished. With ``out_dir`` the report (Markdown + PNG) is written at the end.
+
+Resume: every step records ``inputs_sha256`` (``step_inputs``): the devices' stable
+identities, the grid size, the step's options and the earlier steps it reads (their
+inputs and when they ran). With ``resume=True`` a step already present with the same
+record is skipped (one log line each); a step whose inputs changed runs again, and so
+does every step after it that reads it.
+
+Progress: with ``progress=True`` a ``tqdm.auto`` bar counts the steps and each step
+shows a bar of its captures (``capture.progress_bar``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -22,15 +33,80 @@ from typing import Any
 
 import numpy as np
 
-from calibration.capture import device_identities
+from calibration.capture import device_identities, progress_bar, show_progress
 from calibration.geometry import affine_parameters
 from calibration.store import CalibrationError, CalibrationSet
 
-__all__ = ["run_calibration", "STEP_ORDER", "parse_steps"]
+__all__ = ["run_calibration", "STEP_ORDER", "parse_steps", "step_inputs", "stable_identities"]
 
 log = logging.getLogger(__name__)
 
 STEP_ORDER = ("dark", "geometry", "lut", "wavefront", "model", "decoders")
+
+
+# what each step reads from the steps before it (its results are part of its inputs)
+STEP_DEPENDS = {"dark": (), "geometry": ("dark",), "lut": ("dark", "geometry"),
+                "wavefront": ("dark", "geometry", "lut"),
+                "model": ("dark", "geometry", "lut", "source", "wavefront"),
+                "decoders": ("dark", "geometry", "lut", "source", "wavefront", "model")}
+
+# device info() entries that change while a bench runs (counters, switch states, what a
+# step loaded): not part of a device's identity
+VOLATILE_INFO = frozenset({"frames_delivered", "frames_dropped_total", "exposure_s",
+                           "output_on", "interlock_closed", "phase_lut", "error"})
+
+
+def stable_identities(devices: dict[str, Any]) -> dict[str, Any]:
+    """``device_identities`` without the entries that change while the bench runs."""
+    return {kind: ({k: v for k, v in info.items() if k not in VOLATILE_INFO}
+                   if isinstance(info, dict) else info)
+            for kind, info in devices.items()}
+
+
+def _canonical(x: Any) -> Any:
+    if hasattr(x, "to_dict"):
+        return _canonical(x.to_dict())
+    if isinstance(x, dict):
+        return {str(k): _canonical(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(x, (list, tuple)):
+        return [_canonical(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return repr(x)
+
+
+def step_inputs(name: str, identity: dict[str, Any], size: int, options: dict[str, Any],
+                cal: CalibrationSet) -> str:
+    """SHA-256 of what step ``name`` depends on: the devices' stable identities, the grid
+    size, the step's options (imaging config included) and, for each earlier step it
+    reads, that step's own inputs and the time it ran (a re-run changes its results)."""
+    upstream = {}
+    for dep in STEP_DEPENDS[name]:
+        step = getattr(cal, dep, None)
+        upstream[dep] = None if step is None else [step.values.get("inputs_sha256"),
+                                                   float(step.time)]
+    doc = {"step": name, "devices": identity, "size": int(size),
+           "options": options, "upstream": upstream}
+    text = json.dumps(_canonical(doc), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _complete(name: str, cal: CalibrationSet, inputs: str, out: Path | None) -> bool:
+    """Whether step ``name`` is in ``cal`` with the same inputs (and its files in ``out``)."""
+    step = getattr(cal, name, None)
+    if step is None or step.values.get("inputs_sha256") != inputs:
+        return False
+    if name == "wavefront" and cal.source is None:
+        return False
+    if name == "decoders" and out is not None:
+        for key in ("twin_path", "capture_path"):
+            if key in step.values and not (out / str(step.values[key])).is_file():
+                return False
+    return True
 
 
 def parse_steps(steps: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -106,11 +182,17 @@ def run_calibration(bench: Any, out_dir: str | Path | None = None, *,
                     steps: str | Sequence[str] | None = None, size: int = 32,
                     calibration: CalibrationSet | None = None,
                     options: dict[str, dict[str, Any]] | None = None,
-                    progress: bool = True, report: bool = True) -> CalibrationSet:
+                    progress: bool = True, report: bool = True,
+                    imaging: Any = None, resume: bool = False) -> CalibrationSet:
     """Run the calibration ``steps`` on ``bench``; save to ``out_dir`` after each step.
 
     ``options`` maps a step name to keyword arguments of its routine, e.g.
-    ``{"geometry": {"grid": 4}}``. Returns the ``CalibrationSet``.
+    ``{"geometry": {"grid": 4}}``. ``imaging``: the ``ImagingConfig`` the model and
+    decoders steps image with (and record); default ``ImagingConfig(size=size)``.
+    ``progress`` shows a bar of steps and, inside each step, a bar of its captures.
+    ``resume``: a step already in ``calibration`` whose recorded ``inputs_sha256``
+    (``step_inputs``) equals this run's is skipped (one log line each); any other step
+    asked for runs. Returns the ``CalibrationSet``.
     """
     todo = parse_steps(steps)
     opts = dict(options or {})
@@ -121,27 +203,37 @@ def run_calibration(bench: Any, out_dir: str | Path | None = None, *,
         raise ValueError(f"size: expected an integer >= 2, got {size!r}")
     cal = calibration if calibration is not None else CalibrationSet()
     cal.devices = device_identities(bench)
+    identity = stable_identities(cal.devices)
     out = Path(out_dir) if out_dir is not None else None
-    it: Any = todo
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(todo, desc="calibrate", unit="step")
-    for name in it:
-        if progress:
-            it.set_postfix_str(name)
-        t0 = time.perf_counter()
-        log.info("calibration step %s ...", name)
-        try:
-            _run_step(name, bench, cal, size, dict(opts.get(name, {})), out)
-        except CalibrationError:
-            raise
-        except KeyboardInterrupt:
-            log.warning("calibration interrupted during %s; finished steps are saved", name)
-            raise
-        log.info("calibration step %s done in %.1f s", name, time.perf_counter() - t0)
-        if out is not None:
-            cal.save(out)
+    with show_progress(progress), progress_bar(len(todo), "calibrate", unit="step") as bar:
+        for name in todo:
+            bar.set_postfix_str(name)
+            step_opts = dict(opts.get(name, {}))
+            if name in ("model", "decoders") and imaging is not None:
+                step_opts.setdefault("imaging", imaging)
+            inputs = step_inputs(name, identity, size, step_opts, cal)
+            if resume and _complete(name, cal, inputs, out):
+                log.info("calibration step %s: already complete with the same inputs "
+                         "(devices, settings, earlier steps); skipped", name)
+                bar.update()
+                continue
+            if resume and getattr(cal, name) is not None:
+                log.info("calibration step %s: its inputs changed since it ran (devices, "
+                         "settings or an earlier step); running it again", name)
+            t0 = time.perf_counter()
+            log.info("calibration step %s ...", name)
+            try:
+                _run_step(name, bench, cal, size, step_opts, out)
+            except CalibrationError:
+                raise
+            except KeyboardInterrupt:
+                log.warning("calibration interrupted during %s; finished steps are saved", name)
+                raise
+            getattr(cal, name).values["inputs_sha256"] = inputs
+            log.info("calibration step %s done in %.1f s", name, time.perf_counter() - t0)
+            if out is not None:
+                cal.save(out)
+            bar.update()
     if out is not None and report:
         from calibration.report import write_report
 

@@ -23,7 +23,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from calibration.capture import autoexpose, capture_float, device_identities, grating_phase
+from calibration.capture import (
+    autoexpose,
+    capture_float,
+    device_identities,
+    grating_phase,
+    progress_bar,
+)
 from calibration.geometry import affine_parameters, check_affine
 from calibration.store import StepResult
 
@@ -113,27 +119,32 @@ def calibrate_geometry(bench: Any, *, size: int = 32, dark: np.ndarray | None = 
     def spot(kx: float, ky: float) -> tuple[float, float]:
         slm.set_phase(grating_phase(slm, kx, ky, size, block))
         cam.flush()
-        return locate_spot(capture_float(cam, averaging, dark), radius=radius)
+        try:  # each frame is reduced to its spot position at once
+            return locate_spot(capture_float(cam, averaging, dark), radius=radius)
+        finally:
+            bar.update()
 
     radius = 8
-    slm.set_phase(grating_phase(slm, k0, 0, size, block))
-    autoexpose(cam, dark, target=0.6)
-    p_plus, p_minus = np.array(spot(k0, 0)), np.array(spot(-k0, 0))
-    scale0 = float(np.linalg.norm(p_plus - p_minus) / (2 * k0))
-    radius = int(np.clip(round(3 * scale0), 6, 20))
-    kmax = span * min(cam.shape) / 2 / scale0
-    ks = np.linspace(-kmax, kmax, grid)
-    model, camera = [], []
-    for ky in ks:
-        for kx in ks:
-            if abs(kx) < 1e-9 and abs(ky) < 1e-9:
-                continue  # the zero order: no grating
-            try:
-                camera.append(spot(kx, ky))
-            except ValueError as exc:
-                log.warning("geometry: spot (%.1f, %.1f) not found: %s", kx, ky, exc)
-                continue
-            model.append((size / 2 + kx, size / 2 + ky))
+    # 2 probe spots, then the grid (its centre, the zero order, is not captured)
+    with progress_bar(2 + grid * grid - (grid % 2), "geometry") as bar:
+        slm.set_phase(grating_phase(slm, k0, 0, size, block))
+        autoexpose(cam, dark, target=0.6)
+        p_plus, p_minus = np.array(spot(k0, 0)), np.array(spot(-k0, 0))
+        scale0 = float(np.linalg.norm(p_plus - p_minus) / (2 * k0))
+        radius = int(np.clip(round(3 * scale0), 6, 20))
+        kmax = span * min(cam.shape) / 2 / scale0
+        ks = np.linspace(-kmax, kmax, grid)
+        model, camera = [], []
+        for ky in ks:
+            for kx in ks:
+                if abs(kx) < 1e-9 and abs(ky) < 1e-9:
+                    continue  # the zero order: no grating
+                try:
+                    camera.append(spot(kx, ky))
+                except ValueError as exc:
+                    log.warning("geometry: spot (%.1f, %.1f) not found: %s", kx, ky, exc)
+                    continue
+                model.append((size / 2 + kx, size / 2 + ky))
     cam.set_exposure(exposure0)
     model_pts, cam_pts = np.array(model), np.array(camera)
     a, inliers = fit_affine(model_pts, cam_pts)

@@ -3,7 +3,9 @@
 One figure per step that ran: the photon-transfer curve (dark), detected spots and the
 affine's residual vectors (geometry), measured order powers and the fitted grey -> phase
 curve (lut), measured, fitted and residual phase-diversity frames (wavefront), and the
-model fit's measured against fitted patterns (model).
+model fit's measured against fitted patterns (model). Figures draw only what the steps
+keep: small arrays and crops (the wavefront step's frames are crops around its spot,
+the model step's first four patterns), never the raw frames of a step.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ calibrated geometry and a small common shift of the spot (the geometry centre bi
 step 2, see ``registration``); per frame an intensity scale and a background. All are
 fitted at once by L-BFGS on the difference of square roots (amplitudes: well
 conditioned on faint wings and bright cores alike).
+
+Each diversity frame is cropped, as it arrives, to the bounding box of the disc the
+fit reads (``roi_model_px`` around the spot); the measured, fitted and residual crops
+(and ``crop_origin_px``, their top-left camera pixel) are what the step keeps.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibration.capture import autoexpose, capture_float, device_identities, grating_phase
+from calibration.capture import (
+    autoexpose,
+    capture_float,
+    device_identities,
+    grating_phase,
+    progress_bar,
+)
 from calibration.geometry import check_affine
 from calibration.registration import shift_center
 from calibration.store import StepResult
@@ -36,18 +46,39 @@ DEFAULT_DIVERSITY: tuple[dict[int, float], ...] = (
 
 def _capture_diversity(bench: Any, size: int, block: int, k: float,
                        diversity: tuple[dict[int, float], ...], dark: np.ndarray | None,
-                       averaging: int) -> np.ndarray:
+                       averaging: int, box: tuple[slice, slice]) -> np.ndarray:
+    """One frame per diversity phase, each cropped to ``box`` (rows, cols) on arrival."""
     slm, cam = bench.slm, bench.camera
     tilt = grating_phase(slm, k, k, size, block)
-    frames = []
+    crops = []
     slm.set_phase(tilt)
     autoexpose(cam, dark, target=0.6)
-    for div in diversity:
-        extra = zernike_sum(div, slm.shape).numpy() if div else 0.0
-        slm.set_phase((tilt + extra).astype(np.float32))
-        cam.flush()
-        frames.append(capture_float(cam, averaging, dark))
-    return np.stack(frames)
+    with progress_bar(len(diversity), "wavefront") as bar:
+        for div in diversity:
+            extra = zernike_sum(div, slm.shape).numpy() if div else 0.0
+            slm.set_phase((tilt + extra).astype(np.float32))
+            cam.flush()
+            crops.append(capture_float(cam, averaging, dark)[box].copy())
+            bar.update()
+    return np.stack(crops)
+
+
+def _roi(a: np.ndarray, shape: tuple[int, int], centre: tuple[float, float],
+         r_cam: float) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]:
+    """The fit's disc around the spot: its bounding box on the frame, the disc's mask on
+    the box, and the disc pixels' camera coordinates (x, y) in row order."""
+    cxy = a[:, :2] @ np.array(centre) + a[:, 2]
+    h, w = int(shape[0]), int(shape[1])
+    x0 = min(w, max(0, int(np.floor(cxy[0] - r_cam)) - 1))
+    x1 = max(x0, min(w, int(np.ceil(cxy[0] + r_cam)) + 2))
+    y0 = min(h, max(0, int(np.floor(cxy[1] - r_cam)) - 1))
+    y1 = max(y0, min(h, int(np.ceil(cxy[1] + r_cam)) + 2))
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    roi = ((xx - cxy[0]) ** 2 + (yy - cxy[1]) ** 2) <= r_cam**2
+    if not roi.any():
+        raise ValueError(f"wavefront: the spot's window at camera ({cxy[0]:.1f}, "
+                         f"{cxy[1]:.1f}) px lies outside the {h}x{w} frame; lower spot_k")
+    return (slice(y0, y1), slice(x0, x1)), roi, xx[roi].astype(float), yy[roi].astype(float)
 
 
 def calibrate_wavefront(bench: Any, model_to_camera: Any, *, size: int = 32,
@@ -69,29 +100,31 @@ def calibrate_wavefront(bench: Any, model_to_camera: Any, *, size: int = 32,
     block = int(slm.block_size((size, size)))
     saved = getattr(slm, "phase_response_rad", None)
     exposure0 = float(cam.get_exposure())
+    # only the disc the fit reads is kept of each frame (cropped as it arrives)
+    centre = (size / 2 + spot_k, size / 2 + spot_k)
+    r_cam = roi_model_px * float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
+    box, roi, xs, ys = _roi(a, tuple(cam.shape), centre, r_cam)
     try:
         if phase_response_rad is not None:
             slm.set_phase_response(np.asarray(phase_response_rad, dtype=np.float64))
-        frames = _capture_diversity(bench, size, block, spot_k, diversity, dark, averaging)
+        frames = _capture_diversity(bench, size, block, spot_k, diversity, dark, averaging,
+                                    box)
     finally:
         slm.set_phase_response(saved)
         cam.set_exposure(exposure0)
 
-    centre = (size / 2 + spot_k, size / 2 + spot_k)
-    cxy = a[:, :2] @ np.array(centre) + a[:, 2]
-    r_cam = roi_model_px * float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
-    h, w = cam.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    roi = ((xx - cxy[0]) ** 2 + (yy - cxy[1]) ** 2) <= r_cam**2
-    xs, ys = xx[roi].astype(float), yy[roi].astype(float)
     meas = torch.as_tensor(frames[:, roi], dtype=torch.float64)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small FFTs: one thread is fastest, and the cores are shared
     try:
-        return _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, noll, diversity,
-                    samples, q, iterations, max_iter, starts, start_iter)
+        source, wavefront = _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k,
+                                 noll, diversity, samples, q, iterations, max_iter, starts,
+                                 start_iter)
     finally:
         torch.set_num_threads(threads)
+    # the report's frames are crops: where they sit on the camera (x, y of the top left)
+    wavefront.data["crop_origin_px"] = np.array([box[1].start, box[0].start])
+    return source, wavefront
 
 
 def _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, noll, diversity,

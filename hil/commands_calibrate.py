@@ -3,20 +3,27 @@
 Opens the bench, runs the calibration steps in bench-day order with progress
 (``calibration.run_calibration``), saves ``DIR/calibration.h5`` after every step and
 writes ``DIR/report.md`` with figures. ``--resume`` continues the calibration already in
-DIR (only the steps named are re-run). On a simulated bench the achieved errors against
-the hidden truth are printed too.
+DIR: a step it holds that ran with the same device identities, settings and earlier
+steps is skipped (one log line each), any other step named runs. Every step shows a
+progress bar of its captures (``--no-progress``/``--quiet``: none); log lines are
+routed through tqdm so they do not break the bars. On a simulated bench the achieved
+errors against the hidden truth are printed too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
 from hil.cli import UserError
+from hil.output_paths import check_output_dir
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from calibration import CalibrationSet, parse_steps, run_calibration
     from calibration.truth import errors_vs_truth
     from devices import DeviceError, open_bench
@@ -25,6 +32,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a directory")
+    check_output_dir(out, "--out")  # before the bench opens: no capture for nothing
     previous = None
     if args.resume:
         previous = CalibrationSet.load(out)
@@ -40,8 +48,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                             f"({exc})") from None
     try:
         with open_bench(args.bench) as bench:
-            cal = run_calibration(bench, out, steps=steps, size=args.size, calibration=previous,
-                                  options=options, progress=not args.quiet)
+            # log lines go through tqdm.write while the bars are up, so they do not break them
+            progress = not args.quiet
+            redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
+            with redirect:
+                cal = run_calibration(bench, out, steps=steps, size=args.size,
+                                      calibration=previous, options=options,
+                                      progress=progress, resume=args.resume)
             truth = getattr(bench, "truth", None)
             errors = errors_vs_truth(cal, bench) if truth else {}
     except DeviceError as exc:
@@ -64,9 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "dark,geometry,lut,wavefront,model,decoders")
     p.add_argument("--size", type=int, default=32, help="model grid N (default 32)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the calibration in --out (earlier steps are kept)")
+                   help="continue the calibration in --out: steps already complete with the "
+                        "same devices and settings are skipped, the others run")
     p.add_argument("--force", action="store_true", help="replace a calibration in --out")
     p.add_argument("--options", default=None,
                    help='JSON of per-step options, e.g. \'{"geometry": {"grid": 4}}\'')
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
+                   help="no progress bars (log lines only)")
     p.set_defaults(func=_cmd_calibrate)

@@ -49,6 +49,13 @@ def test_decoders_twin_and_capture(full):
     assert (out / d["capture_path"]).is_file()
     back = CalibrationSet.load(out)
     assert back.steps()[-2:] == ["model", "decoders"]
+    # what the decoders belong with: the imaging config, the files and their hashes
+    from calibration.imaging_config import ImagingConfig
+
+    assert back.imaging_config == ImagingConfig()
+    assert back.decoder_file() == out / "decoder_twin.pt"
+    assert back.decoder_record(out / "decoder_capture.pt")[0] == "capture"
+    assert back.model["imaging_config"] == ImagingConfig().to_dict()
     assert "## model" in (out / "report.md").read_text()
 
 
