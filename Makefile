@@ -19,8 +19,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e .
 	touch $@
 
+# The tests install the [ray] extra too (CI runs the Ray executor's test; Ray's wheel
+# pulls no torch, ~10 s), so the test target installs both extras.
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e '.[test,ray]'
 	touch $@
 
 install: $(VENV)/.installed

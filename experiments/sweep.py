@@ -10,10 +10,19 @@ Executors:
 
 - ``"local"`` (default): a process pool of ``workers`` processes, each limited to one
   torch thread; they are forked from a clean fork server (spawned where there is none),
-  so no OpenMP state of the parent is inherited and later pools start fast;
-- ``"ray"``: the optional extra (``pip install ray``), on the cluster at ``address``
-  (``None`` or ``"local"`` starts Ray on this machine). The store directory must be
-  readable by the driver only: workers return results, the driver writes them.
+  so no OpenMP state of the parent is inherited and later pools start fast. The workers
+  die with the sweep's process, even when it is killed with SIGKILL (no cleanup code
+  runs then): on Linux each worker asks the kernel for SIGKILL when its parent exits
+  (``prctl(PR_SET_PDEATHSIG)``), and on every platform a watchdog thread in the worker
+  kills it once the sweep's process is gone;
+- ``"ray"``: the optional extra (``pip install ray`` or the ``[ray]`` extra), on the
+  cluster at ``address`` (``None`` or ``"local"`` starts Ray on this machine). The store
+  directory must be readable by the driver only: workers return results, the driver
+  writes them. Tasks run with the driver's import path prepended to ``PYTHONPATH``
+  (as the local pool's workers get it), so a cell function defined in a module that is
+  importable by the driver only through its ``sys.path`` (a test module, a script's
+  folder) resolves on the workers of this machine; on other nodes the modules must be
+  importable there (the project installed, or a shared file system).
 
 Every cell runs with one torch thread whatever the executor or the number of workers,
 so a cell's numbers do not depend on how the sweep was scheduled: the same seeds give
@@ -27,7 +36,9 @@ import importlib
 import json
 import logging
 import os
-import tempfile
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -37,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from simulation.atomic import atomic_open
 
 __all__ = ["Cell", "SweepReport", "run_cells", "make_key", "EXECUTORS"]
 
@@ -112,15 +125,8 @@ def _result_path(store: Path, key: str) -> Path:
 
 
 def _write_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "w") as f:
+        json.dump(payload, f, sort_keys=True)
 
 
 def load_done(store: Path, cells: Iterable[Cell], code: str | None = None) -> dict[str, dict]:
@@ -146,6 +152,46 @@ def load_done(store: Path, cells: Iterable[Cell], code: str | None = None) -> di
     return done
 
 
+WATCHDOG_PERIOD_S = 0.5
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _die_with(owner_pid: int) -> None:
+    """Worker initializer: end this process when the sweep's process ``owner_pid`` ends.
+
+    Linux: ``PR_SET_PDEATHSIG`` (SIGKILL when the parent, the fork server or the sweep's
+    process, exits); everywhere: a daemon thread that polls whether the parent changed
+    (re-parented: the parent died) or ``owner_pid`` is gone, and kills this process."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watchdog alone
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent or not _alive(owner_pid):
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(WATCHDOG_PERIOD_S)
+
+    # the parent may have died between fork and prctl: the watchdog's first check sees it
+    threading.Thread(target=watch, name="sweep-parent-watchdog", daemon=True).start()
+
+
 def _run_local(pending: Sequence[Cell], workers: int,
                on_done: Callable[[Cell, tuple[dict, float, float]], None],
                preload: Sequence[str] = ()) -> None:
@@ -155,7 +201,8 @@ def _run_local(pending: Sequence[Cell], workers: int,
         ctx.set_forkserver_preload(["torch", "experiments.sweep", *preload])
     else:
         ctx = get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with,
+                               initargs=(os.getpid(),))
     try:
         futures = {pool.submit(execute_cell, c.func, c.params): c for c in pending}
         remaining = set(futures)
@@ -185,7 +232,13 @@ def _run_ray(pending: Sequence[Cell], address: str | None,
             ray.init(include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(execute_cell)
+    prefixes = tuple({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})
+    path = [p for p in sys.path if p and os.path.isdir(p)  # not the interpreter's own
+            and not os.path.realpath(p).startswith(prefixes)]
+    if os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    remote = ray.remote(num_cpus=1)(execute_cell).options(
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(path)}})
     refs = {remote.remote(c.func, c.params): c for c in pending}
     remaining = list(refs)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,68 @@ def test_ray_missing_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ValueError, match="pip install ray"):
         run_cells(_cells(1), tmp_path, executor="ray", progress=False)
+
+
+def long_cell(pid_dir: str, index: int) -> dict:
+    """A cell that records its worker's pid, then runs far longer than any test waits."""
+    import time
+
+    Path(pid_dir, f"{index}.pid").write_text(str(os.getpid()))
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        time.sleep(0.05)
+    return {"index": index}
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _poll(condition, deadline_s: float, what: str) -> None:
+    import time
+
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_workers_die_when_the_sweep_is_killed(tmp_path):
+    """SIGKILL of the sweep's process (no cleanup runs) must take its workers with it."""
+    import signal
+    import subprocess
+    import sys
+
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    here = str(Path(__file__).resolve().parent)
+    script = "\n".join([
+        f"import sys; sys.path.insert(0, {here!r})",
+        "from experiments.sweep import Cell, run_cells",
+        f"cells = [Cell(f'long{{i}}', '{__name__}:long_cell',"
+        f" {{'pid_dir': {str(pid_dir)!r}, 'index': i}}) for i in range(2)]",
+        f"run_cells(cells, {str(tmp_path / 'store')!r}, workers=2, progress=False)",
+    ])
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        _poll(lambda: len(list(pid_dir.glob("*.pid"))) == 2 or proc.poll() is not None,
+              120, "both workers to start")
+        assert proc.poll() is None, "the sweep ended before its workers started"
+        workers = [int(p.read_text()) for p in pid_dir.glob("*.pid")]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _poll(lambda: all(_gone(w) for w in workers), 20, f"workers {workers} to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in pid_dir.glob("*.pid"):  # never leave a worker behind, even on failure
+            pid = int(p.read_text())
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
