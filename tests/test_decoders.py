@@ -133,3 +133,56 @@ def test_gamma15_ridge_reconstructs_mnist(data_dir, gamma15_ridge, encoder):
     rec = reconstruct(images, encoder, dec)
     score = float(ssim(images, rec.clamp(0, 1)).mean())
     assert score >= 0.35, score
+
+
+
+def _well_conditioned_set(n: int = 3000, d: int = 256, seed: int = 0):
+    """Gaussian patterns (no common mean, flat spectrum); images a noisy linear map."""
+    g = torch.Generator().manual_seed(seed)
+    pats = torch.randn(n, 1, 16, 16, generator=g)
+    X = normalise_for_decoder(pats).double()
+    M = torch.randn(d, 64, generator=g, dtype=torch.float64) / d**0.5
+    imgs = (0.5 + 0.2 * (X - X.mean(0)) @ M
+            + 0.01 * torch.randn(n, 64, generator=g, dtype=torch.float64))
+    return pats, imgs.clamp(0, 1).reshape(n, 8, 8).float()
+
+
+def _plain_float32_solve(X, Y, a):
+    """Control: the same solve from an uncentred float32 XᵀX (float64 across blocks)."""
+    from simulation.decoders import _centred_gram
+
+    G, B = _centred_gram(X.float(), Y.float(), torch.zeros(X.shape[1]),
+                         torch.zeros(Y.shape[1]))
+    eye = torch.eye(X.shape[1], dtype=torch.float64)
+    return torch.cholesky_solve(B, torch.linalg.cholesky(G + a * eye))
+
+
+@pytest.mark.parametrize("case", ["well-conditioned", "speckle"])
+def test_fast_gram_ridge_matches_float64_at_smallest_alpha(case, small_set):
+    """The ridge fit builds XᵀX from centred float32 products accumulated in float64;
+    at the smallest α of its grid (where rounding in XᵀX matters most) its weights,
+    predictions and training MSE match a float64 solve. On sensor patterns (whose
+    condition number comes from their common mean) a plain float32 XᵀX does not."""
+    if case == "speckle":
+        imgs, pats = small_set
+    else:
+        pats, imgs = _well_conditioned_set()
+    X = normalise_for_decoder(pats).double()
+    Y = imgs.reshape(len(imgs), -1).double()
+    a = LinearDecoder().fit(pats, imgs).history_["alpha_grid"][0]
+    eye = torch.eye(X.shape[1], dtype=torch.float64)
+    G64 = X.T @ X + a * eye
+    W64 = torch.cholesky_solve(X.T @ Y, torch.linalg.cholesky(G64))
+    cond = float(torch.linalg.cond(G64))
+    assert (cond > 1e6) if case == "speckle" else (cond < 1e3)
+
+    def errors(W):
+        return (float((W - W64).norm() / W64.norm()),
+                float((X @ (W - W64)).norm() / (X @ W64).norm()))
+
+    dec = LinearDecoder(alpha=a).fit(pats, imgs)
+    w_err, pred_err = errors(dec.weight_.double())
+    assert w_err < 1e-4 and pred_err < 1e-5
+    assert dec.train_mse_ == pytest.approx(float(((X @ W64 - Y) ** 2).mean()), rel=1e-5)
+    if case == "speckle":
+        assert errors(_plain_float32_solve(X, Y, a))[0] > 10 * w_err
