@@ -16,8 +16,16 @@ from .encoders import DualVortexEncoder, PhaseEncoder, encode_batched, encoder_f
 from .metrics import convergence, mse, omega_k, psnr, ssim, svd_entropy
 from .optics import AngularSpectrum, fraunhofer, lens_phase, model_grid, phase_object, vortex_phase
 from .pipeline import reconstruct
+from .probe import attention_maps, point_images, spread_measures, weight_svd_entropy
 from .sensor import SensorModel, normalise_for_decoder
-from .speckle import PAPER_GAMMAS, minmax01, speckle, speckle_mixture, swapped_spectra
+from .speckle import (
+    PAPER_GAMMAS,
+    diffuse_attention,
+    minmax01,
+    speckle,
+    speckle_mixture,
+    swapped_spectra,
+)
 
 __all__ = [
     "AngularSpectrum", "DualVortexEncoder", "EncoderMismatchError", "LinearDecoder",
@@ -27,4 +35,6 @@ __all__ = [
     "load_dataset", "minmax01", "model_grid", "mse", "normalise_for_decoder", "omega_k",
     "phase_object", "psnr", "reconstruct", "speckle", "speckle_mixture", "ssim",
     "svd_entropy", "swapped_spectra", "vortex_phase",
+    "attention_maps", "diffuse_attention", "point_images", "spread_measures",
+    "weight_svd_entropy",
 ]

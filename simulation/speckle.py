@@ -9,6 +9,15 @@ on x = linspace(−10, 10, 32) (endpoint included), no fftshift, magnitude,
 then per-image min–max to [0, 1]. Larger γ gives a wider ring-shaped pupil:
 finer speckle and higher SVD entropy. The notebook's markdown states the other
 form, r²γ·exp(−r²γ); it is available with ``form="markdown"`` (trend reversed).
+
+"Diffuse attention" data: the name under which issue 9 reports that the paper refers to
+these training images (paper-spec §4.2 and Q8 could not find the term in the sources it
+could read, so the name is the issue's reading, not a quotation). It says what a speckle
+image is: every pixel is the magnitude of a sum of the plane waves inside the pupil ring,
+each with a random phase, so each image spreads its energy over the whole frame in random
+grains (whose size shrinks as 1/√γ) rather than over a few chosen locations, and a decoder trained
+on them is never shown where an object is. `diffuse_attention` is an alias of `speckle`;
+`simulation.probe` measures what a decoder trained on such data does with one bright pixel.
 """
 
 from __future__ import annotations
@@ -21,7 +30,8 @@ import torch
 from ._checks import check_choice, check_images, check_positive
 from .optics import model_grid
 
-__all__ = ["PAPER_GAMMAS", "speckle", "swapped_spectra", "speckle_mixture", "minmax01"]
+__all__ = ["PAPER_GAMMAS", "speckle", "diffuse_attention", "swapped_spectra",
+           "speckle_mixture", "minmax01"]
 
 #: The γ values of the paper's ten speckle sets ("dist" in the notebooks).
 PAPER_GAMMAS: tuple[float, ...] = (0.1, 0.3, 0.5, 1.0, 1.5, 2.0, 4.0, 7.0, 11.0, 15.0)
@@ -77,6 +87,11 @@ def speckle(
         field = torch.polar(pupil.expand_as(lam), 2 * torch.pi * lam)
         out[start:stop] = minmax01(torch.fft.fft2(field).abs()).to(torch.float32)
     return out
+
+
+#: The speckle training data under the name issue 9 gives it ("diffuse attention" data; see
+#: the module docstring): the same function as `speckle`, which stays the primary name.
+diffuse_attention = speckle
 
 
 def swapped_spectra(modes_from: torch.Tensor, values_from: torch.Tensor, *,

@@ -1,7 +1,9 @@
 """The study's scales: how many images, epochs, γ values and seeds each step uses.
 
 ``full`` is the paper's scale (paper-spec §10: 10,000 speckles per γ, Adam 5,000 epochs,
-the 10 × 10 swapped grid, the classifier's 100 epochs); ``small`` keeps every step and
+the 10 × 10 swapped grid, the classifier's 100 epochs); ``paper`` has the paper's data
+sizes (every test image, every training image for the classifiers) through closed forms
+and a D×K softmax fitted full batch, to fit in about an hour; ``small`` keeps every step and
 every γ-trend but trims counts so the whole study fits in about five minutes on two
 otherwise idle CPU cores; ``tiny`` (two seeds, two γ) is a smoke test for the tests only.
 """
@@ -38,7 +40,8 @@ class StudyConfig:
                                       "cifar100-colour")
     clf_n_train: int = 10_000
     clf_n_test: int = 5_000
-    clf_epochs: int = 100
+    clf_epochs: int = 100            # Adam epochs ("paper"), L-BFGS iterations ("dk")
+    clf_method: str = "paper"        # see experiments.paper.common.CLF_METHODS
     paper_gamma: float = 15.0        # the "high-H_SVD" decoder of the abstract (§10 Q7)
     mixture_targets: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10-grey")
     learned_steps: int = 2_000
@@ -46,6 +49,8 @@ class StudyConfig:
     timing_images: int = 1_000
     timing_pr_iterations: int = 200
     ridge_alpha: float | None = None  # None: chosen on a held-out split (each fit)
+    attention_gammas: tuple[float, ...] = PAPER_GAMMAS  # the single-pixel probe (step 8)
+    attention_seeds: int | None = None  # None: every seed; else at most this many
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -54,14 +59,29 @@ class StudyConfig:
 
 SCALES: dict[str, StudyConfig] = {
     "full": StudyConfig(scale="full"),
+    # The paper's sizes through closed forms: ridge decoders on 10,000 speckles, the
+    # full 10 × 10 swapped grid, SSIM on the full test sets, classifiers on every
+    # training image there is (a train split when its file exists, else half the test
+    # split) with the single D×K softmax fitted by L-BFGS; Adam only in the
+    # learnability curves, at 1,000 epochs on 10,000 speckles (the H_SVD ordering of
+    # the excess loss holds from 100 to 1,000 epochs, issue 9). The learned masks (not
+    # a paper-scale claim) run 200 steps on 2,000 speckles instead of 2,000 on 10,000.
+    "paper": StudyConfig(
+        scale="paper", n_test=1_000_000, clf_n_train=1_000_000, clf_n_test=1_000_000,
+        # L-BFGS iterations: MNIST, 60,000 raw images, held-out 92.34 / 92.39 / 92.32 %
+        # at 50 / 100 / 200 iterations (issue 9)
+        clf_method="dk", clf_epochs=100, learn_epochs=1_000,
+        learned_steps=200, learned_n=2_000,
+    ),
     "small": StudyConfig(
         scale="small", n_train=1_000, n_test=400,
         learn_gammas=(0.1, 0.5, 2.0, 7.0, 15.0), learn_n=1_000, learn_epochs=40,
         swap_gammas=(0.1, 1.5, 15.0), swap_n=1_000,
         classify_gammas=(0.1, 0.5, 2.0, 7.0, 15.0),
-        classify_sets=("mnist", "fashion-mnist", "cifar10-grey"),
+        classify_sets=("mnist", "fashion-mnist", "cifar10-grey", "cifar100-colour"),
         clf_n_train=500, clf_n_test=300, clf_epochs=8,
         learned_steps=40, learned_n=600, timing_images=200, timing_pr_iterations=50,
+        attention_gammas=(0.1, 0.5, 2.0, 7.0, 15.0), attention_seeds=2,
     ),
     "tiny": StudyConfig(
         scale="tiny", gammas=(0.3, 15.0), seeds=2, n_train=200, n_test=40,
@@ -72,6 +92,7 @@ SCALES: dict[str, StudyConfig] = {
         clf_n_train=60, clf_n_test=40, clf_epochs=1,
         mixture_targets=("mnist",), learned_steps=2, learned_n=100,
         timing_images=20, timing_pr_iterations=5, ridge_alpha=1.0,
+        attention_gammas=(0.3, 15.0),
     ),
 }
 

@@ -63,7 +63,7 @@ def _evaluate_all(enc, dec, sets, classify_sets, cfg_kw: dict, seed: int, data_d
         out["classification"] = classify_reconstructions(
             enc, dec, classify_sets, n_train=cfg_kw["clf_n_train"],
             n_test=cfg_kw["clf_n_test"], epochs=cfg_kw["clf_epochs"], seed=seed,
-            data_dir=data_dir)
+            data_dir=data_dir, method=cfg_kw.get("clf_method", "paper"))
     return out
 
 
@@ -119,6 +119,8 @@ def cells(cfg: StudyConfig, sets: list[str], classify_sets: list[str],
           data_dir: str | None) -> list[Cell]:
     kw = {"n_test": cfg.n_test, "clf_n_train": cfg.clf_n_train, "clf_n_test": cfg.clf_n_test,
           "clf_epochs": cfg.clf_epochs, "alpha": cfg.ridge_alpha}
+    if cfg.clf_method != "paper":  # keys of the existing scales stay as they were
+        kw["clf_method"] = cfg.clf_method
     out = []
     for seed in range(cfg.seeds):
         for t in cfg.mixture_targets:

@@ -20,11 +20,14 @@ from .config import StudyConfig
 
 __all__ = ["classify_reconstructions", "baseline_cell", "cells", "aggregate", "FEATURES"]
 
-FEATURES = ("raw", "sensor")
+#: baseline features: raw images, raw sensor patterns, and the random-label control (raw
+#: images with the training labels permuted: its held-out accuracy must be at chance)
+FEATURES = ("raw", "sensor", "random-labels")
 
 
 def classify_reconstructions(encoder, decoder, sets, *, n_train: int, n_test: int,
-                             epochs: int, seed: int, data_dir: str | None) -> dict:
+                             epochs: int, seed: int, data_dir: str | None,
+                             method: str = "paper") -> dict:
     """Classifier accuracy on reconstructions by (encoder, decoder), per set."""
     out = {}
     for s in sets:
@@ -32,7 +35,7 @@ def classify_reconstructions(encoder, decoder, sets, *, n_train: int, n_test: in
         tr = reconstruct_set(split["train_x"], encoder, decoder)
         te = reconstruct_set(split["test_x"], encoder, decoder)
         out[s] = classify_features(tr, split["train_y"], te, split["test_y"], epochs=epochs,
-                                   seed=seed, n_classes=n_classes_of(s))
+                                   seed=seed, n_classes=n_classes_of(s), method=method)
         out[s]["source"] = split["source"]
     return out
 
@@ -47,14 +50,23 @@ def _sensor_features(images: torch.Tensor) -> torch.Tensor:
 
 
 def baseline_cell(set_name: str, feature: str, seed: int, n_train: int, n_test: int,
-                  epochs: int, _data_dir: str | None = None) -> dict:
-    """The classifier on raw images or on raw (normalised) sensor patterns."""
+                  epochs: int, _data_dir: str | None = None, clf_method: str = "paper") -> dict:
+    """The classifier on raw images, on raw (normalised) sensor patterns, or on raw
+    images with the training labels permuted ("random-labels": the control whose
+    held-out accuracy must be at chance; its train accuracy shows how much the
+    classifier memorises)."""
+    if feature not in FEATURES:
+        raise ValueError(f"feature: expected one of {FEATURES}, got {feature!r}")
     split = classification_split(set_name, n_train, n_test, seed, _data_dir)
     tr, te = split["train_x"], split["test_x"]
+    train_y = split["train_y"]
     if feature == "sensor":
         tr, te = _sensor_features(tr), _sensor_features(te)
-    out = classify_features(tr, split["train_y"], te, split["test_y"], epochs=epochs,
-                            seed=seed, n_classes=n_classes_of(set_name))
+    elif feature == "random-labels":
+        perm = np.random.default_rng(30_000 + seed).permutation(len(train_y))
+        train_y = torch.as_tensor(train_y)[torch.from_numpy(perm)]
+    out = classify_features(tr, train_y, te, split["test_y"], epochs=epochs,
+                            seed=seed, n_classes=n_classes_of(set_name), method=clf_method)
     out["source"] = split["source"]
     return out
 
@@ -66,14 +78,18 @@ def cells(cfg: StudyConfig, sets: list[str], data_dir: str | None) -> list[Cell]
             for f in FEATURES:
                 p = {"set_name": s, "feature": f, "seed": seed, "n_train": cfg.clf_n_train,
                      "n_test": cfg.clf_n_test, "epochs": cfg.clf_epochs, "_data_dir": data_dir}
+                if cfg.clf_method != "paper":  # keys of the existing scales stay as they were
+                    p["clf_method"] = cfg.clf_method
                 out.append(Cell(make_key("baseline", f"{s}_{f}_s{seed}", p),
                                 "experiments.paper.distill:baseline_cell", p))
     return out
 
 
 def _ms(values) -> dict:
+    """Mean, std and the per-seed values (in seed order: the verdicts pair them)."""
     a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
+    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size),
+            "values": a.tolist()}
 
 
 def aggregate(cfg: StudyConfig, sets: list[str], base_cells: list[Cell],
@@ -89,6 +105,7 @@ def aggregate(cfg: StudyConfig, sets: list[str], base_cells: list[Cell],
             d["test"].append(v["test_accuracy"])
     base: dict[str, dict[str, dict[str, list]]] = {}
     sources: dict[str, str] = {}
+    n_test: dict[str, int] = {}
     for c in baseline_cells:
         r = results[c.key]
         d = base.setdefault(c.params["set_name"], {}).setdefault(c.params["feature"],
@@ -96,6 +113,7 @@ def aggregate(cfg: StudyConfig, sets: list[str], base_cells: list[Cell],
         d["train"].append(r["train_accuracy"])
         d["test"].append(r["test_accuracy"])
         sources[c.params["set_name"]] = r["source"]
+        n_test[c.params["set_name"]] = int(r["n_test"])
     per_set = {}
     for s in sets:
         if s not in acc:
@@ -110,7 +128,8 @@ def aggregate(cfg: StudyConfig, sets: list[str], base_cells: list[Cell],
             "test_accuracy": test_mean, "train_accuracy": train_mean,
             "baselines": {f: {"train_accuracy": _ms(v["train"]), "test_accuracy": _ms(v["test"])}
                           for f, v in base.get(s, {}).items()},
-            "split_source": sources.get(s),
+            "split_source": sources.get(s), "n_test": n_test.get(s, cfg.clf_n_test),
+            "n_classes": n_classes_of(s),
             "best_ssim_gamma": best_ssim, "best_accuracy_gamma": best_acc,
             "ssim": ssim_of,
         }

@@ -59,14 +59,26 @@ def fig_learnability(r: dict, out: Path) -> str:
     ax[0].set_ylabel("training MSE (Adam, full batch)")
     ax[0].legend(fontsize=7)
     gs = sorted(learn, key=float)
-    for a, key, label in ((ax[1], "remaining", "loss left: last / first epoch"),
-                          (ax[2], "final_train_mse", "final training MSE")):
-        h = [learn[g]["h_svd"] for g in gs]
-        v = [learn[g][key] for g in gs]
-        a.errorbar([x["mean"] for x in h], [x["mean"] for x in v], [x["std"] for x in v],
-                   [x["std"] for x in h], marker="o", capsize=3, ls="-", label="Adam")
-        a.set_xlabel("H_SVD of the training set")
-        a.set_ylabel(label)
+    h = [learn[g]["h_svd"] for g in gs]
+    hx, hs = [x["mean"] for x in h], [x["std"] for x in h]
+    reads = sorted(int(t) for t in learn[gs[0]]["excess"])
+    for j, t in enumerate(reads[-3:]):  # the read-outs the verdict uses
+        v = [np.asarray(learn[g]["excess"][str(t)]) for g in gs]
+        ax[1].errorbar(hx, [x.mean() for x in v], [x.std() for x in v], hs, marker="o",
+                       capsize=3, ls="-", color=f"C{j}", label=f"epoch {t}")
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("H_SVD of the training set")
+    ax[1].set_ylabel("excess loss (L_t − L*)/(L_1 − L*)")
+    ax[1].legend(fontsize=7)
+    v = [learn[g]["final_train_mse"] for g in gs]
+    ax[2].errorbar(hx, [x["mean"] for x in v], [x["std"] for x in v], hs, marker="o",
+                   capsize=3, ls="-", label="Adam, last epoch")
+    ax[2].plot(hx, [learn[g]["mean_image_mse"]["mean"] for g in gs], "k--", lw=1,
+               label="mean-image predictor")
+    ax[2].plot(hx, [max(learn[g]["optimum_mse"]["mean"], 1e-12) for g in gs], "k:", lw=1,
+               label="optimum L* (closed form)")
+    ax[2].set_xlabel("H_SVD of the training set")
+    ax[2].set_ylabel("training MSE")
     rid = [learn[g]["ridge_train_mse"] for g in gs]
     if all(rid):
         ax[2].errorbar([learn[g]["h_svd"]["mean"] for g in gs], [x["mean"] for x in rid],
@@ -184,7 +196,16 @@ def fig_designs(r: dict, out: Path) -> str:
 
 def fig_timing(r: dict, out: Path) -> str:
     t = r["timing"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    trace = t.get("phase_retrieval_ssim_by_iteration", {})
+    its = sorted(int(k) for k in trace)
+    ax2.plot(its, [trace[str(k)] for k in its], "o-", color="C3", label="phase retrieval")
+    ax2.axhline(t["decoder_ssim"], color="C0", ls="--", label="linear decoder")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("phase-retrieval iterations")
+    ax2.set_ylabel("SSIM")
+    ax2.set_title("Equal quality: iterations to reach the decoder's SSIM", fontsize=9)
+    ax2.legend(fontsize=7)
     names = ["decoder\npredict()", "decoder\n(1 image)", "decoder\n(batched)",
              f"phase retrieval\n({t['phase_retrieval_iterations']} it., batched)"]
     vals = [t["decoder_s_per_predict_call"], t["decoder_s_per_image_single"],
@@ -198,12 +219,66 @@ def fig_timing(r: dict, out: Path) -> str:
     return _save(fig, out, "fig7_timing.png")
 
 
+def fig_attention(r: dict, out: Path) -> str:
+    """Single-pixel probe: spread and H_SVD(W) against γ (mean ± std over seeds), and the
+    centre pixel's map at up to six γ (the lowest seed)."""
+    at = r["attention"]
+    gs = at["gammas"]
+    x = np.array([float(g) for g in gs])
+    ctrl = at["control"]["random_weights"]
+    ncol = min(6, len(gs))
+    fig = plt.figure(figsize=(max(12.0, 2.2 * ncol), 7.2))
+    grid = fig.add_gridspec(2, 3 * ncol, height_ratios=[1.25, 1.0])
+    w = 3 * ncol // 3
+    panels = [fig.add_subplot(grid[0, i * w:(i + 1) * w]) for i in range(3)]
+    for a, key, label, log in ((panels[0], "participation_ratio",
+                                "participation ratio (pixels covered)", True),
+                               (panels[1], "peak_fraction",
+                                "energy fraction on the probed pixel", True)):
+        m = np.array([at["by_gamma"][g][key]["mean"] for g in gs])
+        sd = np.array([at["by_gamma"][g][key]["std"] for g in gs])
+        a.errorbar(x, m, sd, marker="o", capsize=3, label="speckle-trained decoder")
+        a.axhline(ctrl[key]["mean"], color="C3", ls="--", lw=1, label="random weights")
+        a.axhline(at["control"]["perfect_imager"][key], color="k", ls=":", lw=1,
+                  label="perfect imager")
+        a.set_xscale("log")
+        if log:
+            a.set_yscale("log")
+        a.set_xlabel("training γ")
+        a.set_ylabel(label, fontsize=8)
+    panels[0].legend(fontsize=7, loc="lower left")
+    a = panels[2]
+    h = [at["by_gamma"][g]["h_svd_weights_normalised"] for g in gs]
+    a.errorbar(x, [v["mean"] for v in h], [v["std"] for v in h], marker="o", capsize=3,
+               label="speckle-trained decoder")
+    a.axhline(ctrl["h_svd_weights_normalised"]["mean"], color="C3", ls="--", lw=1,
+              label="random weights")
+    a.set_xscale("log")
+    a.set_xlabel("training γ")
+    a.set_ylabel("H_SVD(W) / log₂ min(W.shape)  (σ/Σσ)", fontsize=8)
+    a.legend(fontsize=7)
+    pick = [gs[int(round(i))] for i in np.linspace(0, len(gs) - 1, ncol)]
+    cy, cx = at["centre_pixel"]
+    for i, g in enumerate(pick):
+        a = fig.add_subplot(grid[1, 3 * i:3 * (i + 1)])
+        m = np.array(at["maps"][g])
+        v = float(np.abs(m).max()) or 1.0
+        a.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v)
+        a.plot([cx], [cy], marker="o", mfc="none", color="k", ms=9, mew=0.7)
+        a.set_title(f"γ={float(g):g}  PR={at['maps_participation_ratio'][g]:.0f}", fontsize=8)
+        a.axis("off")
+    fig.suptitle(f"Attention probe: response to one bright pixel (centre pixel ({cy}, {cx}) "
+                 "below, dark response subtracted)")
+    return _save(fig, out, "fig8_attention.png")
+
+
 def make_figures(results: dict, out: Path) -> dict[str, str]:
     """Every figure whose data exists; {figure id: file name}."""
     r = results["results"]
     makers = {"synthetic": fig_synthetic, "learnability": fig_learnability,
               "transfer": fig_transfer, "swapped": fig_swapped,
-              "distillation": fig_distillation, "designs": fig_designs, "timing": fig_timing}
+              "distillation": fig_distillation, "designs": fig_designs, "timing": fig_timing,
+              "attention": fig_attention}
     made = {}
     for key, fn in makers.items():
         if r.get(key):

@@ -17,7 +17,7 @@ import torch
 from experiments.sweep import Cell, run_cells
 from hil.runs import git_commit, write_json_atomic
 
-from . import designs, distill, learnability, swapped, synthetic, timing, transfer
+from . import attention, designs, distill, learnability, swapped, synthetic, timing, transfer
 from .common import data_dir_or_env, present_sets
 from .config import StudyConfig
 from .verdicts import all_verdicts
@@ -48,6 +48,7 @@ def plan(cfg: StudyConfig, data_dir: str | None) -> tuple[dict[str, list[Cell]],
         "baselines": distill.cells(cfg, clf_sets, data_dir),
         "synthetic": synthetic.cells(cfg, sets, data_dir),
         "timing": timing.cells(cfg, data_dir) if "mnist" in sets else [],
+        "attention": attention.cells(cfg),
     }
     info = {"transfer_sets": sets, "missing_sets": missing, "swap_sets": swap_sets,
             "classify_sets": clf_sets, "missing_classify_sets": clf_missing}
@@ -55,7 +56,7 @@ def plan(cfg: StudyConfig, data_dir: str | None) -> tuple[dict[str, list[Cell]],
 
 
 CELL_MODULES = ("common", "synthetic", "learnability", "transfer", "swapped", "distill",
-                "designs", "timing")
+                "designs", "timing", "attention")
 
 
 def code_version() -> str:
@@ -92,8 +93,26 @@ def aggregate(cfg: StudyConfig, steps: dict[str, list[Cell]], info: dict,
                                           steps["baselines"], results, tra),
         "designs": designs.aggregate(cfg, results, steps["designs"], steps["transfer"]),
         "timing": results[steps["timing"][0].key] if steps["timing"] else None,
+        "attention": attention.aggregate(cfg, results, steps["attention"]),
     }
     return agg
+
+
+def _say_estimate(cfg: StudyConfig, cells: list[Cell], store: Path, workers: int,
+                  code: str) -> dict | None:
+    """Print the time estimate of a long scale before its sweep starts (`cost`)."""
+    from .cost import FULL_ESTIMATE, PROBED_SCALES, format_estimate, probe_estimate
+
+    if cfg.scale == "full":
+        print(FULL_ESTIMATE, flush=True)
+        return {"static": FULL_ESTIMATE}
+    if cfg.scale not in PROBED_SCALES:
+        return None
+    print(f"{cfg.scale} scale: timing one cell of each kind first ...", flush=True)
+    est = probe_estimate(cells, store, workers=workers, code=code,
+                         preload=["simulation", "experiments.paper.study"])
+    print(format_estimate(est, cfg.scale), flush=True)
+    return est
 
 
 def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "local",
@@ -112,9 +131,10 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
     for name in info["missing_sets"]:
         log.warning("test set %s not found: left out of the study", name)
     order = ["learnability", "designs", "transfer", "swapped", "baselines", "synthetic",
-             "timing"]
+             "attention", "timing"]
     cells = [c for step in order for c in steps[step]]
     code = code_version()
+    estimate = _say_estimate(cfg, cells, out / "cells", workers, code)
     t0 = time.perf_counter()
     sweep = run_cells(cells, out / "cells", executor=executor, workers=workers,
                       address=address, progress=progress, desc=f"paper study ({cfg.scale})",
@@ -127,6 +147,7 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
         "run": {"executor": executor, "workers": workers, "cells": len(cells),
                 "cells_computed": len(sweep.computed), "cells_reused": len(sweep.skipped),
                 "sweep_wall_s": wall, "cells_cpu_s": sweep.cpu_seconds,
+                "estimate": estimate,
                 "git_commit": git_commit(), "code_version": code,
                 "versions": {"python": platform.python_version(), "torch": torch.__version__,
                              "numpy": np.__version__},

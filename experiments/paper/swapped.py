@@ -15,7 +15,7 @@ import numpy as np
 from experiments.sweep import Cell, make_key
 from simulation import swapped_spectra
 
-from .common import evaluate, fit_ridge, set_statistics, test_images, training_speckle
+from .common import evaluate_set, fit_ridge, set_statistics, training_speckle
 from .config import StudyConfig
 
 __all__ = ["cells", "swap_cell", "aggregate"]
@@ -29,7 +29,7 @@ def swap_cell(gamma_modes: float, gamma_values: float, seed: int, n: int, sets: 
     dec, enc = fit_ridge(images, seed=seed, alpha=alpha)
     out = {"train": set_statistics(images), "train_mse": float(dec.train_mse_), "test": {}}
     for s in sets:
-        out["test"][s] = evaluate(test_images(s, n_test, seed, _data_dir), enc, dec)
+        out["test"][s] = evaluate_set(s, n_test, seed, _data_dir, enc, dec)
     return out
 
 

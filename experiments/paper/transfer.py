@@ -13,7 +13,7 @@ import numpy as np
 
 from experiments.sweep import Cell, make_key
 
-from .common import evaluate, fit_ridge, set_statistics, test_images, training_speckle
+from .common import evaluate_set, fit_ridge, set_statistics, training_speckle
 from .config import StudyConfig
 from .distill import classify_reconstructions
 
@@ -23,18 +23,18 @@ __all__ = ["cells", "decoder_cell", "aggregate", "hinge_threshold"]
 def decoder_cell(gamma: float, seed: int, n: int, sets: list[str], n_test: int,
                  classify_sets: list[str], clf_n_train: int, clf_n_test: int,
                  clf_epochs: int, alpha: float | None = None,
-                 _data_dir: str | None = None) -> dict:
+                 _data_dir: str | None = None, clf_method: str = "paper") -> dict:
     """Fit the (γ, seed) decoder; SSIM/MSE per test set; classification if asked."""
     images = training_speckle(gamma, n, seed)
     dec, enc = fit_ridge(images, seed=seed, alpha=alpha)
     out = {"train": set_statistics(images), "alpha": float(dec.alpha_),
            "train_mse": float(dec.train_mse_), "test": {}}
     for s in sets:
-        out["test"][s] = evaluate(test_images(s, n_test, seed, _data_dir), enc, dec)
+        out["test"][s] = evaluate_set(s, n_test, seed, _data_dir, enc, dec)
     if classify_sets:
         out["classification"] = classify_reconstructions(
             enc, dec, classify_sets, n_train=clf_n_train, n_test=clf_n_test,
-            epochs=clf_epochs, seed=seed, data_dir=_data_dir)
+            epochs=clf_epochs, seed=seed, data_dir=_data_dir, method=clf_method)
     return out
 
 
@@ -49,14 +49,18 @@ def cells(cfg: StudyConfig, sets: list[str], classify_sets: list[str],
                  "clf_n_train": cfg.clf_n_train, "clf_n_test": cfg.clf_n_test,
                  "clf_epochs": cfg.clf_epochs, "alpha": cfg.ridge_alpha,
                  "_data_dir": data_dir}
+            if cfg.clf_method != "paper":  # keys of the existing scales stay as they were
+                p["clf_method"] = cfg.clf_method
             out.append(Cell(make_key("decoder", f"g{g}_s{seed}", p),
                             "experiments.paper.transfer:decoder_cell", p))
     return out
 
 
 def _ms(values) -> dict:
+    """Mean, std and the per-seed values (in seed order: the verdicts pair them)."""
     a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
+    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size),
+            "values": a.tolist()}
 
 
 def hinge_threshold(mismatch: np.ndarray, score: np.ndarray) -> dict:
