@@ -15,6 +15,16 @@ SMALL_BENCH = {
 }
 
 
+#: the small calibration bench: hidden random flaws on, a power-controlled laser
+CALIBRATION_BENCH = {
+    "name": "ci", "seed": 0,
+    "slm": {"backend": "sim", "shape": [256, 256]},
+    "camera": {"backend": "sim", "shape": [256, 256], "reference_power_mW": 10.0},
+    "laser": {"backend": "sim", "control": "power", "max_power_mW": 20.0, "setpoint": 10.0,
+              "output": "on"},
+}
+
+
 def small_bench(**camera) -> dict:
     """The small bench dict, with camera keys overridden (faults, noise, ...)."""
     cfg = copy.deepcopy(SMALL_BENCH)

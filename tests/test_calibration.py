@@ -12,19 +12,14 @@ import copy
 
 import numpy as np
 import pytest
+from session_helpers import CALIBRATION_BENCH
 
 from calibration import CalibrationSet, errors_vs_truth, run_calibration
 from calibration.geometry import affine_parameters
 from calibration.truth import truth_model_to_camera
 
 SEEDS = (0, 1, 2, 3, 4)
-SMALL = {
-    "name": "ci", "seed": 0,
-    "slm": {"backend": "sim", "shape": [256, 256]},
-    "camera": {"backend": "sim", "shape": [256, 256], "reference_power_mW": 10.0},
-    "laser": {"backend": "sim", "control": "power", "max_power_mW": 20.0, "setpoint": 10.0,
-              "output": "on"},
-}
+SMALL = CALIBRATION_BENCH
 FAST = {"dark": {"n_dark": 8, "n_pairs": 1, "exposures": (0.2, 0.7)},
         "geometry": {"grid": 4, "averaging": 1},
         "wavefront": {"averaging": 1}}

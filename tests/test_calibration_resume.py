@@ -20,17 +20,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from session_helpers import CALIBRATION_BENCH
 
 from calibration import CalibrationSet, run_calibration
 from calibration.capture import RunningMoments
 
-SMALL = {
-    "name": "ci", "seed": 0,
-    "slm": {"backend": "sim", "shape": [256, 256]},
-    "camera": {"backend": "sim", "shape": [256, 256], "reference_power_mW": 10.0},
-    "laser": {"backend": "sim", "control": "power", "max_power_mW": 20.0, "setpoint": 10.0,
-              "output": "on"},
-}
+SMALL = CALIBRATION_BENCH
 FAST = {"dark": {"n_dark": 4, "n_pairs": 1, "exposures": (0.3, 0.7)},
         "geometry": {"grid": 3, "averaging": 1},
         "lut": {"level_step": 32},
