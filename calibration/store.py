@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from simulation.atomic import atomic_path
 
 __all__ = [
     "CalibrationSet",
@@ -327,24 +328,16 @@ class CalibrationSet:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary name in the same directory, then rename)."""
         target = self.file_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".calibration-", suffix=".h5.tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["created"] = float(self.created)
-                f.attrs["saved"] = time.time()
-                f.attrs["code_version"] = code_version()
-                f.attrs["devices"] = json.dumps(_jsonable(self.devices))
-                for name in self.steps():
-                    getattr(self, name)._write(f.create_group(name))
-            os.replace(tmp, target)
-            self.path = target
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(target) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["created"] = float(self.created)
+            f.attrs["saved"] = time.time()
+            f.attrs["code_version"] = code_version()
+            f.attrs["devices"] = json.dumps(_jsonable(self.devices))
+            for name in self.steps():
+                getattr(self, name)._write(f.create_group(name))
+        self.path = target
         return target
 
     @classmethod

@@ -53,7 +53,7 @@ def test_read_mode_is_refused(tmp_path):
         pass
 
 
-@pytest.mark.parametrize("writer", ["mask", "decoder", "json"])
+@pytest.mark.parametrize("writer", ["mask", "decoder", "json", "calibration"])
 def test_every_output_writer_uses_the_umask(tmp_path, umask_027, writer):
     if writer == "mask":
         from hil.masks import save_mask, vortex_mask
@@ -66,6 +66,11 @@ def test_every_output_writer_uses_the_umask(tmp_path, umask_027, writer):
         imgs = speckle(64, 15, seed=0)
         p = tmp_path / "d.pt"
         LinearDecoder().fit(enc(imgs), imgs, method="ridge", encoder=enc).save(p)
+    elif writer == "calibration":
+        from calibration import CalibrationSet
+
+        p = CalibrationSet().save(tmp_path / "cal")
+        assert list(CalibrationSet.load(p).steps()) == []
     else:
         from hil.runs import write_json_atomic
 
