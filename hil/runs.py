@@ -46,7 +46,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -59,7 +58,7 @@ import numpy as np
 from simulation.atomic import atomic_open
 
 __all__ = ["CaptureStore", "CaptureWriteError", "read_captures", "write_json_atomic",
-           "git_commit", "versions", "umask", "CAPTURES_FILE"]
+           "git_commit", "versions", "CAPTURES_FILE"]
 
 FORMAT = "hil-captures"
 FORMAT_VERSION = 1
@@ -67,7 +66,6 @@ CAPTURES_FILE = "captures.h5"
 _SCALARS = {"index": np.int64, "timestamp": np.float64, "exposure_s": np.float64,
             "averaging": np.int32, "dropped": np.int32}
 RESERVE_BYTES = 1 << 20  # kept free beyond each capture: run.json, HDF5 metadata
-_umask_lock = threading.Lock()
 
 
 class CaptureWriteError(OSError):
@@ -76,14 +74,6 @@ class CaptureWriteError(OSError):
     The store has closed itself; every capture before the failed one is complete on
     disk and ``CaptureStore.resume`` continues from there.
     """
-
-
-def umask() -> int:
-    """The process's file-creation mask (read without changing it for longer than a call)."""
-    with _umask_lock:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:

@@ -75,6 +75,25 @@ def wait_for(cond, proc: subprocess.Popen, what: str, timeout_s: float = 180.0) 
         time.sleep(0.02)
 
 
+def signal_when(proc: subprocess.Popen, signum: int, *waits: tuple, timeout_s: float = 120.0
+                ) -> str:
+    """Wait for each (condition, what) in turn, send ``signum``, reap; returns stderr.
+
+    The process is killed and reaped whatever happens, so no test leaves one behind.
+    """
+    try:
+        for cond, what in waits:
+            wait_for(cond, proc, what)
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=timeout_s)
+        return proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
 def _emitting(state_file: Path) -> bool:
     try:
         return sim_laser_state(state_file)["emitting"]
@@ -126,20 +145,12 @@ def test_hil_run_signal_turns_laser_off_and_records_interrupted(tmp_path, name):
     h5 = out / "captures.h5"
     proc = subprocess.Popen(run_args(bench, dec, out), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        # the bench opens with the output off, as its file says; the run switches it on
-        # for the first capture
-        wait_for(lambda: _emitting(state), proc, "the laser went on for the captures")
-        wait_for(lambda: h5.exists() and h5.stat().st_size > 2 * CAPTURE_BYTES, proc,
-                 "two captures were written")
-        os.kill(proc.pid, getattr(signal, name))
-        proc.wait(timeout=120)
-        err = proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    # the bench opens with the output off, as its file says; the run switches it on for
+    # the first capture
+    err = signal_when(proc, getattr(signal, name),
+                      (lambda: _emitting(state), "the laser went on for the captures"),
+                      (lambda: h5.exists() and h5.stat().st_size > 2 * CAPTURE_BYTES,
+                       "two captures were written"))
     assert proc.returncode == 128 + getattr(signal, name), err[-3000:]
     assert "Traceback" not in err
     assert f"hil: interrupted ({name})" in err
@@ -174,18 +185,10 @@ def test_hil_calibrate_sigterm_turns_laser_off(tmp_path):
                                 "--options", json.dumps(fast)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    try:
-        wait_for(lambda: (out / "calibration.h5").exists(), proc,
-                 "the first calibration step was saved")
-        wait_for(lambda: _emitting(state), proc, "the laser was on")
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)
-        err = proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    err = signal_when(proc, signal.SIGTERM,
+                      (lambda: (out / "calibration.h5").exists(),
+                       "the first calibration step was saved"),
+                      (lambda: _emitting(state), "the laser was on"))
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "Traceback" not in err
     assert "hil: interrupted (SIGTERM)" in err
@@ -227,15 +230,9 @@ def test_sigkill_leaves_the_beam_to_the_controller_watchdog(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(run_args(bench, dec, out), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        wait_for(lambda: _emitting(state), proc, "the laser went on for the captures")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    signal_when(proc, signal.SIGKILL,
+                (lambda: _emitting(state), "the laser went on for the captures"),
+                timeout_s=60)
     st = sim_laser_state(state)
     assert st["output"] == 1  # nothing in the process could switch it off
     assert st["watchdog_s"] == pytest.approx(0.5)
