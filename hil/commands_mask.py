@@ -128,19 +128,9 @@ def cmd_mask_show(args: argparse.Namespace) -> int:
 
 def _imaging_config(calibration: Any, mask: Any, mode: str | None) -> Any:
     """The imaging settings ``hil run`` would use with this calibration and mask."""
-    from calibration.imaging import ImagingConfig
+    from .run_checks import run_imaging_config
 
-    recorded = getattr(calibration, "imaging_config", None) if calibration is not None else None
-    if recorded is None:
-        config = ImagingConfig(size=mask.grid)
-    elif isinstance(recorded, ImagingConfig):
-        config = recorded
-    else:
-        config = ImagingConfig.from_dict(recorded, what="calibration imaging config")
-    changes: dict[str, Any] = {"size": mask.grid}
-    if mode is not None:
-        changes["mode"] = mode
-    return config.replace(**changes)
+    return run_imaging_config(calibration, mask.grid, {"mode": mode})
 
 
 def push_mask(bench: Any, mask: Any, *, calibration: Any = None, channel: int = 0,

@@ -114,6 +114,18 @@ def _same_calibration(a: Path, calibration: Any) -> bool:
         return False
 
 
+def run_imaging_config(calibration: Any, size: int, overrides: dict[str, Any] | None = None,
+                       *, imaging: ImagingConfig | None = None) -> ImagingConfig:
+    """The imaging settings a run uses: ``imaging``, else the calibration's recorded ones,
+    else the defaults; then the non-None ``overrides`` and the encoder's grid ``size``."""
+    cal_config = getattr(calibration, "imaging_config", None)
+    base = imaging or cal_config or ImagingConfig(size=size)
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if base.size != size:
+        changes.setdefault("size", size)
+    return base.replace(**changes) if changes else base
+
+
 def resolve_run_inputs(*, decoder: Path | None, mask: Path | None, calibration: Any,
                        calibration_arg: Any, imaging: ImagingConfig | None,
                        overrides: dict[str, Any], size: int | None = None) -> RunInputs:
@@ -147,11 +159,7 @@ def resolve_run_inputs(*, decoder: Path | None, mask: Path | None, calibration: 
                         f"{spec.channels}")
 
     cal_config = calibration.imaging_config if calibration is not None else None
-    base = imaging or cal_config or ImagingConfig(size=spec.size)
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if base.size != spec.size:
-        changes.setdefault("size", spec.size)
-    config = base.replace(**changes) if changes else base
+    config = run_imaging_config(calibration, spec.size, overrides, imaging=imaging)
     if size is not None and size != config.size:
         problems.append(f"--dataset: images are {size}x{size}, the encoder's grid is "
                         f"{config.size}x{config.size}")
