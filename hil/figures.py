@@ -1,18 +1,31 @@
-"""Figures people look at: image grids and curves, written as PNG (matplotlib, Agg)."""
+"""Figures people look at, written as PNG.
+
+Figures are built on ``matplotlib.figure.Figure`` directly (``new_figure``), never through
+``pyplot``: nothing here selects a backend or touches pyplot's global state, so importing this
+module (or saving a figure) in Jupyter leaves inline plotting as it was, and figures are freed when
+they go out of scope instead of piling up in pyplot's registry.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+__all__ = ["new_figure", "save_image_grid"]
 
-__all__ = ["save_image_grid", "save_curves"]
+
+def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
+    """A pyplot-free ``Figure`` and its axes (``Figure.subplots``; keyword ``figsize`` etc.).
+
+    Keyword arguments ``figsize`` and ``dpi`` go to ``Figure``; the rest to ``subplots``.
+    """
+    fig = Figure(figsize=kwargs.pop("figsize", None), dpi=kwargs.pop("dpi", None))
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def _as_display(img) -> np.ndarray:
@@ -30,8 +43,8 @@ def save_image_grid(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = min(n, *(len(r) for r in rows))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 0.8, 1.4 * len(rows) + 0.4),
-                             squeeze=False)
+    fig, axes = new_figure(len(rows), n, figsize=(1.3 * n + 0.8, 1.4 * len(rows) + 0.4),
+                           squeeze=False)
     for i, (imgs, label) in enumerate(zip(rows, labels, strict=True)):
         for j in range(n):
             ax = axes[i, j]
@@ -46,29 +59,5 @@ def save_image_grid(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
-
-def save_curves(
-    curves: dict[str, Sequence[float]], path: str | os.PathLike, *, xlabel: str, ylabel: str,
-    logy: bool = False, title: str | None = None,
-) -> Path:
-    """Several named curves on one axis; PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, ys in curves.items():
-        ax.plot(np.arange(1, len(ys) + 1), ys, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -293,15 +293,12 @@ def write_grey_image(grey: np.ndarray, path: str | os.PathLike, fmt: str | None 
 
 def plot_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
     """PNG of every channel's wrapped phase, with the metadata in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from hil.figures import new_figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stack = np.mod(mask.phase_stack(), 2 * np.pi)
-    fig, axes = plt.subplots(1, len(stack), figsize=(3.2 * len(stack) + 0.6, 3.4), squeeze=False)
+    fig, axes = new_figure(1, len(stack), figsize=(3.2 * len(stack) + 0.6, 3.4), squeeze=False)
     for k, ax in enumerate(axes[0]):
         im = ax.imshow(stack[k], cmap="twilight", vmin=0, vmax=2 * np.pi)
         label = mask.charges[k] if isinstance(mask.charges, list) else "learned"
@@ -311,5 +308,4 @@ def plot_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
     fig.colorbar(im, ax=axes[0].tolist(), label="phase (rad, wrapped)", shrink=0.8)
     fig.suptitle(f"{mask.grid}x{mask.grid} mask, λ = {mask.wav_um:g} µm", fontsize=10)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
