@@ -15,8 +15,6 @@ inscribed in the SLM (``simulation.zernike``).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -106,8 +104,3 @@ def sample_on_camera(intensity: torch.Tensor, points: torch.Tensor, sub: int = 2
                       padding_mode="zeros", align_corners=False)  # (F, 1, K*sub², 1)
     return s.reshape(f, -1, sub * sub).mean(dim=-1)
 
-
-def unit_scale(q: int, model_to_camera: np.ndarray) -> float:
-    """Camera pixels per far-field bin (area), to turn bin intensities into pixel sums."""
-    a = np.asarray(model_to_camera, dtype=np.float64)
-    return float(abs(np.linalg.det(a[:, :2]))) / q**2 if q else math.nan

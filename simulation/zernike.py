@@ -14,7 +14,7 @@ import math
 
 import torch
 
-__all__ = ["noll_to_nm", "zernike", "zernike_basis", "zernike_sum", "unit_disk_grid"]
+__all__ = ["noll_to_nm", "zernike", "zernike_sum", "unit_disk_grid"]
 
 
 def noll_to_nm(j: int) -> tuple[int, int]:
@@ -79,12 +79,6 @@ def zernike(j: int, rho: torch.Tensor, theta: torch.Tensor, *,
     if extend:
         return z
     return torch.where(rho <= 1, z, torch.zeros_like(z))
-
-
-def zernike_basis(indices: list[int], rho: torch.Tensor, theta: torch.Tensor, *,
-                  extend: bool = False) -> torch.Tensor:
-    """Stack of polynomials, shape (len(indices), *rho.shape)."""
-    return torch.stack([zernike(int(j), rho, theta, extend=extend) for j in indices])
 
 
 def zernike_sum(
