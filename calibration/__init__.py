@@ -16,13 +16,14 @@ Imports ``devices`` and ``simulation`` only (never ``hil`` or ``experiments``).
 """
 
 from calibration.geometry import camera_to_model, nominal_model_to_camera
+from calibration.imaging import BenchImager, ImagedBatch
 from calibration.imaging_config import EncoderSpec, ImagingConfig, plan_layout
 from calibration.pipeline import STEP_ORDER, parse_steps, run_calibration
 from calibration.store import STEPS, CalibrationError, CalibrationSet, StepResult
 from calibration.truth import errors_vs_truth
 
 __all__ = [
-    "CalibrationError", "CalibrationSet", "EncoderSpec", "ImagingConfig", "STEPS",
-    "STEP_ORDER", "StepResult", "camera_to_model", "errors_vs_truth",
+    "BenchImager", "CalibrationError", "CalibrationSet", "EncoderSpec", "ImagedBatch",
+    "ImagingConfig", "STEPS", "STEP_ORDER", "StepResult", "camera_to_model", "errors_vs_truth",
     "nominal_model_to_camera", "parse_steps", "plan_layout", "run_calibration",
 ]

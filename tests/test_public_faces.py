@@ -1,0 +1,35 @@
+"""Each package's public face: every exported name resolves, and ``hil --help`` stays light."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGES = ("simulation", "devices", "calibration", "hil", "experiments")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_exported_name_resolves(package):
+    mod = importlib.import_module(package)
+    assert mod.__all__, f"{package} exports nothing"
+    missing = [n for n in mod.__all__ if getattr(mod, n, None) is None]
+    assert missing == []
+    assert set(mod.__all__) <= set(dir(mod))
+
+
+def test_unknown_names_raise_attribute_error():
+    import hil
+
+    with pytest.raises(AttributeError, match="no attribute 'RunConfg'"):
+        hil.RunConfg  # noqa: B018
+
+
+def test_importing_the_cli_and_the_lazy_faces_does_not_load_torch():
+    code = ("import sys, hil, hil.cli, experiments; "
+            "print('torch' in sys.modules); hil.RunConfig; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out == ["False", "True"]  # the second line is the control: the face does load it
