@@ -35,12 +35,9 @@ CASES = {
 
 
 def backend_after(code: str, out: Path) -> str:
-    script = textwrap.dedent("""
-        import matplotlib
-        matplotlib.use("template")
-        from pathlib import Path
-        OUT = Path(%r)
-    """ % str(out)) + textwrap.dedent(code) + "\nprint(matplotlib.get_backend())\n"
+    head = ("import matplotlib\nmatplotlib.use('template')\nfrom pathlib import Path\n"
+            f"OUT = Path({str(out)!r})\n")
+    script = head + textwrap.dedent(code) + "\nprint(matplotlib.get_backend())\n"
     res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
