@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devices.base import SLM, Camera
+from devices.base import SLM, Camera, apply_capture_keys
 from devices.config import load_config
 from devices.errors import ConfigError
 from devices.visa import (
@@ -199,13 +199,15 @@ def open_bench(source: str | Path | dict[str, Any]) -> Bench:
     sim = cfg["slm"]["family"] == "sim" or cfg["camera"]["family"] == "sim"
     flaws = None
     if sim:
-        from devices.flaws import Flaws, draw_flaws
+        from devices.flaws import Flaws, draw_flaws, with_sim_flaws
 
         flaws = draw_flaws(seed) if cfg["flaws"] else Flaws()
+        flaws = with_sim_flaws(flaws, seed, cfg.get("sim_flaws"))
     bench = Bench(slm=None, camera=None, config=cfg)  # type: ignore[arg-type]
     try:
         bench.slm = _open_slm(cfg["slm"], flaws, seed)
         bench.camera = _open_camera(cfg["camera"], bench.slm, flaws, seed)
+        apply_capture_keys(bench.slm, bench.camera, cfg["slm"], cfg["camera"])
         if cfg["laser"] is not None:
             bench.laser = _open_laser(cfg["laser"])
         if cfg["power_meter"] is not None:
@@ -230,5 +232,13 @@ def open_bench(source: str | Path | dict[str, Any]) -> Bench:
             photons_per_s=cam.photons_per_s,
             zero_order_fraction=cam.zero_order_fraction,
             noise=cam.noise,
+        )
+        hot_index, hot_counts = flaws.hot_pixels(cam.shape, 2**cam.bitdepth - 1)
+        bench.truth.update(  # [sim_flaws] details that need the camera
+            hot_pixel_index=hot_index, hot_pixel_counts=hot_counts,
+            vignetting_map=flaws.vignetting_map(cam.shape) if flaws.vignetting else None,
+            ghost_offset_px=(flaws.ghost_offset_frac[0] * cam.shape[1],
+                             flaws.ghost_offset_frac[1] * cam.shape[0]),
+            ghost_blur_px=flaws.ghost_blur_frac * min(cam.shape),
         )
     return bench

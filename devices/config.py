@@ -1,5 +1,8 @@
 """Bench files: TOML (tomllib) with ``[slm]``, ``[camera]``, ``[laser]``, ``[power_meter]``.
 
+A simulated bench may add ``[sim_flaws]``: flaws the twin does not model, every one off
+by default (``load_config`` gives ``None`` there for a real bench, which refuses it).
+
 Each table names its ``backend``: ``"sim"`` (the simulated bench), ``"slmsuite:<Class>"``
 (any slmsuite SLM or camera class; its constructor arguments go in the ``args``
 sub-table, e.g. ``[camera.args]``), or ``"visa:<resource>"`` (laser, power meter).
@@ -75,6 +78,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key("int", 0, _ge0, ">= 0", help="seeds every random draw of a simulated bench"),
         "name": Key("str", "bench", help="bench name"),
         "flaws": Key("bool", True, help="simulated bench: draw hidden flaws from the seed"),
+        "dark_method": Key("str", "auto", lambda v: v in ("auto", "laser", "prompt"),
+                           '"auto", "laser" or "prompt"',
+                           help="how the dark step blocks the light: laser (output off "
+                                "through the laser controller), prompt (asks you to block "
+                                "the beam and press Enter; refused without a terminal), "
+                                "auto (laser when the bench has one, else prompt)"),
     },
     "slm": {
         **_COMMON_SLM_CAMERA,
@@ -84,6 +93,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "bitdepth": Key("int", 8, lambda v: 1 <= v <= 16, "in [1, 16]", ("sim",)),
         "pitch_um": Key("number", 8.0, _gt0, "> 0", ("sim",)),
         "wav_um": Key("number", 0.633, lambda v: 0.2 <= v <= 20, "in [0.2, 20]", ("sim",)),
+        "refresh_hz": Key("number", None, lambda v: 0 < v <= 10000, "in (0, 10000]",
+                          help="panel refresh rate: a write lands on the next refresh "
+                               "(sim: simulated; absent: writes land at once)"),
     },
     "camera": {
         **_COMMON_SLM_CAMERA,
@@ -98,6 +110,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         help="pixel pitch (sim: default 5.5; slmsuite: overrides the driver's)"),
         "watchdog": Key("bool", False, backends=("slmsuite",),
                         help="run driver calls in a thread, give up on a hung one"),
+        "frame_rate_hz": Key("number", None, lambda v: 0 < v <= 100000, "in (0, 100000]",
+                             help="camera frame rate: at most one exposure per 1/frame_rate_hz "
+                                  "(sim: simulated; slmsuite: as set in the vendor's tool)"),
+        "roi": Key("roi", None,
+                   help="[x0, width, y0, height]: the driver's window of interest (slmsuite "
+                        "set_woi; a driver without one refuses it when the bench opens)"),
+        "pixel_format": Key("str", None,
+                            help="the driver's pixel format, where it offers one (else "
+                                 "refused when the bench opens)"),
+        "gain": Key("number", None, _ge0, ">= 0",
+                    help="analog gain in the driver's unit, where it offers one (else "
+                         "refused when the bench opens)"),
+        "trigger": Key("str", None, lambda v: v in ("software", "hardware"),
+                       '"software" or "hardware"',
+                       help="hardware: the camera exposes on the SLM's trigger line (where "
+                            "the driver offers it, else refused when the bench opens)"),
         "shape": Key("shape", [512, 512], backends=("sim",), help="[rows, cols]"),
         "bitdepth": Key("int", 12, lambda v: 1 <= v <= 16, "in [1, 16]", ("sim",)),
         "focal_length_mm": Key("number", 50.0, _gt0, "> 0", ("sim",),
@@ -149,6 +177,46 @@ SCHEMA: dict[str, dict[str, Key]] = {
                          limit=MAX_TIMEOUT_S, unit="s"),
         "wavelength_nm": Key("number", None, _gt0, "> 0", help="set when opened"),
     },
+    # Simulated bench only: flaws the twin does not model (devices/flaws.py). Every key is
+    # off by default; the seeded draws behind them come from the bench ``seed``.
+    "sim_flaws": {
+        "crosstalk_sigma_px": Key("number", 0.0, _ge0, ">= 0", limit=10.0,
+                                  help="SLM pixel crosstalk: Gaussian sigma (SLM pixels) on "
+                                       "the displayed phase"),
+        "phase_span_variation": Key("number", 0.0, lambda v: 0 <= v <= 0.5, "in [0, 0.5]",
+                                    help="peak-to-peak relative change of the grey->phase "
+                                         "span across the panel"),
+        "flicker_rad_rms": Key("number", 0.0, _ge0, ">= 0", limit=3.0,
+                               help="per-frame phase flicker, rms at a 2*pi delay"),
+        "settle_tau_s": Key("number", 0.0, _ge0, ">= 0", limit=MAX_SETTLE_S, unit="s",
+                            help="true settle time constant (hidden); 0: the SLM settles "
+                                 "within [slm] settle_time_s"),
+        "high_order_aberration_rad_rms": Key("number", 0.0, _ge0, ">= 0", limit=10.0,
+                                             help="rms of Noll 9-28 aberrations (the fit "
+                                                  "knows 4-8)"),
+        "source_shape": Key("str", "gaussian",
+                            lambda v: v in ("gaussian", "supergaussian", "clipped"),
+                            '"gaussian", "supergaussian" or "clipped"'),
+        "power_fluctuation_rms": Key("number", 0.0, lambda v: 0 <= v <= 0.5, "in [0, 0.5]",
+                                     help="per-frame relative laser power fluctuation"),
+        "drift_px_per_kframe": Key("number", 0.0, _ge0, ">= 0", limit=1000.0,
+                                   help="camera image shift, camera pixels per 1,000 frames "
+                                        "(seeded direction)"),
+        "camera_nonlinearity": Key("number", 0.0, lambda v: 0 <= v < 0.5, "in [0, 0.5)",
+                                   help="fractional compression at full scale"),
+        "hot_pixel_fraction": Key("number", 0.0, lambda v: 0 <= v <= 0.1, "in [0, 0.1]"),
+        "vignetting": Key("number", 0.0, lambda v: 0 <= v < 1, "in [0, 1)",
+                          help="fractional fall-off at the camera corner"),
+        "background_counts_per_s": Key("number", 0.0, _ge0, ">= 0",
+                                       help="stray background, counts per second of exposure"),
+        "ghost_fraction": Key("number", 0.0, lambda v: 0 <= v < 1, "in [0, 1)",
+                              help="stray-light ghost of the signal (laser on only)"),
+        "camera_rotation_deg": Key("number", None, lambda v: -180 <= v <= 180,
+                                   "in [-180, 180]", help="override the drawn rotation"),
+        "camera_mirror": Key("bool", False, help="camera image mirrored (x flipped)"),
+        "slm_phase_span": Key("number", None, lambda v: 0 < v <= 4, "in (0, 4]",
+                              help="override the drawn grey range, in units of 2*pi"),
+    },
 }
 
 _BACKENDS = {"slm": ("sim", "slmsuite"), "camera": ("sim", "slmsuite"),
@@ -166,6 +234,10 @@ def _type_ok(kind: str, v: Any) -> bool:
         return isinstance(v, str)
     if kind == "table":
         return isinstance(v, dict)
+    if kind == "roi":
+        return (isinstance(v, (list, tuple)) and len(v) == 4
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+                and v[1] > 0 and v[3] > 0)
     if kind == "shape":
         return (isinstance(v, (list, tuple)) and len(v) == 2
                 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v))
@@ -173,7 +245,9 @@ def _type_ok(kind: str, v: Any) -> bool:
 
 
 _WORDS = {"number": "a number", "int": "an integer", "bool": "true or false",
-          "str": "a string", "table": "a table", "shape": "[rows, cols] (two integers > 0)"}
+          "str": "a string", "table": "a table",
+          "roi": "[x0, width, y0, height] (integers >= 0, width and height > 0)",
+          "shape": "[rows, cols] (two integers > 0)"}
 
 
 def _check(path: str, key: Key, v: Any) -> Any:
@@ -190,7 +264,8 @@ def _check(path: str, key: Key, v: Any) -> Any:
         unit = f" {key.unit}" if key.unit else ""
         raise ConfigError(f"{path}: expected {expect}, at most {key.limit:g}{unit} "
                           f"(upper limit), got {v!r}")
-    return float(v) if key.kind == "number" else (list(v) if key.kind == "shape" else v)
+    return float(v) if key.kind == "number" else (list(v) if key.kind in ("shape", "roi")
+                                                   else v)
 
 
 def _backend_family(section: str, backend: Any) -> str:
@@ -308,7 +383,7 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         if k in SCHEMA and k != "":
             continue
         if k not in SCHEMA[""]:
-            known = [*SCHEMA[""], "slm", "camera", "laser", "power_meter"]
+            known = [*SCHEMA[""], "slm", "camera", "laser", "power_meter", "sim_flaws"]
             raise ConfigError(f"{k}: unknown key; known: {', '.join(known)}")
         out[k] = _check(k, SCHEMA[""][k], v)
     for k, key in SCHEMA[""].items():
@@ -318,6 +393,32 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{section}: missing table [{section}]")
     for section in ("slm", "camera", "laser", "power_meter"):
         out[section] = _section(section, raw[section]) if section in raw else None
+    out["sim_flaws"] = _sim_flaws_section(raw.get("sim_flaws"), out)
+    return out
+
+
+def _sim_flaws_section(table: Any, cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """``[sim_flaws]`` checked and filled with its (off) defaults; None for a real bench."""
+    sim = cfg["slm"]["family"] == "sim" and cfg["camera"]["family"] == "sim"
+    if table is None:
+        table = {}
+    elif not isinstance(table, dict):
+        raise ConfigError(f"sim_flaws: expected a table, got {table!r}")
+    if not sim:
+        if table:
+            raise ConfigError('sim_flaws: only for a simulated bench (slm.backend and '
+                              'camera.backend = "sim"), got slm.backend = '
+                              f'{cfg["slm"]["backend"]!r}, camera.backend = '
+                              f'{cfg["camera"]["backend"]!r}')
+        return None
+    schema = SCHEMA["sim_flaws"]
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        if k not in schema:
+            raise ConfigError(f"sim_flaws.{k}: unknown key; known keys: {', '.join(schema)}")
+        out[k] = _check(f"sim_flaws.{k}", schema[k], v)
+    for k, key in schema.items():
+        out.setdefault(k, key.default)
     return out
 
 

@@ -11,21 +11,62 @@ Calibration must recover these from captures alone; they are exposed only throug
   smaller SLM side, centre within +-5 % of the SLM size;
 * aberrations: Noll terms 4-8 (defocus, astigmatism, coma), each normal with
   ``aberration_rms_rad`` standard deviation, on the unit disk inscribed in the SLM and
-  zero outside it (``simulation.zernike``'s convention, which the calibration twin uses);
+  zero outside it: the convention of the twin's ``simulation.zernike``, computed by
+  the bench's own ``devices.sim_zernike`` (never the code the calibration fits with);
 * camera dark level (counts, 0.5-3 % of full scale) and gain (counts per
   photoelectron, nominal times [0.8, 1.25]).
+
+Flaws the twin does not model, set by the bench file's ``[sim_flaws]`` table (each off
+by default; ``with_sim_flaws``); their seeded details come from a second stream of the
+same seed, so switching one on does not change the draws above:
+
+* ``crosstalk_sigma_px``: the displayed delay blurred by a Gaussian of that sigma (SLM
+  pixels), fringing fields included in the flyback at every 2*pi wrap;
+* ``phase_span_variation``: the delay scaled by 1 + v * s(x, y), s a seeded smooth
+  (quadratic) map with peak-to-peak 1 over the panel;
+* ``flicker_rad_rms``: every frame, the delay scaled by 1 + e / (2*pi), e normal with
+  that rms (so the flicker is that many radians rms at a 2*pi delay, none at grey 0);
+* ``settle_tau_s``: the liquid crystal relaxes as 1 - exp(-dt / tau) towards each new
+  pattern, whatever ``[slm] settle_time_s`` (what the software waits) says;
+* ``high_order_aberration_rad_rms``: Noll 9-28 on the same disk, coefficients drawn with
+  a 1 / (n - 1) fall-off in radial order n and scaled to exactly that rms;
+* ``source_shape``: "gaussian", "supergaussian" (amplitude exp(-(r/w)**(2p)), p drawn in
+  [1.5, 3]) or "clipped" (the Gaussian cut by a circular aperture of radius 0.8-1.0 times the
+  smaller of w and half the SLM's smaller side);
+* ``power_fluctuation_rms``: laser power times 1 + normal(0, rms) every frame;
+* ``drift_px_per_kframe``: the camera image moves that many camera pixels per 1,000
+  frames delivered, in a seeded direction;
+* ``camera_nonlinearity`` c: counts x -> x - c * x**2 / full scale (c at full scale);
+* ``hot_pixel_fraction``: that fraction of camera pixels with a seeded extra offset,
+  log-uniform in [2 %, 100 %] of full scale, whatever the exposure or laser;
+* ``vignetting`` v: signal times 1 - v * (r / r_corner)**2 about the camera centre;
+* ``background_counts_per_s``: uniform stray light, counts per second of exposure (shot
+  noise included), present with the laser off;
+* ``ghost_fraction``: a displaced, blurred copy of the signal (a reflection off a
+  window) carrying that fraction of it; seeded offset 5-15 % of the camera size, blur
+  sigma 1-3 %;
+* overrides of the draws: ``camera_rotation_deg``, ``camera_mirror`` (camera x flipped
+  about the optical axis), ``slm_phase_span`` (grey range in units of 2*pi).
+
+Everything here is the simulated bench's own code: no module under ``calibration/`` or
+``simulation/`` imports it, and it imports nothing of theirs (``tests/test_devices_flaws``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Flaws", "draw_flaws", "no_flaws"]
+from devices.sim_zernike import noll_nm, zernike_phase
+
+__all__ = ["Flaws", "draw_flaws", "no_flaws", "with_sim_flaws", "SOURCE_SHAPES"]
 
 ZERNIKE_TERMS = (4, 5, 6, 7, 8)
+HIGH_ORDER_TERMS = tuple(range(9, 29))  # Noll 9-28: radial orders 3-6 beyond the fitted ones
+SOURCE_SHAPES = ("gaussian", "supergaussian", "clipped")
 
 
 @dataclass(frozen=True)
@@ -40,6 +81,81 @@ class Flaws:
     zernike_rad: dict[int, float] = field(default_factory=dict)
     dark_level_frac: float = 0.0
     gain_factor: float = 1.0
+    # [sim_flaws]: flaws outside the twin (all off by default), and their seeded details
+    crosstalk_sigma_px: float = 0.0
+    phase_span_variation: float = 0.0
+    span_map_coeffs: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    flicker_rad_rms: float = 0.0
+    settle_tau_s: float = 0.0
+    high_order_rad: dict[int, float] = field(default_factory=dict)
+    source_shape: str = "gaussian"
+    supergaussian_power: float = 2.0
+    clip_radius_frac: float = 1.0
+    power_fluctuation_rms: float = 0.0
+    drift_px_per_kframe: float = 0.0
+    drift_direction_deg: float = 0.0
+    camera_nonlinearity: float = 0.0
+    hot_pixel_fraction: float = 0.0
+    hot_pixel_seed: int = 0
+    vignetting: float = 0.0
+    background_counts_per_s: float = 0.0
+    ghost_fraction: float = 0.0
+    ghost_offset_frac: tuple[float, float] = (0.0, 0.0)
+    ghost_blur_frac: float = 0.0
+    camera_mirror: bool = False
+
+    @property
+    def slm_dynamic(self) -> bool:
+        """Any SLM-side flaw applied per frame (crosstalk, span map, flicker, true settle)."""
+        return bool(self.crosstalk_sigma_px or self.phase_span_variation
+                    or self.flicker_rad_rms or self.settle_tau_s)
+
+    @property
+    def camera_side(self) -> bool:
+        """Any camera-side flaw applied per frame."""
+        return bool(self.power_fluctuation_rms or self.drift_px_per_kframe
+                    or self.camera_nonlinearity or self.hot_pixel_fraction or self.vignetting
+                    or self.background_counts_per_s or self.ghost_fraction)
+
+    def drift_px(self, frames: int) -> tuple[float, float]:
+        """Image shift (x, y) in camera pixels after ``frames`` frames delivered."""
+        d = self.drift_px_per_kframe * frames / 1000.0
+        a = np.radians(self.drift_direction_deg)
+        return float(d * np.cos(a)), float(d * np.sin(a))
+
+    def span_map(self, shape: tuple[int, int]) -> np.ndarray:
+        """Factor on the delay across the panel: 1 + v * s, s smooth, peak-to-peak 1."""
+        if not self.phase_span_variation:
+            return np.ones(shape, dtype=np.float32)
+        rows, cols = shape
+        y = np.linspace(-1, 1, rows)[:, None]
+        x = np.linspace(-1, 1, cols)[None, :]
+        ax, ay, axx, ayy, axy = self.span_map_coeffs
+        s = ax * x + ay * y + axx * x**2 + ayy * y**2 + axy * x * y
+        s = np.broadcast_to(s, shape)
+        s = (s - (s.max() + s.min()) / 2) / max(float(np.ptp(s)), 1e-12)
+        return (1.0 + self.phase_span_variation * s).astype(np.float32)
+
+    def hot_pixels(self, shape: tuple[int, int], full_scale: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of the hot pixels and their extra counts."""
+        n_px = int(shape[0]) * int(shape[1])
+        n = int(round(self.hot_pixel_fraction * n_px))
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        rng = np.random.default_rng(np.random.SeedSequence([self.hot_pixel_seed, 0x407]))
+        idx = np.sort(rng.choice(n_px, size=n, replace=False))
+        counts = full_scale * np.exp(rng.uniform(np.log(0.02), 0.0, size=n))
+        return idx.astype(np.int64), counts
+
+    def vignetting_map(self, shape: tuple[int, int]) -> np.ndarray:
+        rows, cols = shape
+        if not self.vignetting:
+            return np.ones(shape, dtype=np.float64)
+        y = np.arange(rows) - (rows - 1) / 2
+        x = np.arange(cols) - (cols - 1) / 2
+        r2 = (x[None, :] ** 2 + y[:, None] ** 2) / (((cols - 1) / 2) ** 2 + ((rows - 1) / 2) ** 2)
+        return 1.0 - self.vignetting * r2
 
     def gamma_2pi(self, bitdepth: int) -> np.ndarray:
         """Per grey level delay in units of 2*pi (slmsuite's ``gamma_sim`` convention)."""
@@ -62,14 +178,24 @@ class Flaws:
         x = np.arange(cols) - (cols - 1) / 2 - self.source_center_frac[0] * cols
         w = self.source_waist_frac * min(rows, cols)
         r2 = x[None, :] ** 2 + y[:, None] ** 2
-        return np.exp(-r2 / w**2).astype(np.float32)
+        if self.source_shape == "supergaussian":
+            return np.exp(-((r2 / w**2) ** self.supergaussian_power)).astype(np.float32)
+        amp = np.exp(-r2 / w**2)
+        if self.source_shape == "clipped":
+            amp = np.where(r2 <= self.clip_radius_px(shape) ** 2, amp, 0.0)
+        return amp.astype(np.float32)
+
+    def clip_radius_px(self, shape: tuple[int, int]) -> float:
+        """Radius of the aperture that cuts a "clipped" source (SLM pixels)."""
+        w = self.source_waist_frac * min(shape)
+        return self.clip_radius_frac * min(w, min(shape) / 2)
 
     def aberration_rad(self, shape: tuple[int, int]) -> np.ndarray:
-        if not self.zernike_rad:
+        """Noll 4-8 plus any high-order terms (devices.sim_zernike, not the twin's code)."""
+        terms = {**self.zernike_rad, **self.high_order_rad}
+        if not any(terms.values()):
             return np.zeros(shape, dtype=np.float32)
-        from simulation.zernike import zernike_sum  # devices -> simulation, sim backends only
-
-        return zernike_sum(self.zernike_rad, shape).numpy()
+        return zernike_phase(terms, shape)
 
     def truth(self, *, slm_shape: tuple[int, int], slm_bitdepth: int,
               camera_full_scale: int, counts_per_electron: float,
@@ -94,7 +220,36 @@ class Flaws:
         if affine is not None:
             t["camera_affine_M"] = np.asarray(affine[0], dtype=float)
             t["camera_affine_b"] = np.asarray(affine[1], dtype=float)
+        t.update(self.sim_flaws_truth(slm_shape))
         return t
+
+    def sim_flaws_truth(self, slm_shape: tuple[int, int]) -> dict[str, Any]:
+        """The ``[sim_flaws]`` truth: every key by its bench-file name, plus the details."""
+        ho = dict(self.high_order_rad)
+        return {
+            "crosstalk_sigma_px": self.crosstalk_sigma_px,
+            "phase_span_variation": self.phase_span_variation,
+            "slm_span_map": self.span_map(slm_shape),
+            "flicker_rad_rms": self.flicker_rad_rms,
+            "settle_tau_s": self.settle_tau_s,
+            "high_order_aberration_rad_rms": float(np.sqrt(sum(c * c for c in ho.values()))),
+            "high_order_noll_rad": ho,
+            "source_shape": self.source_shape,
+            "source_supergaussian_power": self.supergaussian_power,
+            "source_clip_radius_px": self.clip_radius_px(slm_shape),
+            "power_fluctuation_rms": self.power_fluctuation_rms,
+            "drift_px_per_kframe": self.drift_px_per_kframe,
+            "drift_direction_deg": self.drift_direction_deg,
+            "camera_nonlinearity": self.camera_nonlinearity,
+            "hot_pixel_fraction": self.hot_pixel_fraction,
+            "vignetting": self.vignetting,
+            "background_counts_per_s": self.background_counts_per_s,
+            "ghost_fraction": self.ghost_fraction,
+            "ghost_offset_frac": tuple(self.ghost_offset_frac),
+            "ghost_blur_frac": self.ghost_blur_frac,
+            "camera_mirror": self.camera_mirror,
+            "slm_phase_span": self.gamma_span,
+        }
 
 
 def no_flaws() -> Flaws:
@@ -120,3 +275,75 @@ def draw_flaws(seed: int, *, max_offset_px: float = 8.0,
         dark_level_frac=float(u(0.005, 0.03)),
         gain_factor=float(np.exp(u(np.log(0.8), np.log(1.25)))),
     )
+
+
+def with_sim_flaws(base: Flaws, seed: int, sim_flaws: dict[str, Any] | None) -> Flaws:
+    """``base`` with the ``[sim_flaws]`` settings (None or {}: unchanged).
+
+    The seeded details (drift direction, span map, high-order coefficients, source
+    parameters, hot pixels, ghost) come from their own stream of ``seed``, drawn in a
+    fixed order whatever is switched on, so one flaw's details do not depend on another.
+    """
+    if not sim_flaws:
+        return base
+    unknown = set(sim_flaws) - _SIM_FLAW_KEYS
+    if unknown:
+        raise ValueError(f"sim_flaws: unknown keys {sorted(unknown)}; known: "
+                         f"{sorted(_SIM_FLAW_KEYS)}")
+    shape = sim_flaws.get("source_shape", "gaussian")
+    if shape not in SOURCE_SHAPES:
+        raise ValueError(f"sim_flaws.source_shape: expected one of {SOURCE_SHAPES}, "
+                         f"got {shape!r}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5F1A]))
+    u = rng.uniform
+    drift_dir = float(u(0.0, 360.0))
+    span_coeffs = tuple(float(v) for v in rng.normal(0.0, 1.0, 5))
+    raw_ho = {j: float(rng.normal(0.0, 1.0)) / (noll_nm(j)[0] - 1) for j in HIGH_ORDER_TERMS}
+    sg_power = float(u(1.5, 3.0))
+    clip = float(u(0.8, 1.0))
+    hot_seed = int(rng.integers(0, 2**31 - 1))
+    g_ang, g_dist = float(u(0.0, 2 * np.pi)), float(u(0.05, 0.15))
+    g_blur = float(u(0.01, 0.03))
+
+    ho_rms = float(sim_flaws.get("high_order_aberration_rad_rms", 0.0))
+    norm = float(np.sqrt(sum(c * c for c in raw_ho.values())))
+    high_order = {j: c * ho_rms / norm for j, c in raw_ho.items()} if ho_rms else {}
+    changes: dict[str, Any] = dict(
+        crosstalk_sigma_px=float(sim_flaws.get("crosstalk_sigma_px", 0.0)),
+        phase_span_variation=float(sim_flaws.get("phase_span_variation", 0.0)),
+        span_map_coeffs=span_coeffs,
+        flicker_rad_rms=float(sim_flaws.get("flicker_rad_rms", 0.0)),
+        settle_tau_s=float(sim_flaws.get("settle_tau_s", 0.0)),
+        high_order_rad=high_order,
+        source_shape=shape,
+        supergaussian_power=sg_power,
+        clip_radius_frac=clip,
+        power_fluctuation_rms=float(sim_flaws.get("power_fluctuation_rms", 0.0)),
+        drift_px_per_kframe=float(sim_flaws.get("drift_px_per_kframe", 0.0)),
+        drift_direction_deg=drift_dir,
+        camera_nonlinearity=float(sim_flaws.get("camera_nonlinearity", 0.0)),
+        hot_pixel_fraction=float(sim_flaws.get("hot_pixel_fraction", 0.0)),
+        hot_pixel_seed=hot_seed,
+        vignetting=float(sim_flaws.get("vignetting", 0.0)),
+        background_counts_per_s=float(sim_flaws.get("background_counts_per_s", 0.0)),
+        ghost_fraction=float(sim_flaws.get("ghost_fraction", 0.0)),
+        ghost_offset_frac=(g_dist * float(np.cos(g_ang)), g_dist * float(np.sin(g_ang))),
+        ghost_blur_frac=g_blur,
+        camera_mirror=bool(sim_flaws.get("camera_mirror", False)),
+    )
+    if sim_flaws.get("camera_rotation_deg") is not None:
+        changes["rotation_deg"] = float(sim_flaws["camera_rotation_deg"])
+    if sim_flaws.get("slm_phase_span") is not None:
+        changes["gamma_span"] = float(sim_flaws["slm_phase_span"])
+    if shape != "gaussian" and base.source_waist_frac <= 0:
+        changes["source_waist_frac"] = 0.5  # a shaped source needs a size: half the SLM
+    return dataclasses.replace(base, **changes)
+
+
+_SIM_FLAW_KEYS = {
+    "crosstalk_sigma_px", "phase_span_variation", "flicker_rad_rms", "settle_tau_s",
+    "high_order_aberration_rad_rms", "source_shape", "power_fluctuation_rms",
+    "drift_px_per_kframe", "camera_nonlinearity", "hot_pixel_fraction", "vignetting",
+    "background_counts_per_s", "ghost_fraction", "camera_rotation_deg", "camera_mirror",
+    "slm_phase_span",
+}

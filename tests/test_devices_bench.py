@@ -125,8 +125,8 @@ def test_wrong_values_are_refused_with_the_key(target, value):
                and (key.kind == "number" or isinstance(value, int)))
     ok = (ok_type and math.isfinite(value) and key.check(value)
           and (key.limit is None or value <= key.limit))
-    backend = {"slm": "sim", "camera": "sim", "laser": "sim", "power_meter": "sim"}[section]
-    cfg = small(**{section: {"backend": backend, k: value}})
+    table = {k: value} if section == "sim_flaws" else {"backend": "sim", k: value}
+    cfg = small(**{section: table})
     if ok:
         load_config(cfg)
         return
