@@ -53,6 +53,15 @@ Choices that make the bench match the model
   leakage, 16 MNIST images): SSIM 0.23 without, 0.31 with the grating, 0.30 with no
   leakage at all.
 
+Capture timing (``capture_stream``): serial (``pipelined=False``: compose, write, wait
+the settle time, flush, grab, one frame after another) or pipelined (the default:
+``calibration.capture_stream``, which overlaps composing, the SLM's refresh and settle
+time and the caller's storing with the camera's work, keeping every frame its own).
+
+Model windows (``windows``): the camera pixels the decoder reads, one fixed box per
+channel around its N×N window (``window_boxes``, a margin of ``WINDOW_MARGIN_PX``), in the
+camera's dtype: what ``hil run`` stores instead of full frames.
+
 This module imports ``devices`` and ``simulation`` only (DESIGN.md §2).
 """
 
@@ -61,11 +70,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from calibration.capture_stream import pipelined_stream
 from calibration.geometry import camera_to_model
 from calibration.imaging_config import EncoderSpec, ImagingConfig, plan_layout
 from calibration.imaging_layout import (
@@ -88,6 +99,8 @@ __all__ = ["BenchImager", "ImagedBatch", "ImagingConfig", "EncoderSpec", "as_enc
 log = logging.getLogger(__name__)
 
 TWO_PI = 2.0 * math.pi
+WINDOW_MARGIN_PX = 8  # camera pixels kept around each model window (stored windows; room
+#                       for a drift correction to move the window inside them)
 
 
 @dataclass
@@ -135,7 +148,8 @@ class BenchImager:
     """
 
     def __init__(self, bench: Any, calibration: Any = None, encoder: Any = None,
-                 config: ImagingConfig | None = None, *, dark_frame: Any = None) -> None:
+                 config: ImagingConfig | None = None, *, dark_frame: Any = None,
+                 pipelined: bool = True) -> None:
         if config is None:
             config = ImagingConfig()
         if not isinstance(config, ImagingConfig):
@@ -192,19 +206,56 @@ class BenchImager:
         for k, a in enumerate(self.model_to_camera):
             check_window(a, n, self.camera.shape, f"channel {k}")
 
-        # dark frame
+        # dark: a given frame, else the calibration's background model (offset + rate ·
+        # exposure, with its hot pixels), else its single dark frame
         dark = dark_frame
+        self.dark_model = None
         if dark is None and calibration is not None:
-            dark = getattr(calibration, "dark_frame", None)
+            model = getattr(calibration, "dark_model", None)
+            if hasattr(model, "at"):
+                self.dark_model = model
+            else:
+                dark = getattr(calibration, "dark_frame", None)
         if dark is not None:
             dark = np.asarray(dark, dtype=np.float32)
-            if dark.shape != tuple(self.camera.shape):
-                raise ValueError(f"dark_frame: expected the camera shape "
-                                 f"{tuple(self.camera.shape)}, got {dark.shape}")
-        self.dark = dark
+        shape = self.dark_model.shape if self.dark_model is not None else \
+            None if dark is None else dark.shape
+        if shape is not None and tuple(shape) != tuple(self.camera.shape):
+            raise ValueError(f"dark_frame: expected the camera shape "
+                             f"{tuple(self.camera.shape)}, got {tuple(shape)}")
+        self._dark_fixed = dark
+        self._dark_at: tuple[float, np.ndarray] | None = None
+        self.pipelined = bool(pipelined)
+        self.window_boxes = self._window_boxes()
+        self.settle_source = "bench file"
         self.lut_applied = False
         self.exposure_s: float | None = None
         self.prepared = False
+
+    @property
+    def dark(self) -> np.ndarray | None:
+        """The dark frame (float32 counts, camera shape) subtracted from captures now: with a
+        background model, the one at the camera's current exposure (auto-exposure between
+        images changes it); else the fixed frame (or None)."""
+        if self.dark_model is None:
+            return self._dark_fixed
+        exposure = float(self.camera.get_exposure())
+        if self._dark_at is None or self._dark_at[0] != exposure:
+            self._dark_at = (exposure, self.dark_model.at(exposure).astype(np.float32))
+        return self._dark_at[1]
+
+    def _subtract_dark(self, mag: np.ndarray, box: tuple[int, int, int, int] | None = None
+                       ) -> None:
+        """``mag`` (…, h, w) float32 minus the dark (of ``box`` = r0, r1, c0, c1), in place,
+        with the background model's hot pixels replaced by their 3 x 3 median."""
+        dark = self.dark
+        if dark is None:
+            return
+        r0, r1, c0, c1 = box if box is not None else (0, dark.shape[0], 0, dark.shape[1])
+        mag -= dark[r0:r1, c0:c1]
+        if self.dark_model is not None and self.dark_model.hot is not None:
+            for frame in mag.reshape(-1, *mag.shape[-2:]):  # a view: mag is contiguous
+                self.dark_model.repair(frame, (r0, r1, c0, c1))
 
     def prepare(self) -> BenchImager:
         """Put the devices in the state the config asks for: the calibration's phase response
@@ -220,6 +271,12 @@ class BenchImager:
             self.lut_applied = True
         if self.config.exposure_s is not None:
             self.exposure_s = float(self.camera.set_exposure(self.config.exposure_s))
+        measured = (getattr(self.calibration, "settle_time_s", None)
+                    if self.calibration is not None else None)
+        if measured is not None and hasattr(self.slm, "settle_time_s"):
+            # the settle step's measurement replaces the bench file's guess
+            self.slm.settle_time_s = float(measured)
+            self.settle_source = "calibration (settle step)"
         self.prepared = True
         return self
 
@@ -302,6 +359,76 @@ class BenchImager:
                     raise
                 log.warning("capture failed (%s); retry %d of %d", exc, attempt, self.retries)
 
+    def capture_stream(self, images: Any, start: int = 0, *,
+                       pipelined: bool | None = None
+                       ) -> Iterator[tuple[int, np.ndarray, list[dict[str, Any]]]]:
+        """Yield ``(i, frames (K, H, W), frame infos)`` for images ``start, start+1, ...``
+        in order (serial, or pipelined: ``calibration.capture_stream``).
+
+        ``pipelined`` (default: the imager's) overlaps composing, the SLM write and its
+        settling with the caller's work on the frame just yielded. A device error is
+        retried ``retries`` times on the whole image; after that (or a disconnect) it
+        propagates and every image yielded before it is complete.
+        """
+        self.prepare()
+        pipe = self.pipelined if pipelined is None else bool(pipelined)
+        n = len(images)
+        if not pipe:
+            for i in range(start, n):
+                fr, inf = self.capture_frames(images[i])
+                yield i, fr, inf
+            return
+        yield from pipelined_stream(self, images, start)
+
+    def _window_boxes(self) -> list[tuple[int, int, int, int, int]]:
+        """One box (frame, r0, r1, c0, c1) per channel around its model window, all the
+        same size, inside the frame."""
+        n = self.size
+        rows, cols = self.camera.shape
+        corners = np.array([[0, 0, 1], [n - 1, 0, 1], [0, n - 1, 1], [n - 1, n - 1, 1]], float)
+        m = WINDOW_MARGIN_PX
+        spans = []
+        for a in self.model_to_camera:
+            xy = corners @ np.asarray(a, float).T
+            spans.append((xy[:, 1].min() - m, xy[:, 1].max() + m,
+                          xy[:, 0].min() - m, xy[:, 0].max() + m))
+        h = min(rows, int(math.ceil(max(r1 - r0 for r0, r1, _, _ in spans))) + 1)
+        w = min(cols, int(math.ceil(max(c1 - c0 for _, _, c0, c1 in spans))) + 1)
+        boxes = []
+        for k, (r0, _, c0, _) in enumerate(spans):
+            r = min(max(int(math.floor(r0)), 0), rows - h)
+            c = min(max(int(math.floor(c0)), 0), cols - w)
+            boxes.append((0 if self.mode == "split" else k, r, r + h, c, c + w))
+        return boxes
+
+    def windows(self, frames: Any) -> np.ndarray:
+        """Raw frames (K, H, W) -> the model windows (C, h, w), camera dtype, uncopied
+        pixels of ``window_boxes``: what the decoder reads, with a margin."""
+        f = np.asarray(frames)
+        if f.ndim != 3 or f.shape[0] != self.frames_per_image:
+            raise ValueError(f"frames: expected ({self.frames_per_image}, H, W), got {f.shape}")
+        return np.stack([f[k, r0:r1, c0:c1] for k, r0, r1, c0, c1 in self.window_boxes])
+
+    def windows_to_patterns(self, windows: Any) -> np.ndarray:
+        """Model windows (B, C, h, w) or (C, h, w) -> patterns float32 (B, C, N, N), the
+        same numbers ``frames_to_patterns`` gives from the full frames."""
+        wv = np.asarray(windows)
+        if wv.ndim == 3:
+            wv = wv[None]
+        b = wv.shape[0]
+        out = np.empty((b, self.channels, self.size, self.size), np.float32)
+        for k, (_, r0, r1, c0, c1) in enumerate(self.window_boxes):
+            mag = wv[:, k].astype(np.float32)
+            self._subtract_dark(mag, (r0, r1, c0, c1))
+            np.maximum(mag, 0.0, out=mag)
+            np.sqrt(mag, out=mag)
+            a = np.asarray(self.model_to_camera[k], float).copy()
+            a[:, 2] -= (c0, r0)
+            out[:, k] = camera_to_model(mag, a, self.size)
+        if self.pixel_envelope:
+            out /= self.envelope
+        return out
+
     def frames_to_patterns(self, frames: Any) -> np.ndarray:
         """Raw frames (B, K, H, W) or (K, H, W) -> patterns float32 (B, C, N, N).
 
@@ -314,8 +441,7 @@ class BenchImager:
             raise ValueError(f"frames: expected (B, {self.frames_per_image}, H, W), got "
                              f"{f.shape}")
         mag = f.astype(np.float32)
-        if self.dark is not None:
-            mag -= self.dark
+        self._subtract_dark(mag)
         np.maximum(mag, 0.0, out=mag)
         np.sqrt(mag, out=mag)
         b = mag.shape[0]
@@ -375,4 +501,8 @@ class BenchImager:
             "aberration_corrected": self.correction_applied,
             "exposure_s": self.exposure_s, "averaging": self.averaging,
             "retries": self.retries, "frames_per_image": self.frames_per_image,
+            "pipelined": self.pipelined,
+            "window_boxes": [list(b) for b in self.window_boxes],
+            "settle_time_s": getattr(self.slm, "settle_time_s", None),
+            "settle_source": self.settle_source,
         }

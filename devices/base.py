@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,16 @@ from devices.camera import Camera, CaptureInfo
 from devices.errors import ConfigError, DeviceDisconnected
 from devices.phase import finite_bounds, grey_dtype, lut_from_response, phase_to_grey
 
-__all__ = ["SLM", "Camera", "CaptureInfo"]  # Camera lives in devices.camera
+__all__ = ["SLM", "Camera", "CaptureInfo", "PreparedPhase", "apply_capture_keys"]
+
+
+@dataclass(frozen=True)
+class PreparedPhase:
+    """Grey levels converted ahead by ``SLM.prepare_phase`` (shown by ``set_phase``)."""
+
+    display: np.ndarray  # grey levels, SLM shape and dtype
+    phase: np.ndarray  # float32 radians at SLM resolution, as asked for
+    key: tuple[int, float]  # the LUT and wavelength scaling it was converted with
 
 
 class SLM(_Device):
@@ -60,6 +70,7 @@ class SLM(_Device):
         wav_um: float = 0.633,
         wav_design_um: float | None = None,
         settle_time_s: float = 0.0,
+        refresh_hz: float | None = None,
         name: str = "slm",
         device_id: str = "",
         backend: str = "",
@@ -80,11 +91,12 @@ class SLM(_Device):
                               else _positive(wav_design_um, "wav_design_um"))
         self.settle_time_s = _bounded(settle_time_s, "settle_time_s", MAX_SETTLE_S,
                                       allow_zero=True)
+        self.refresh_hz: float | None = None
+        self.set_refresh_hz(refresh_hz)
         self.margin_phase_rad = 0.0
         self.lut: np.ndarray | None = None
         self.phase_response_rad: np.ndarray | None = None
         self._phase = np.zeros(self.shape, dtype=np.float32)
-        self._scaled: np.ndarray | None = None  # scratch for the wavelength-scaled phase
         self.display = np.full(self.shape, self.bitresolution - 1, dtype=self.dtype)
         self.last_write_time: float | None = None
 
@@ -161,61 +173,135 @@ class SLM(_Device):
         """SLM pixels per model pixel (side of the square block) for a model grid."""
         return min(self.shape[0] // int(model_shape[0]), self.shape[1] // int(model_shape[1]))
 
-    def set_phase(self, phase_rad: Any, settle: bool | float = True) -> np.ndarray:
-        """Show a phase (radians) and return the grey levels displayed.
+    def set_refresh_hz(self, refresh_hz: float | None) -> None:
+        """The panel's refresh rate (Hz), or None when unknown.
 
-        The returned array is the SLM's ``display`` buffer (as in slmsuite): the next
-        ``set_phase`` overwrites it, so copy it to keep it. ``settle=True`` waits
-        ``settle_time_s`` after the write, a number waits that many seconds, ``False``
-        returns at once. Non-finite values, and a phase this SLM cannot reach (see
-        ``display_scaling``), are refused before anything reaches the device. Every
-        caller (bench runs, calibration, ``hil mask push``) goes through here, so the
-        wavelength scaling and the LUT are applied once, the same way for all.
+        A write lands on the panel at its next refresh. A driver that returns only once
+        its frame is shown (``waits_for_refresh``: a vsync-locked display, the simulated
+        SLM) needs nothing more; for any other the settle wait of ``set_phase`` adds one
+        refresh period (the worst case) before counting ``settle_time_s``.
         """
-        self._check_usable()
+        if refresh_hz is None:
+            self.refresh_hz = None
+            return
+        self.refresh_hz = _positive(refresh_hz, "refresh_hz")
+
+    waits_for_refresh = False
+    """True when ``_set_phase_hw`` returns only once the frame is on the panel."""
+
+    def write_to_settled_s(self) -> float:
+        """Seconds from the return of a write to a settled pattern: ``settle_time_s``, plus
+        one refresh period when the driver does not wait for the refresh itself."""
+        wait = self.settle_time_s
+        if self.refresh_hz and not self.waits_for_refresh:
+            wait += 1.0 / self.refresh_hz
+        return wait
+
+    def settled_at(self) -> float:
+        """``time.perf_counter()`` at which the last pattern written has settled."""
+        if self.last_write_time is None:
+            return 0.0
+        return self.last_write_time + self.write_to_settled_s()
+
+    def wait_settled(self) -> float:
+        """Sleep until the last pattern written has settled; returns the seconds slept."""
+        left = self.settled_at() - time.perf_counter()
+        if left > 0:
+            time.sleep(left)
+            return left
+        return 0.0
+
+    def _checked_grey(self, phase_rad: Any, display: np.ndarray, phase_out: np.ndarray,
+                      before_write: Any = None) -> None:
+        """Check a phase and convert it into ``display`` (grey) and ``phase_out`` (float32,
+        the phase asked for at SLM resolution): nothing is sent to the device.
+        ``before_write`` runs after every check, before the buffers are overwritten."""
         p = self._as_phase(phase_rad)
         lo, hi = finite_bounds(p)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             bad = int(np.count_nonzero(~np.isfinite(p)))
             raise ValueError(f"phase_rad: expected finite values, got {bad} NaN or infinite")
         scaling = self.display_scaling()  # refuses before anything is written
-        self._before_write()
+        if before_write is not None:
+            before_write()
         if scaling is None and p.shape == self.shape and p.dtype == np.float32 \
                 and p.flags.c_contiguous:
-            # one blocked pass: copy into self.phase and convert, in cache
-            display = phase_to_grey(p, self.bitdepth, self.lut, out=self.display,
-                                    bounds=(lo, hi), copy_to=self._phase)
+            # one blocked pass: copy into the phase buffer and convert, in cache
+            phase_to_grey(p, self.bitdepth, self.lut, out=display, bounds=(lo, hi),
+                          copy_to=phase_out)
+            return
+        if p.shape == self.shape:
+            np.copyto(phase_out, p, casting="unsafe")
         else:
-            if p.shape == self.shape:
-                np.copyto(self._phase, p, casting="unsafe")
-            else:
-                h, w = p.shape
-                s = self.block_size(p.shape)
-                r0, c0 = (self.shape[0] - h * s) // 2, (self.shape[1] - w * s) // 2
-                if (h * s, w * s) != self.shape:
-                    self._phase.fill(self.margin_phase_rad)
-                    lo, hi = min(lo, self.margin_phase_rad), max(hi, self.margin_phase_rad)
-                view = self._phase[r0:r0 + h * s, c0:c0 + w * s].reshape(h, s, w, s)
-                np.copyto(view, p[:, None, :, None], casting="unsafe")
-            src = self._phase
-            if scaling is not None:
-                # as slmsuite: scale a copy, so ``phase`` keeps what was asked for
-                if self._scaled is None:
-                    self._scaled = np.empty(self.shape, dtype=np.float32)
-                src = np.mod(self._phase, np.float32(2 * np.pi), out=self._scaled)
-                src *= np.float32(scaling)
-                lo, hi = 0.0, 2 * np.pi * scaling
-            display = phase_to_grey(src, self.bitdepth, self.lut, out=self.display,
-                                    bounds=(lo, hi))
+            h, w = p.shape
+            s = self.block_size(p.shape)
+            r0, c0 = (self.shape[0] - h * s) // 2, (self.shape[1] - w * s) // 2
+            if (h * s, w * s) != self.shape:
+                phase_out.fill(self.margin_phase_rad)
+                lo, hi = min(lo, self.margin_phase_rad), max(hi, self.margin_phase_rad)
+            view = phase_out[r0:r0 + h * s, c0:c0 + w * s].reshape(h, s, w, s)
+            np.copyto(view, p[:, None, :, None], casting="unsafe")
+        src = phase_out
+        if scaling is not None:
+            # as slmsuite: scale a copy, so ``phase`` keeps what was asked for
+            src = np.mod(phase_out, np.float32(2 * np.pi))
+            src *= np.float32(scaling)
+            lo, hi = 0.0, 2 * np.pi * scaling
+        phase_to_grey(src, self.bitdepth, self.lut, out=display, bounds=(lo, hi))
+
+    def prepare_phase(self, phase_rad: Any) -> PreparedPhase:
+        """Check and convert a phase into grey levels without touching the device.
+
+        Returns a ``PreparedPhase`` that ``set_phase`` then shows with a copy only, so
+        the conversion can run ahead, in another thread, while the camera exposes and
+        reads the previous pattern (``calibration.imaging``'s pipelined capture). It
+        carries the LUT it was converted with: ``set_phase`` refuses it after the LUT
+        or the wavelength scaling changed.
+        """
+        self._check_usable()
+        display = np.empty(self.shape, dtype=self.dtype)
+        phase = np.empty(self.shape, dtype=np.float32)
+        self._checked_grey(phase_rad, display, phase)
+        return PreparedPhase(display, phase, self._conversion_key())
+
+    def _conversion_key(self) -> tuple[int, float]:
+        return (id(self.lut), self.phase_scaling)
+
+    def set_phase(self, phase_rad: Any, settle: bool | float = True) -> np.ndarray:
+        """Show a phase (radians, or a ``PreparedPhase``) and return the grey levels shown.
+
+        The returned array is the SLM's ``display`` buffer (as in slmsuite): the next
+        ``set_phase`` overwrites it, so copy it to keep it. ``settle=True`` waits
+        ``write_to_settled_s()`` after the write (``settle_time_s``, plus a refresh period
+        when the driver does not wait for the refresh), a number waits that many seconds,
+        ``False`` returns at once (``wait_settled`` waits later). Non-finite values, and a
+        phase this SLM cannot reach (see ``display_scaling``), are refused before
+        anything reaches the device. Every caller (bench runs, calibration, ``hil mask
+        push``) goes through here, so the wavelength scaling and the LUT are applied
+        once, the same way for all.
+        """
+        self._check_usable()
+        if isinstance(phase_rad, PreparedPhase):
+            if phase_rad.key != self._conversion_key() or phase_rad.display.shape != self.shape:
+                raise ValueError("phase_rad: a PreparedPhase converted before the LUT or the "
+                                 "wavelength scaling changed (or for another SLM); prepare "
+                                 "it again")
+            self._before_write()
+            np.copyto(self.display, phase_rad.display)
+            np.copyto(self._phase, phase_rad.phase)
+        else:
+            # every check runs before the first byte of display is overwritten
+            self._checked_grey(phase_rad, self.display, self._phase, self._before_write)
+        display = self.display
         try:
             self._set_phase_hw(display)
         except DeviceDisconnected as exc:
             raise self._mark_disconnected(exc) from exc
         self.last_write_time = time.perf_counter()
-        wait = self.settle_time_s if settle is True else (0.0 if settle is False else settle)
-        if wait:
-            wait = _bounded(wait, "settle", MAX_SETTLE_S, allow_zero=True)
-            time.sleep(wait)
+        if settle is True:
+            self.wait_settled()
+        elif settle is not False and settle:
+            time.sleep(_bounded(settle, "settle", MAX_SETTLE_S, allow_zero=True))
         return display
 
     def set_grey_levels(self, levels: Any, settle: bool | float = True) -> np.ndarray:
@@ -247,9 +333,10 @@ class SLM(_Device):
         except DeviceDisconnected as exc:
             raise self._mark_disconnected(exc) from exc
         self.last_write_time = time.perf_counter()
-        wait = self.settle_time_s if settle is True else (0.0 if settle is False else settle)
-        if wait:
-            time.sleep(_bounded(wait, "settle", MAX_SETTLE_S, allow_zero=True))
+        if settle is True:
+            self.wait_settled()
+        elif settle is not False and settle:
+            time.sleep(_bounded(settle, "settle", MAX_SETTLE_S, allow_zero=True))
         return self.display
 
     def _before_write(self) -> None:
@@ -272,6 +359,24 @@ class SLM(_Device):
             "wav_um": self.wav_um,
             "wav_design_um": self.wav_design_um,
             "settle_time_s": self.settle_time_s,
+            "refresh_hz": self.refresh_hz,
             "phase_lut": None if self.lut is None else int(self.lut.size),
             "zero_phase_grey": self.bitresolution - 1,
         }
+
+
+def apply_capture_keys(slm: SLM, camera: Camera, slm_cfg: dict[str, Any],
+                       camera_cfg: dict[str, Any]) -> None:
+    """Apply the bench file's timing and capture keys to opened devices.
+
+    ``[slm] refresh_hz``, ``[camera] frame_rate_hz`` (timing: simulated on a simulated
+    bench, what the capture path plans with on a real one) and ``[camera] roi``,
+    ``pixel_format``, ``gain``, ``trigger`` (``Camera.configure_capture``: passed to the
+    slmsuite driver where it offers them, refused with a ``ConfigError`` where not).
+    """
+    slm.set_refresh_hz(slm_cfg.get("refresh_hz"))
+    rate = camera_cfg.get("frame_rate_hz")
+    camera.frame_rate_hz = None if rate is None else float(rate)
+    settings = {k: camera_cfg.get(k) for k in Camera.CAPTURE_SETTINGS}
+    if any(v is not None for v in settings.values()):
+        camera.configure_capture(**settings)

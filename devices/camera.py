@@ -11,6 +11,7 @@ grace of at most ``MAX_GRACE_S``) is the longest a watchdog waits for one frame.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import abstractmethod
 from dataclasses import asdict, dataclass
@@ -25,7 +26,13 @@ from devices._common import (
     _Device,
     _pair,
 )
-from devices.errors import DeviceDisconnected, DeviceError, DeviceTimeout, FrameDropped
+from devices.errors import (
+    ConfigError,
+    DeviceDisconnected,
+    DeviceError,
+    DeviceTimeout,
+    FrameDropped,
+)
 from devices.phase import grey_dtype
 
 __all__ = ["Camera", "CaptureInfo", "MAX_GRACE_S"]
@@ -91,6 +98,118 @@ class Camera(_Device):
         self.flush_frames = int(flush_frames)
         self.last_capture_info: CaptureInfo | None = None
         self.frames_dropped_total = 0
+        self.frame_rate_hz: float | None = None  # None: unknown (free-running or triggered)
+        self.capture_settings: dict[str, Any] = {}  # what configure_capture applied
+
+    # capture settings (bench-file keys [camera] roi, pixel_format, gain, trigger)
+    CAPTURE_SETTINGS = ("roi", "pixel_format", "gain", "trigger")
+
+    def configure_capture(self, **settings: Any) -> dict[str, Any]:
+        """Apply capture settings through the backend's hooks; returns what was applied.
+
+        ``roi`` = [x0, width, y0, height] (sensor pixels; the camera's ``shape`` follows),
+        ``pixel_format`` (the driver's name, e.g. "Mono12"), ``gain`` (the driver's unit),
+        ``trigger`` = "software" or "hardware" (the camera waits for the SLM's trigger
+        line). None leaves a setting as the driver has it. A backend whose driver does not
+        offer a setting refuses it (``ConfigError`` naming the key and the backend) before
+        anything else is changed on the device.
+        """
+        self._check_usable()
+        unknown = [k for k in settings if k not in self.CAPTURE_SETTINGS]
+        if unknown:
+            raise ConfigError(f"camera.{unknown[0]}: not a capture setting; known: "
+                              f"{', '.join(self.CAPTURE_SETTINGS)}")
+        asked = {k: v for k, v in settings.items() if v is not None}
+        if "trigger" in asked and asked["trigger"] not in ("software", "hardware"):
+            raise ConfigError(f'camera.trigger: expected "software" or "hardware", got '
+                              f"{asked['trigger']!r}")
+        if "roi" in asked:
+            roi = asked["roi"]
+            if (not isinstance(roi, (list, tuple)) or len(roi) != 4
+                    or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                               for v in roi)
+                    or roi[0] < 0 or roi[2] < 0 or roi[1] < 1 or roi[3] < 1):
+                raise ConfigError(f"camera.roi: expected [x0, width, y0, height] (integers, "
+                                  f"x0, y0 >= 0, width, height >= 1), got {roi!r}")
+            asked["roi"] = [int(v) for v in roi]
+        missing = [k for k in asked if not self._offers(k)]
+        if missing:
+            k = missing[0]
+            raise ConfigError(f"camera.{k}: the {self.backend or type(self).__name__} "
+                              f"driver offers no {k} setting through slmsuite; remove the "
+                              f"key and set it in the vendor's tool (or the driver's "
+                              f"constructor arguments, [camera.args])")
+        for k, v in asked.items():
+            self._call(getattr(self, f"_set_{k}_hw"), v)
+            self.capture_settings[k] = v
+        if "roi" in asked:
+            self.shape = tuple(int(v) for v in self._shape_hw())
+        return dict(self.capture_settings)
+
+    def _offers(self, setting: str) -> bool:
+        """Whether the backend can apply a capture setting (override with the hooks)."""
+        return False
+
+    def _shape_hw(self) -> tuple[int, int]:
+        return self.shape
+
+    def _set_roi_hw(self, roi: list[int]) -> None:
+        raise ConfigError("camera.roi: not offered by this backend")
+
+    def _set_pixel_format_hw(self, fmt: str) -> None:
+        raise ConfigError("camera.pixel_format: not offered by this backend")
+
+    def _set_gain_hw(self, gain: float) -> None:
+        raise ConfigError("camera.gain: not offered by this backend")
+
+    def _set_trigger_hw(self, mode: str) -> None:
+        raise ConfigError("camera.trigger: not offered by this backend")
+
+    signals_exposure_end = False
+    """True when the backend calls ``_exposure_over()`` as soon as a frame's exposure is
+    over (before its readout); a pipelined capture then writes the next pattern at once."""
+    exposure_end_event: Any = None  # a threading.Event set by _exposure_over (when given)
+
+    def _exposure_over(self) -> None:
+        """Backend hook: the current frame's exposure is over (the SLM may change)."""
+        ev = self.exposure_end_event
+        if ev is not None:
+            ev.set()
+
+    exposes_on_request = False
+    """True when a frame's exposure starts when it is asked for (software trigger, the
+    simulated camera); with ``trigger = "software"`` set through ``configure_capture``
+    too. Else (free-running) it starts within one frame period after the request."""
+
+    def exposure_end_estimate(self, t_request: float, previous_start: float | None = None
+                              ) -> tuple[float, float] | None:
+        """(start, end) of the exposure of a frame asked for at ``t_request``
+        (``time.perf_counter()``), at the latest, or None when the camera's frame timing is
+        unknown (``frame_rate_hz`` unset). ``previous_start``: the previous frame's start
+        (a camera starts at most one exposure per frame period)."""
+        if not self.frame_rate_hz:
+            return None
+        period = self.frame_period_s()
+        try:
+            exposure = float(self._get_exposure_hw())
+        except Exception:  # noqa: BLE001 - unknown exposure: no estimate
+            return None
+        if self.exposes_on_request or self.capture_settings.get("trigger") == "software":
+            start = t_request if previous_start is None else max(t_request,
+                                                                 previous_start + period)
+        else:  # free-running: the next exposure starts within a frame period
+            start = t_request + period
+        return start, start + exposure
+
+    def frame_period_s(self) -> float:
+        """The shortest time between two frames: 1 / ``frame_rate_hz``, and never less
+        than the exposure (0 when neither is known)."""
+        try:
+            exposure = float(self._get_exposure_hw())
+        except Exception:  # noqa: BLE001 - unknown exposure: the frame rate alone
+            exposure = 0.0
+        period = 1.0 / self.frame_rate_hz if self.frame_rate_hz else 0.0
+        return max(period, exposure if math.isfinite(exposure) else 0.0)
 
     # exposure
     def set_exposure(self, exposure_s: float) -> float:
@@ -251,4 +370,6 @@ class Camera(_Device):
             "capture_attempts": self.capture_attempts,
             "timeout_s": self.timeout_s,
             "frames_dropped_total": self.frames_dropped_total,
+            "frame_rate_hz": self.frame_rate_hz,
+            **{k: v for k, v in self.capture_settings.items()},
         }

@@ -344,6 +344,44 @@ class SlmsuiteCamera(Camera):
     def _close_hw(self) -> None:
         self.wrapped.close()
 
+    # capture settings: what slmsuite offers (the base class refuses the rest)
+    def _offers(self, setting: str) -> bool:
+        w = self.wrapped
+        if setting == "roi":  # every slmsuite camera (a software crop without hardware WOI)
+            return callable(getattr(w, "set_woi", None))
+        if setting == "gain":
+            return callable(getattr(w, "set_gain", None))
+        if setting == "pixel_format":
+            return callable(getattr(w, "set_pixel_format", None))
+        if setting == "trigger":  # Thorlabs: setup(profile); FLIR: read from the camera
+            return (callable(getattr(w, "setup", None)) and hasattr(w, "profile")) or \
+                callable(getattr(w, "_read_trigger_is_software", None))
+        return False
+
+    def _shape_hw(self) -> tuple[int, int]:
+        return tuple(int(v) for v in self.wrapped.shape)
+
+    def _set_roi_hw(self, roi: list[int]) -> None:
+        self.wrapped.set_woi(tuple(roi))  # slmsuite's window of interest: (x0, w, y0, h)
+
+    def _set_gain_hw(self, gain: float) -> None:
+        self.wrapped.set_gain(gain)
+
+    def _set_pixel_format_hw(self, fmt: str) -> None:
+        self.wrapped.set_pixel_format(fmt)
+
+    def _set_trigger_hw(self, mode: str) -> None:
+        w = self.wrapped
+        if callable(getattr(w, "setup", None)) and hasattr(w, "profile"):
+            w.setup("single_hardware" if mode == "hardware" else "single")
+            return
+        software = bool(w._read_trigger_is_software())  # FLIR: the camera's own setting
+        if software != (mode == "software"):
+            raise ConfigError(
+                f"camera.trigger: {mode!r} asked, but the {type(w).__name__} camera is set "
+                f"for {'software' if software else 'hardware'} triggering and slmsuite reads "
+                "this from the camera; set TriggerMode/TriggerSource in the vendor's tool")
+
     def info(self) -> dict[str, Any]:
         d = super().info()
         d["slmsuite_class"] = type(self.wrapped).__name__

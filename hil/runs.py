@@ -1,24 +1,29 @@
 """The run record: a directory with ``run.json``, ``captures.h5``, ``results.json``, a report.
 
 ``CaptureStore`` is the append-only HDF5 file of a run (h5py). One *capture* is
-everything recorded for one input image: its raw frames (K, H, W) in the camera's
-integer dtype, the patterns on the model grid (C, N, N) float32, the index of the
-image in the run's image list, and per-frame metadata (exposure, averaging,
-timestamp, dropped frames). Datasets are resizable along the first axis and chunked
-one capture per chunk; after every capture they are written, the ``n_complete``
-attribute is set, and the file is flushed. A run killed at any point therefore finds
-on disk every capture up to the last flush; ``CaptureStore.resume`` trims anything
-beyond ``n_complete`` (a capture that was being written) so the run continues with
-no capture lost and none duplicated.
+everything recorded for one input image: its model windows (C, h, w) in the camera's
+integer dtype (the camera pixels around each channel's N×N window: what the decoder
+reads, ``BenchImager.windows``), the patterns on the model grid (C, N, N) float32, the
+index of the image in the run's image list, and per-frame metadata (exposure,
+averaging, timestamp, dropped frames). The full raw frames (K, H, W) are stored only
+when asked (``store_frames``; ``hil run --store-frames``), gzip-compressed, one capture
+per chunk. A store created without ``window_shape`` keeps full frames, uncompressed
+(the layout of format version 1, still read and resumed). Datasets are resizable
+along the first axis and chunked one capture per chunk; after every capture they are
+written, the ``n_complete`` attribute is set, and the file is flushed. A run killed at
+any point therefore finds on disk every capture up to the last flush;
+``CaptureStore.resume`` trims anything beyond ``n_complete`` (a capture that was being
+written) so the run continues with no capture lost and none duplicated.
 
 Every append is checked, because HDF5 cannot be trusted after a failed write (on a
 full disk its write errors surface only as ignored exceptions, and the data read back
 from its caches looks fine). Before writing, the free space of the file system and the
 process's file-size limit (``RLIMIT_FSIZE``) must leave room for the capture plus
-``RESERVE_BYTES`` (for ``run.json`` and the file's own metadata). After the flush the
-capture's bytes are read back from the file on disk, past HDF5's caches, and compared
-with what was written; any h5py error, ignored or not, fails the append too. A failed
-check raises ``CaptureWriteError`` (an ``OSError`` with the errno) *before*
+``RESERVE_BYTES`` (for ``run.json`` and the file's own metadata; a compressed capture
+counts at its uncompressed size). After the flush the capture's bytes are read back from
+the file on disk, past HDF5's caches (a compressed chunk is inflated with ``zlib``), and
+compared with what was written; any h5py error, ignored or not, fails the append too. A
+failed check raises ``CaptureWriteError`` (an ``OSError`` with the errno) *before*
 ``n_complete`` counts the capture, and the store closes itself: the captures before
 it stay complete and ``resume`` continues the run. A file whose last write was cut
 short by a file-size limit ("truncated file") is padded back to the length its
@@ -26,15 +31,19 @@ superblock records when resumed or read: the missing tail lies beyond ``n_comple
 
 Layout of ``captures.h5``::
 
-    /frames     (n, K, H, W)   camera dtype
+    /windows    (n, C, h, w)   camera dtype   model windows (absent in version 1 files)
+    /frames     (n, K, H, W)   camera dtype   only when asked: gzip (level 4)
     /patterns   (n, C, N, N)   float32
     /index      (n,)           int64    position of the image in the run's image list
     /timestamp  (n,)           float64  time.time() when the capture completed
     /exposure_s (n,)           float64
     /averaging  (n,)           int32
     /dropped    (n,)           int32    frames dropped (and retried) during the capture
+    /drift_x_px, /drift_y_px  (n,) float64  drift correction applied (hil.drift; NaN: none;
+                                            absent in version 1 files)
     /dark       (H, W)         float32  the dark frame subtracted (absent when none)
-    attrs: format, format_version, n_complete, frame_shape, pattern_shape, created
+    attrs: format, format_version, n_complete, frame_shape, pattern_shape, created,
+           window_shape and window_boxes (JSON: [frame, r0, r1, c0, c1] per channel)
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,10 +71,14 @@ __all__ = ["CaptureStore", "CaptureWriteError", "read_captures", "write_json_ato
            "git_commit", "versions", "CAPTURES_FILE"]
 
 FORMAT = "hil-captures"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model windows, full frames optional and compressed
+GZIP_LEVEL = 4  # frames compress ~3-10x; higher levels cost time for little more
 CAPTURES_FILE = "captures.h5"
 _SCALARS = {"index": np.int64, "timestamp": np.float64, "exposure_s": np.float64,
             "averaging": np.int32, "dropped": np.int32}
+# per-capture columns of version 2 files (absent in version 1): the drift correction applied
+# to the capture (hil.drift), camera px; NaN when the run made no drift checks
+_V2_SCALARS = {"drift_x_px": np.float64, "drift_y_px": np.float64}
 RESERVE_BYTES = 1 << 20  # kept free beyond each capture: run.json, HDF5 metadata
 
 
@@ -254,7 +268,8 @@ class CaptureStore:
         self.path = Path(f.filename)
         # datasets stay open: HDF5 closing one flushes it, and a close that fails there
         # leaves a half-closed dataset that crashes the process at exit
-        self._ds = {name: f[name] for name in ("frames", "patterns", *_SCALARS)}
+        self._ds = {name: f[name] for name in ("windows", "frames", "patterns", *_SCALARS,
+                                               *_V2_SCALARS) if name in f}
         self._disk = open(self.path, "rb")  # noqa: SIM115 - reads back what HDF5 wrote
         self.failed: CaptureWriteError | None = None
         self._kept = 0
@@ -264,35 +279,56 @@ class CaptureStore:
     @classmethod
     def create(cls, path: str | os.PathLike, *, frame_shape: Sequence[int], frame_dtype: Any,
                pattern_shape: Sequence[int], dark: np.ndarray | None = None,
-               attrs: dict[str, Any] | None = None) -> CaptureStore:
+               attrs: dict[str, Any] | None = None,
+               window_shape: Sequence[int] | None = None,
+               window_boxes: Sequence[Sequence[int]] | None = None,
+               store_frames: bool | None = None) -> CaptureStore:
         """A new, empty store; refuses to overwrite an existing file, and refuses
-        (``CaptureWriteError``, nothing written) when not even one capture would fit."""
+        (``CaptureWriteError``, nothing written) when not even one capture would fit.
+
+        ``window_shape`` (C, h, w): store model windows; full frames then only with
+        ``store_frames`` (gzip). Without ``window_shape``: full frames, uncompressed.
+        """
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"{path}: a capture file already exists (resume the run "
                                   "with --resume, or choose another --out)")
         path.parent.mkdir(parents=True, exist_ok=True)
         fs, ps = tuple(int(v) for v in frame_shape), tuple(int(v) for v in pattern_shape)
-        per_capture = (int(np.prod(fs)) * np.dtype(frame_dtype).itemsize
-                       + int(np.prod(ps)) * 4 + 64 * len(_SCALARS))
+        ws = None if window_shape is None else tuple(int(v) for v in window_shape)
+        if store_frames is None:
+            store_frames = ws is None
+        if ws is None and not store_frames:
+            raise ValueError("store_frames: a store without window_shape keeps the frames")
+        item = np.dtype(frame_dtype).itemsize
+        per_capture = (int(np.prod(fs)) * item if store_frames else 0) \
+            + (int(np.prod(ws)) * item if ws else 0) + int(np.prod(ps)) * 4 + 64 * len(_SCALARS)
         dark_bytes = 0 if dark is None else int(np.prod(np.shape(dark))) * 4
         _check_room(path, 0, per_capture + dark_bytes, 0)  # room for one capture at least
         tmp = path.with_name(f".{path.name}.tmp")
         try:
             with _h5_errors() as errors, h5py.File(tmp, "w") as f:
                 f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
+                f.attrs["format_version"] = FORMAT_VERSION if ws is not None else 1
                 f.attrs["n_complete"] = 0
                 f.attrs["frame_shape"] = fs
                 f.attrs["pattern_shape"] = ps
                 f.attrs["created"] = time.time()
                 for k, v in (attrs or {}).items():
                     f.attrs[k] = json.dumps(v, default=_json_default)
-                f.create_dataset("frames", shape=(0, *fs), maxshape=(None, *fs),
-                                 dtype=np.dtype(frame_dtype), chunks=(1, *fs))
+                if ws is not None:
+                    f.attrs["window_shape"] = ws
+                    f.attrs["window_boxes"] = json.dumps(
+                        [[int(v) for v in b] for b in (window_boxes or [])])
+                    f.create_dataset("windows", shape=(0, *ws), maxshape=(None, *ws),
+                                     dtype=np.dtype(frame_dtype), chunks=(1, *ws))
+                if store_frames:
+                    gz = {"compression": "gzip", "compression_opts": GZIP_LEVEL} if ws else {}
+                    f.create_dataset("frames", shape=(0, *fs), maxshape=(None, *fs),
+                                     dtype=np.dtype(frame_dtype), chunks=(1, *fs), **gz)
                 f.create_dataset("patterns", shape=(0, *ps), maxshape=(None, *ps),
                                  dtype=np.float32, chunks=(1, *ps))
-                for name, dt in _SCALARS.items():
+                for name, dt in {**_SCALARS, **(_V2_SCALARS if ws else {})}.items():
                     f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt,
                                      chunks=(256,))
                 if dark is not None:
@@ -325,7 +361,8 @@ class CaptureStore:
         except OSError as exc:
             raise ValueError(f"{path}: the capture file cannot be opened ({exc})") from exc
         if f.attrs.get("format") != FORMAT or any(
-                name not in f for name in ("frames", "patterns", *_SCALARS)):
+                name not in f for name in ("patterns", *_SCALARS)) or not (
+                "frames" in f or "windows" in f):
             f.close()
             raise ValueError(f"{path}: not a capture file of a hil run")
         store = cls(f)
@@ -363,34 +400,65 @@ class CaptureStore:
         """Refuse (before writing anything) when the capture cannot fit."""
         _check_room(self.path, n, nbytes, self.path.stat().st_size)
 
+    @property
+    def has_frames(self) -> bool:
+        """Whether full frames are stored (else model windows only)."""
+        return "frames" in self._ds
+
+    @property
+    def has_windows(self) -> bool:
+        return "windows" in self._ds
+
     def _verify_row(self, name: str, n: int, expected: np.ndarray) -> None:
-        """Read row ``n`` of dataset ``name`` from the file itself and compare."""
+        """Read row ``n`` of dataset ``name`` from the file itself and compare (a
+        gzip-compressed chunk, one capture each, is inflated first)."""
         d = self._ds[name]
         coord = ((n // d.chunks[0]) * d.chunks[0],) + (0,) * (d.ndim - 1)
         chunk = d.id.get_chunk_info_by_coord(coord)
         if chunk.byte_offset is None:
             raise OSError(errno.EIO, f"{name}: capture {n + 1} has no storage in the file")
-        within = (n % d.chunks[0]) * int(np.prod(d.shape[1:], dtype=np.int64)) * d.dtype.itemsize
         want = np.ascontiguousarray(expected, dtype=d.dtype).tobytes()
+        if d.compression == "gzip":
+            raw = os.pread(self._disk.fileno(), chunk.size, chunk.byte_offset)
+            try:
+                got = zlib.decompress(raw) if chunk.filter_mask == 0 else raw
+            except zlib.error as exc:
+                raise OSError(errno.EIO, f"{name}: capture {n + 1} reads back corrupt "
+                              f"({exc})") from exc
+            if got != want:
+                raise OSError(errno.EIO, f"{name}: capture {n + 1} reads back different "
+                              "from what was written (compressed chunk)")
+            return
+        within = (n % d.chunks[0]) * int(np.prod(d.shape[1:], dtype=np.int64)) * d.dtype.itemsize
         got = os.pread(self._disk.fileno(), len(want), chunk.byte_offset + within)
         if got != want:
             raise OSError(errno.EIO, f"{name}: capture {n + 1} reads back different from what "
                           f"was written ({len(got)} of {len(want)} bytes on disk)")
 
-    def append(self, index: int, frames: np.ndarray, patterns: np.ndarray,
-               frame_info: Sequence[dict[str, Any]] = ()) -> int:
+    def append(self, index: int, frames: np.ndarray | None, patterns: np.ndarray,
+               frame_info: Sequence[dict[str, Any]] = (), *,
+               windows: np.ndarray | None = None) -> int:
         """Write one capture, check it on disk, mark it complete and flush; returns the count.
 
-        Raises ``CaptureWriteError`` (and closes the store) when the capture cannot be
-        written or does not read back; ``n_complete`` then still counts the captures before.
+        ``windows`` (C, h, w) is required by a store with windows; ``frames`` (K, H, W)
+        by a store with frames (else it may be None). Raises ``CaptureWriteError`` (and
+        closes the store) when the capture cannot be written or does not read back;
+        ``n_complete`` then still counts the captures before.
         """
         if self.failed is not None:
             raise self.failed
         f, ds = self._f, self._ds
         n = self.count
-        fr = np.asarray(frames)
-        if fr.shape != ds["frames"].shape[1:]:
-            raise ValueError(f"frames: expected shape {ds['frames'].shape[1:]}, got {fr.shape}")
+        rows: dict[str, np.ndarray] = {}
+        for name, given in (("windows", windows), ("frames", frames)):
+            if name not in ds:
+                continue
+            if given is None:
+                raise ValueError(f"{name}: this capture file stores {name}; none given")
+            a = np.asarray(given)
+            if a.shape != ds[name].shape[1:]:
+                raise ValueError(f"{name}: expected shape {ds[name].shape[1:]}, got {a.shape}")
+            rows[name] = a.astype(ds[name].dtype, copy=False)
         pa = np.asarray(patterns, dtype=np.float32)
         if pa.shape != ds["patterns"].shape[1:]:
             raise ValueError(f"patterns: expected shape {ds['patterns'].shape[1:]}, "
@@ -403,24 +471,29 @@ class CaptureStore:
             "averaging": int(info[0].get("averaging", 1)) if info else 1,
             "dropped": int(sum(int(i.get("dropped_frames", 0)) for i in info)),
         }
-        fr = fr.astype(ds["frames"].dtype, copy=False)
+        for name in _V2_SCALARS:
+            if name in ds:
+                row[name] = float(info[0].get(name, np.nan)) if info else np.nan
         try:
-            self._check_room(n, fr.nbytes + pa.nbytes + 64 * len(_SCALARS))
+            self._check_room(n, sum(a.nbytes for a in rows.values()) + pa.nbytes
+                             + 64 * len(_SCALARS))
         except CaptureWriteError as exc:  # nothing written: the file stays as it was
             self.failed, self._kept = exc, n
             raise
         try:
             with _h5_errors() as errors:
-                for name in ("frames", "patterns", *_SCALARS):
+                for name in ds:
                     ds[name].resize(n + 1, axis=0)
-                ds["frames"][n] = fr
+                for name, a in rows.items():
+                    ds[name][n] = a
                 ds["patterns"][n] = pa
                 for name, v in row.items():
                     ds[name][n] = v
                 f.flush()  # the data first ...
             if errors:
                 raise errors[0]
-            self._verify_row("frames", n, fr)
+            for name, a in rows.items():
+                self._verify_row(name, n, a)
             self._verify_row("patterns", n, pa)
             for name, v in row.items():
                 self._verify_row(name, n, np.asarray(v))
@@ -492,7 +565,9 @@ class CaptureStore:
 
 
 def read_captures(path: str | os.PathLike, *, frames: bool = False) -> dict[str, np.ndarray]:
-    """The complete captures of a store, as arrays (``frames`` too when asked).
+    """The complete captures of a store, as arrays: patterns, the scalars, ``windows``
+    where stored, and ``frames`` when asked (``ValueError`` naming the file when the run
+    did not store them: ``hil run --store-frames``).
 
     Reads a file whose last append failed too (without changing it).
     """
@@ -500,7 +575,11 @@ def read_captures(path: str | os.PathLike, *, frames: bool = False) -> dict[str,
     f = _open_h5(path, "r")
     try:
         n = int(f.attrs["n_complete"])
-        names = ["patterns", *_SCALARS] + (["frames"] if frames else [])
+        if frames and "frames" not in f:
+            raise ValueError(f"{path}: this run stored the model windows only, not the "
+                             "full frames (run with --store-frames to keep them)")
+        names = ["patterns", *_SCALARS] + [k for k in ("windows", *_V2_SCALARS) if k in f] + (
+            ["frames"] if frames else [])
         out = {name: np.asarray(f[name][:n]) for name in names}
         if "dark" in f:
             out["dark"] = np.asarray(f["dark"])

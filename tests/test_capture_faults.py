@@ -193,7 +193,7 @@ def test_failed_store_refuses_further_appends(tmp_path, monkeypatch):
 
 # ------------------------------------------------------- hil run, end to end
 RUN_N = 14
-RUN_CAPTURE_BYTES = 2 * 256 * 256 * 2 + 2 * 32 * 32 * 4  # frames + patterns
+RUN_CAPTURE_BYTES = 2 * 105 * 105 * 2 + 2 * 32 * 32 * 4  # model windows + patterns
 
 
 def _run_fixture(tmp_path: Path):
@@ -220,7 +220,7 @@ def _check_stopped_run(out: Path, stderr: str, state: Path, kept_min: int = 1) -
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "stopped"
     assert "CaptureWriteError" in record["error"]
-    caps = read_captures(out / "captures.h5", frames=True)
+    caps = read_captures(out / "captures.h5")
     kept = len(caps["index"])
     assert caps["index"].tolist() == list(range(kept))
     assert kept >= kept_min
@@ -230,10 +230,10 @@ def _check_stopped_run(out: Path, stderr: str, state: Path, kept_min: int = 1) -
 
 
 def _resumed_matches(out: Path, before: dict) -> None:
-    caps = read_captures(out / "captures.h5", frames=True)
+    caps = read_captures(out / "captures.h5")
     assert caps["index"].tolist() == list(range(RUN_N))
     k = len(before["index"])
-    np.testing.assert_array_equal(caps["frames"][:k], before["frames"])
+    np.testing.assert_array_equal(caps["windows"][:k], before["windows"])
     np.testing.assert_array_equal(caps["patterns"][:k], before["patterns"])
 
 

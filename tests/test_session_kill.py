@@ -16,7 +16,9 @@ from session_helpers import bench_toml, quick_decoder
 from hil.runs import read_captures
 
 N = 14
-FRAME_BYTES = 2 * 256 * 256 * 2  # one capture: two uint16 256x256 frames
+# one capture: two uint16 105x105 model windows (hil run stores windows, not frames) and
+# the float32 patterns
+CAPTURE_BYTES = 2 * 105 * 105 * 2 + 2 * 32 * 32 * 4
 
 
 def _hil(*args: str) -> list[str]:
@@ -35,7 +37,7 @@ def _kill_after(cmd, h5, captures: int, timeout_s: float = 120.0) -> None:
     t0 = time.time()
     try:
         while time.time() - t0 < timeout_s:
-            if h5.exists() and h5.stat().st_size > captures * FRAME_BYTES:
+            if h5.exists() and h5.stat().st_size > captures * CAPTURE_BYTES:
                 break
             if proc.poll() is not None:
                 pytest.fail(f"the run ended before it could be killed: "
@@ -70,15 +72,15 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     done = subprocess.run(_run_args(bench, dec, out, "--resume"), capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
-    caps = read_captures(h5, frames=True)
+    caps = read_captures(h5)
     assert caps["index"].tolist() == list(range(N))  # none lost, none duplicated
-    assert caps["frames"].shape[0] == N and caps["patterns"].shape[0] == N
+    assert caps["windows"].shape[0] == N and caps["patterns"].shape[0] == N
 
     # the same run without interruption records exactly the same captures
     ref = tmp_path / "ref"
     clean = subprocess.run(_run_args(bench, dec, ref), capture_output=True, text=True,
                            timeout=240)
     assert clean.returncode == 0, clean.stderr[-2000:]
-    ref_caps = read_captures(ref / "captures.h5", frames=True)
-    np.testing.assert_array_equal(caps["frames"], ref_caps["frames"])
+    ref_caps = read_captures(ref / "captures.h5")
+    np.testing.assert_array_equal(caps["windows"], ref_caps["windows"])
     np.testing.assert_allclose(caps["patterns"], ref_caps["patterns"], rtol=1e-6)

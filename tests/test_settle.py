@@ -1,0 +1,49 @@
+"""The ``settle`` calibration step (calibration.settle) and its use by the capture path."""
+
+from __future__ import annotations
+
+import pytest
+from session_helpers import small_bench
+
+from calibration import CalibrationSet, run_calibration
+from calibration.imaging import BenchImager
+from calibration.settle import calibrate_settle
+from calibration.store import CalibrationError
+from devices import open_bench
+
+
+def _bench(settle_s: float) -> dict:
+    cfg = small_bench()
+    cfg["slm"]["settle_time_s"] = settle_s
+    return cfg
+
+
+def test_settle_step_measures_the_simulated_settle_time():
+    with open_bench(_bench(0.02)) as bench:
+        bench.slm.settle_time_s = 0.02  # the sim's true dynamics (settle_time_s model)
+        step = calibrate_settle(bench, max_delay_s=0.06, n_delays=16)
+        got = step["settle_time_s"]
+        # on the safe side, within one step of the geometric delay series (x1.38)
+        assert 0.02 <= got <= 0.02 * 1.4, got
+        assert bench.slm.settle_time_s == got  # applied at once
+        assert step.residuals["noise_floor"] == 0.0  # noise off: identical settled frames
+
+
+def test_settle_step_refuses_a_slm_still_moving_at_the_longest_delay():
+    with open_bench(_bench(0.05)) as bench:
+        with pytest.raises(CalibrationError, match="max_delay_s"):
+            calibrate_settle(bench, max_delay_s=0.01, n_delays=6)
+
+
+def test_capture_path_uses_the_measured_settle_time(tmp_path):
+    with open_bench(_bench(0.015)) as bench:
+        cal = run_calibration(bench, tmp_path, steps="settle", report=False, progress=False,
+                              options={"settle": {"max_delay_s": 0.05, "n_delays": 12}})
+        measured = cal.settle_time_s
+        assert measured >= 0.015
+    loaded = CalibrationSet.load(tmp_path)
+    assert loaded.settle_time_s == pytest.approx(measured)
+    with open_bench(_bench(0.0)) as bench:  # the bench file says 0: the calibration wins
+        imager = BenchImager(bench, loaded).prepare()
+        assert bench.slm.settle_time_s == pytest.approx(measured)
+        assert imager.describe()["settle_source"] == "calibration (settle step)"
