@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "grating_phase",
     "autoexpose",
     "capture_float",
+    "DarkModel",
+    "dark_for",
     "laser_off",
     "laser_on",
     "device_identities",
@@ -130,14 +133,75 @@ def full_scale(camera: Any) -> float:
     return float(2 ** int(camera.bitdepth) - 1)
 
 
-def capture_float(camera: Any, n: int = 1, dark: np.ndarray | None = None) -> np.ndarray:
-    """Mean of ``n`` frames as float64, dark frame subtracted when given."""
+class DarkModel:
+    """The camera's background as a function of exposure: ``offset + rate · exposure_s``
+    per pixel (counts; counts per second), from dark frames at two exposures.
+
+    A background that grows with exposure (dark current, room light that reaches the
+    camera with the beam blocked) is removed correctly at every exposure a step sets,
+    which one dark frame taken at one exposure cannot do.
+    """
+
+    def __init__(self, offset_counts: np.ndarray, rate_counts_per_s: np.ndarray,
+                 hot_pixels: np.ndarray | None = None) -> None:
+        self.offset = np.asarray(offset_counts, dtype=np.float64)
+        self.rate = np.asarray(rate_counts_per_s, dtype=np.float64)
+        if self.offset.shape != self.rate.shape:
+            raise ValueError(f"rate_counts_per_s: expected the offset's shape "
+                             f"{self.offset.shape}, got {self.rate.shape}")
+        self.hot = None
+        if hot_pixels is not None:
+            hot = np.asarray(hot_pixels).astype(bool)
+            if hot.shape != self.offset.shape:
+                raise ValueError(f"hot_pixels: expected the offset's shape "
+                                 f"{self.offset.shape}, got {hot.shape}")
+            self.hot = hot if hot.any() else None
+
+    def repair(self, frame: np.ndarray,
+               box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Replace the hot pixels of a dark-subtracted frame by their 3 x 3 median (in
+        place; returns it). Hot pixels carry their own noise, which no dark removes.
+        ``box`` = (r0, r1, c0, c1): ``frame`` is that window of the camera."""
+        hot = self.hot
+        if hot is not None and box is not None:
+            r0, r1, c0, c1 = box
+            hot = hot[r0:r1, c0:c1]
+        if hot is not None and hot.any():
+            med = cv2.medianBlur(np.ascontiguousarray(frame, dtype=np.float32), 3)
+            frame[hot] = med[hot]
+        return frame
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.offset.shape)
+
+    def at(self, exposure_s: float) -> np.ndarray:
+        """The dark frame (float64 counts) at ``exposure_s``."""
+        return self.offset + self.rate * float(exposure_s)
+
+
+def dark_for(dark: Any, camera: Any) -> np.ndarray | None:
+    """The dark frame to subtract at the camera's current exposure: ``dark.at(exposure)``
+    for a ``DarkModel``, the array itself otherwise (None stays None)."""
+    if dark is None:
+        return None
+    if isinstance(dark, DarkModel):
+        return dark.at(float(camera.get_exposure()))
+    return np.asarray(dark)
+
+
+def capture_float(camera: Any, n: int = 1, dark: Any = None) -> np.ndarray:
+    """Mean of ``n`` frames as float64, dark subtracted when given (an array, or a
+    ``DarkModel`` evaluated at the camera's exposure)."""
     acc = np.zeros(camera.shape, dtype=np.float64)
     for _ in range(int(n)):
         acc += camera.get_image()
     acc /= n
-    if dark is not None:
-        acc -= dark
+    d = dark_for(dark, camera)
+    if d is not None:
+        acc -= d
+    if isinstance(dark, DarkModel):
+        dark.repair(acc)
     return acc
 
 
@@ -166,21 +230,32 @@ def capture_patterns(imager: Any, images: Any, *, desc: str = "capture") -> np.n
     return out
 
 
-def autoexpose(camera: Any, dark: np.ndarray | None = None, *, target: float = 0.6,
+def autoexpose(camera: Any, dark: Any = None, *, target: float = 0.6,
                tol: float = 0.1, attempts: int = 8, percentile: float = 100.0,
                bounds_s: tuple[float, float] = (1e-7, 10.0)) -> float:
     """Set the exposure so the brightest signal sits at ``target`` of full scale.
 
-    Counts are assumed linear in exposure (what a camera is); a saturated frame halves
-    the exposure. Returns the exposure set (seconds).
+    Counts are assumed linear in exposure (what a camera is); a saturated frame quarters
+    the exposure. The signal is the frame minus the dark (``dark_for``: a ``DarkModel``
+    at the exposure tried); a ``DarkModel``'s hot pixels are left out. Returns the
+    exposure set (seconds).
     """
     fs = full_scale(camera)
-    base = 0.0 if dark is None else float(np.median(dark))
     exp = float(camera.get_exposure())
+    hot = dark.hot if isinstance(dark, DarkModel) else None
     for _ in range(attempts):
+        d = dark_for(dark, camera)
+        base = 0.0 if d is None else float(np.median(d))
         frame = camera.get_image().astype(np.float64)
-        peak = float(np.percentile(frame, percentile))
-        signal = peak - base
+        # hot pixels (known from the dark step) neither saturate nor light the frame
+        peak = float(np.percentile(frame if hot is None else frame[~hot], percentile))
+        if d is not None:
+            frame -= d
+            if hot is not None:
+                dark.repair(frame)
+            signal = float(np.percentile(frame, percentile))
+        else:
+            signal = peak
         if peak >= fs * 0.98:
             exp = max(bounds_s[0], exp / 4)
         elif signal <= 0.02 * fs:

@@ -9,7 +9,7 @@ zero frequency at (N/2, N/2)) and (x_cam, y_cam) are camera pixel indices (x alo
 columns, y along rows, pixel centres at integers). The nominal map (no calibration) is
 λ·f/(N·s·p_slm·p_cam) camera pixels per model pixel, zero frequency at the camera centre
 (W/2, H/2), no rotation; the calibrated one is measured by ``calibrate_geometry``
-(grating spots + OpenCV affine, in ``calibration.registration``; re-exported here).
+(grating spots + OpenCV affine, in ``calibration.registration``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["camera_to_model", "nominal_model_to_camera", "affine_parameters", "check_affine",
-           "calibrate_geometry"]
+__all__ = ["camera_to_model", "nominal_model_to_camera", "affine_parameters", "check_affine"]
 
 
 def check_affine(model_to_camera: Any, name: str = "model_to_camera") -> np.ndarray:
@@ -100,22 +99,24 @@ def nominal_model_to_camera(slm: Any, camera: Any, size: int, block: int,
                      [0.0, sy, cy - sy * size / 2.0]], dtype=np.float64)
 
 
-def affine_parameters(model_to_camera: Any, size: int = 32) -> dict[str, float]:
+def affine_parameters(model_to_camera: Any, size: int = 32) -> dict[str, Any]:
     """Centre (camera px of model (N/2, N/2)), mean scale, rotation (degrees, ccw in the
-    image's x-y axes) and shear/anisotropy of an affine, for reports and tolerances."""
+    image's x-y axes), ``mirrored`` and shear/anisotropy of an affine, for reports and
+    tolerances.
+
+    A mirrored camera (negative determinant) is read as a camera whose x axis is reversed
+    after the rotation: ``A = diag(-1, 1) · R(rotation) · S`` with S symmetric positive;
+    ``rotation_deg`` is that R's angle, ``mirrored`` True (the rotation formula applied to
+    a reflection itself returns noise).
+    """
     a = check_affine(model_to_camera)
     m = a[:, :2]
     c = a @ np.array([size / 2.0, size / 2.0, 1.0])
+    mirrored = bool(np.linalg.det(m) < 0)
+    mr = np.diag([-1.0, 1.0]) @ m if mirrored else m
     sx = float(np.hypot(m[0, 0], m[1, 0]))
     sy = float(np.hypot(m[0, 1], m[1, 1]))
-    rot = float(np.degrees(np.arctan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1])))
+    rot = float(np.degrees(np.arctan2(mr[1, 0] - mr[0, 1], mr[0, 0] + mr[1, 1])))
     return {"center_x": float(c[0]), "center_y": float(c[1]), "scale": float(np.sqrt(sx * sy)),
-            "scale_x": sx, "scale_y": sy, "rotation_deg": rot,
-            "shear": float((m[:, 0] @ m[:, 1]) / (sx * sy))}
-
-
-def calibrate_geometry(bench: Any, **kwargs: Any) -> Any:
-    """Measure ``model_to_camera`` on a bench: see ``calibration.registration``."""
-    from calibration.registration import calibrate_geometry as _calibrate
-
-    return _calibrate(bench, **kwargs)
+            "scale_x": sx, "scale_y": sy, "rotation_deg": rot, "mirrored": mirrored,
+            "shear": float((mr[:, 0] @ mr[:, 1]) / (sx * sy))}

@@ -31,6 +31,7 @@ from calibration.capture import (
     slm_grid,
 )
 from calibration.geometry import check_affine
+from calibration.quality import LIMITS, check_finite, check_max, check_min, frame_exposure_check
 from calibration.store import StepResult
 
 __all__ = ["calibrate_phase_response", "unfold_delays", "order_powers", "disc_windows"]
@@ -99,7 +100,7 @@ def _extinction_floor(p0: np.ndarray) -> float:
 
 
 def calibrate_phase_response(bench: Any, model_to_camera: Any, *, size: int = 32,
-                             dark: np.ndarray | None = None, level_step: int = 8,
+                             dark: Any = None, level_step: int = 8,
                              order_spacing: float | None = None,
                              averaging: int = 1) -> StepResult:
     """Measure the delay of every grey level, relative to the top level (radians).
@@ -107,7 +108,11 @@ def calibrate_phase_response(bench: Any, model_to_camera: Any, *, size: int = 32
     ``level_step``: every how many grey levels a grating is shown (the rest are
     interpolated); ``order_spacing``: distance of the ±1 orders from the zero order in
     model pixels (default: 8, or more so that they sit >= 24 camera pixels apart). Uses
-    ``model_to_camera`` (step 2) to find the orders on the camera.
+    ``model_to_camera`` (step 2) to find the orders on the camera. ``dark``: a dark
+    frame or a ``capture.DarkModel`` (evaluated at the exposure set).
+
+    Quality gates (``quality.LIMITS``): the exposure frame, a finite response, the rms of
+    the order powers about the two-level model and the grey range reaching 2 pi.
     """
     slm, cam = bench.slm, bench.camera
     a = check_affine(model_to_camera)
@@ -136,6 +141,7 @@ def calibrate_phase_response(bench: Any, model_to_camera: Any, *, size: int = 32
         slm.set_phase_response(None)
         slm.set_grey_levels(np.full(slm.shape, top, slm.dtype))  # raw levels: no scaling
         autoexpose(cam, dark, target=0.7)
+        exposure = frame_exposure_check("lut", cam, dark)
         with progress_bar(len(levels), "lut") as bar:
             for g in levels:
                 shown = slm.set_grey_levels(np.where(stripe, g, top).astype(slm.dtype))
@@ -172,11 +178,25 @@ def calibrate_phase_response(bench: Any, model_to_camera: Any, *, size: int = 32
     rms_power = float(np.sqrt(np.mean((pred0 - p0) ** 2 + (pred1 - p1) ** 2)))
     log.info("lut: span %.3f x 2pi, kappa %.3f, leakage %.3f, power rms %.4f",
              response.max() / (2 * np.pi), kappa, eta, rms_power)
+    check_finite("lut", "phase response", response,
+                 "the order powers gave no delay (no light in the orders?): check the "
+                 "geometry step and that the beam reaches the SLM")
+    check_max("lut", "rms of the order powers about the two-level model", rms_power,
+              LIMITS["lut_power_rms"],
+              "the binary gratings do not follow the model: stray light in the order "
+              "windows, pixel crosstalk (fringing at the stripe edges) or a saturated "
+              "zero order; block stray light, lower the exposure, or try a longer grating "
+              "period (a smaller order_spacing, e.g. 4)")
+    check_min("lut", "grey range (units of 2 pi)", float(response.max()) / (2 * np.pi),
+              LIMITS["lut_min_span_2pi"],
+              "the SLM's grey levels do not reach 2 pi at this wavelength: load the "
+              "vendor's LUT for this wavelength or raise the SLM's voltage range")
     return StepResult(
         name="lut",
         values={"phase_response_rad": response, "span_rad": float(response.max()),
                 "kappa": kappa, "zero_order_leakage": eta},
         residuals={"power_rms": rms_power, "power_residual0": pred0 - p0,
+                   "saturated_fraction": exposure["saturated_fraction"],
                    "power_residual1": pred1 - p1},
         data={"levels": levels, "p0": p0, "p1": p1, "delta_rad": delta},
         devices=device_identities(bench),

@@ -150,14 +150,22 @@ def calibrate_model(bench: Any, cal: CalibrationSet, *, size: int = 32, n_images
 
     ``imaging``: the ``ImagingConfig`` (default ``ImagingConfig(size=size)``), recorded in
     the step's ``imaging_config``."""
-    from calibration.decoders import imaging_config_for
     from calibration.imaging import BenchImager
+    from calibration.imaging_config import imaging_config_for
     from simulation import DualVortexEncoder, speckle
 
     cal.require("geometry")
     config = imaging_config_for(imaging, size)
     imgs = speckle(int(n_images), float(gamma), seed=int(seed))
-    imager = BenchImager(bench, cal, DualVortexEncoder(size=size), config).prepare()
+    try:
+        imager = BenchImager(bench, cal, DualVortexEncoder(size=size), config).prepare()
+    except ValueError as exc:  # the calibrated layout does not fit this camera
+        from calibration.quality import CalibrationQualityError
+
+        raise CalibrationQualityError(
+            "model", "imaging layout", "does not fit the camera", str(exc),
+            "move the camera so the Fourier plane is centred on it, or image with a "
+            "smaller steering grating (ImagingConfig)") from exc
     # each image's frames are reduced to its model-grid pattern as they arrive
     measured = torch.as_tensor(capture_patterns(imager, imgs, desc="model"),
                                dtype=torch.float32)
@@ -171,6 +179,21 @@ def calibrate_model(bench: Any, cal: CalibrationSet, *, size: int = 32, n_images
     log.info("model: relative rms %.4f -> %.4f, correlation %.4f, blur %.3f model px",
              res["relative_rms_before"], res["relative_rms"], res["mean_correlation"],
              model.parameters_dict()["blur_sigma_model_px"])
+    from calibration.quality import LIMITS, check_finite, check_max, check_min
+
+    check_finite("model", "fitted parameters", [res["relative_rms"],
+                 *np.ravel(model.parameters_dict()["theta_model_px"])],
+                 "the model fit diverged: check the captures (saturation, light) and the "
+                 "geometry step")
+    check_max("model", "relative rms residual of the captured speckle", res["relative_rms"],
+              LIMITS["model_rel_rms"],
+              "the captures do not look like the calibrated twin: too little light (raise "
+              "the laser power, exposure or averaging), or the bench moved (re-run "
+              "geometry, lut and wavefront), or stray light")
+    check_min("model", "mean correlation of captured and fitted patterns",
+              res["mean_correlation"], LIMITS["model_min_correlation"],
+              "the captures barely follow the twin: too little light (raise exposure or "
+              "averaging), the camera drifted, or the geometry is wrong; re-run geometry")
     return StepResult(
         name="model",
         values={**model.parameters_dict(), "n_images": int(n_images), "gamma": float(gamma),

@@ -2,9 +2,16 @@
 
 ``run_calibration(bench, out_dir, steps=...)`` runs, in this order (``STEP_ORDER``):
 
-``dark`` -> ``geometry`` -> ``lut`` -> ``wavefront`` (source + aberrations; it also
-corrects the geometry centre) -> ``model`` (encoded-diffraction model fit on a captured
-speckle set) -> ``decoders`` (twin-trained and capture-trained decoders).
+(``settle``, only when asked: the SLM's settle time measured from captures,
+``calibration.settle``) -> ``dark`` -> ``geometry`` -> ``lut`` -> ``wavefront`` (source +
+aberrations; it also corrects the geometry centre) -> ``model`` (encoded-diffraction
+model fit on a captured speckle set) -> ``decoders`` (twin-trained and capture-trained
+decoders).
+
+Every step checks its own fit (``calibration.quality``) and stops with a
+``CalibrationQualityError`` (a ``CalibrationError``) that names the step, the measured
+value, the limit and what to do. The steps after ``dark`` subtract its background model
+(``CalibrationSet.dark_model``: offset + rate · exposure) at whatever exposure they set.
 
 A step whose inputs are missing raises ``CalibrationError`` naming the step to run
 first; ``calibration=`` continues an earlier ``CalibrationSet`` (the steps asked for are
@@ -15,7 +22,9 @@ Resume: every step records ``inputs_sha256`` (``step_inputs``): the devices' sta
 identities, the grid size, the step's options and the earlier steps it reads (their
 inputs and when they ran). With ``resume=True`` a step already present with the same
 record is skipped (one log line each); a step whose inputs changed runs again, and so
-does every step after it that reads it.
+does every step after it that reads it. A step imported from another tool (``values``
+``imported_from``, e.g. slmsuite's calibrations) is kept by a resume of all steps
+(``steps=None``) and measured again only when ``steps`` names it.
 
 Progress: with ``progress=True`` a ``tqdm.auto`` bar counts the steps and each step
 shows a bar of its captures (``capture.progress_bar``).
@@ -41,11 +50,13 @@ __all__ = ["run_calibration", "STEP_ORDER", "parse_steps", "step_inputs", "stabl
 
 log = logging.getLogger(__name__)
 
-STEP_ORDER = ("dark", "geometry", "lut", "wavefront", "model", "decoders")
+STEP_ORDER = ("settle", "dark", "geometry", "lut", "wavefront", "model", "decoders")
+# run only when asked (``--steps settle,...``): it sleeps through many settle times
+OPTIONAL_STEPS = ("settle",)
 
 
 # what each step reads from the steps before it (its results are part of its inputs)
-STEP_DEPENDS = {"dark": (), "geometry": ("dark",), "lut": ("dark", "geometry"),
+STEP_DEPENDS = {"settle": (), "dark": (), "geometry": ("dark",), "lut": ("dark", "geometry"),
                 "wavefront": ("dark", "geometry", "lut"),
                 "model": ("dark", "geometry", "lut", "source", "wavefront"),
                 "decoders": ("dark", "geometry", "lut", "source", "wavefront", "model")}
@@ -103,16 +114,24 @@ def _complete(name: str, cal: CalibrationSet, inputs: str, out: Path | None) -> 
     if name == "wavefront" and cal.source is None:
         return False
     if name == "decoders" and out is not None:
-        for key in ("twin_path", "capture_path"):
-            if key in step.values and not (out / str(step.values[key])).is_file():
+        for key in [k for k in step.values if k.endswith("_path")]:  # every decoder file
+            if not (out / str(step.values[key])).is_file():
                 return False
     return True
 
 
+def _imported(name: str, cal: CalibrationSet) -> bool:
+    """Whether step ``name`` was imported (e.g. ``calibration.slmsuite_import``): a resume
+    of all steps keeps it; naming it in ``steps`` measures it again."""
+    step = getattr(cal, name, None)
+    return step is not None and bool(step.values.get("imported_from"))
+
+
 def parse_steps(steps: str | Sequence[str] | None) -> tuple[str, ...]:
-    """"dark,geometry" or a list -> the steps in bench-day order; None = all."""
+    """"dark,geometry" or a list -> the steps in bench-day order; None = all but the
+    optional ones (``OPTIONAL_STEPS``)."""
     if steps is None:
-        return STEP_ORDER
+        return tuple(s for s in STEP_ORDER if s not in OPTIONAL_STEPS)
     items = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps)]
     items = [s for s in items if s]
     bad = [s for s in items if s not in STEP_ORDER]
@@ -124,8 +143,12 @@ def parse_steps(steps: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def _run_step(name: str, bench: Any, cal: CalibrationSet, size: int,
               options: dict[str, Any], out: Path | None) -> None:
-    dark = cal.dark_frame
-    if name == "dark":
+    dark = cal.dark_model  # offset + rate * exposure where measured: right at every exposure
+    if name == "settle":  # measured settle time, applied to the SLM at once
+        from calibration.settle import calibrate_settle
+
+        cal.set("settle", calibrate_settle(bench, **options))
+    elif name == "dark":
         from calibration.detector import calibrate_dark
 
         cal.set("dark", calibrate_dark(bench, **options))
@@ -202,6 +225,8 @@ def run_calibration(bench: Any, out_dir: str | Path | None = None, *,
     if isinstance(size, bool) or not isinstance(size, int) or size < 2:
         raise ValueError(f"size: expected an integer >= 2, got {size!r}")
     cal = calibration if calibration is not None else CalibrationSet()
+    if getattr(cal, "settle", None) is not None:  # every step waits the measured time
+        bench.slm.settle_time_s = cal.settle_time_s
     cal.devices = device_identities(bench)
     identity = stable_identities(cal.devices)
     out = Path(out_dir) if out_dir is not None else None
@@ -215,6 +240,11 @@ def run_calibration(bench: Any, out_dir: str | Path | None = None, *,
             if resume and _complete(name, cal, inputs, out):
                 log.info("calibration step %s: already complete with the same inputs "
                          "(devices, settings, earlier steps); skipped", name)
+                bar.update()
+                continue
+            if resume and steps is None and _imported(name, cal):
+                log.info("calibration step %s: imported (%s); kept (name it in --steps to "
+                         "measure it instead)", name, getattr(cal, name).values["imported_from"])
                 bar.update()
                 continue
             if resume and getattr(cal, name) is not None:

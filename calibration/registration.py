@@ -33,7 +33,8 @@ from calibration.capture import (
 from calibration.geometry import affine_parameters, check_affine
 from calibration.store import StepResult
 
-__all__ = ["calibrate_geometry", "locate_spot", "fit_affine", "shift_center"]
+__all__ = ["calibrate_geometry", "locate_spot", "fit_affine", "shift_center",
+           "diffraction_order"]
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,71 @@ def shift_center(model_to_camera: Any, dx_px: float, dy_px: float) -> np.ndarray
     return a
 
 
-def calibrate_geometry(bench: Any, *, size: int = 32, dark: np.ndarray | None = None,
+def _spot_power(frame: np.ndarray, xy: np.ndarray, radius: float) -> float:
+    """Peak of the blurred frame within ``radius`` px of ``xy`` (0 outside the frame)."""
+    h, w = frame.shape
+    x0, x1 = max(0, int(xy[0] - radius)), min(w, int(xy[0] + radius) + 1)
+    y0, y1 = max(0, int(xy[1] - radius)), min(h, int(xy[1] + radius) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    win = cv2.GaussianBlur(np.ascontiguousarray(frame[y0:y1, x0:x1], np.float32), (0, 0), 1.0)
+    return float(win.max())
+
+
+def _without_zero_order(frame: np.ndarray, zero_xy: np.ndarray, radius: float) -> np.ndarray:
+    """A copy of ``frame`` with a disc of ``radius`` px about the zero order set to the
+    frame's median (so the brightest spot found is a diffracted one)."""
+    h, w = frame.shape
+    x0, x1 = max(0, int(zero_xy[0] - radius)), min(w, int(zero_xy[0] + radius) + 2)
+    y0, y1 = max(0, int(zero_xy[1] - radius)), min(h, int(zero_xy[1] + radius) + 2)
+    out = np.array(frame, dtype=np.float64)
+    if x1 > x0 and y1 > y0:
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        disc = (xx - zero_xy[0]) ** 2 + (yy - zero_xy[1]) ** 2 <= radius**2
+        out[y0:y1, x0:x1][disc] = float(np.median(frame))
+    return out
+
+
+def diffraction_order(frame: np.ndarray, zero_xy: np.ndarray, spot_xy: np.ndarray,
+                      *, max_order: int = 3, threshold: float = 0.1) -> int:
+    """Which diffraction order of a blazed grating the brightest spot of ``frame`` is.
+
+    A grating whose grey range spans more (or much less) than 2 pi puts most light into a
+    higher order: the brightest spot at ``spot_xy`` is order m when the first order shows
+    at ``zero_xy + (spot_xy - zero_xy) / m`` with at least ``threshold`` of the brightest
+    spot's peak. Returns the smallest such m > 1, else 1.
+    """
+    f = np.asarray(frame, dtype=np.float64)
+    z, p = np.asarray(zero_xy, float), np.asarray(spot_xy, float)
+    d = p - z
+    peak = _spot_power(f, p, 2.0)
+    noise = float(np.std(f[: max(1, f.shape[0] // 16)]))  # a strip at the top edge
+    for m in range(2, int(max_order) + 1):
+        r = max(1.5, 0.25 * float(np.hypot(*d)) / m)
+        if _spot_power(f, z + d / m, r) > max(threshold * peak, 5 * noise):
+            return m
+    return 1
+
+
+def calibrate_geometry(bench: Any, *, size: int = 32, dark: Any = None,
                        grid: int = 5, span: float = 0.7, averaging: int = 2,
                        probe_k: float | None = None) -> StepResult:
     """Measure ``model_to_camera`` for an N x N model grid (``size``) on this bench.
 
     ``span`` is the fraction of the smaller camera side the spot grid covers. A first pair
-    of gratings (±``probe_k`` model pixels, default N/4) gives the rough scale used to
-    choose the grid; the exposure is set on the first spot.
+    of gratings (±``probe_k`` model pixels, default N/4) after a flat phase (the zero
+    order's position, masked out of every grating frame) gives the rough scale used to
+    choose the grid and the diffraction order the gratings put most light into
+    (``diffraction_order``: an SLM whose grey range is not 2 pi brightens a higher order;
+    the spots are then matched to that order, recorded as ``diffraction_order``); the
+    exposure is set on the first spot and checked (``quality.frame_exposure_check``).
+
+    Quality gates (``quality.LIMITS``): enough spots found, the inlier fraction of the
+    robust fit, camera pixels per model pixel (undersampling) and the rms residual of
+    the spots about the affine.
     """
+    from calibration.quality import LIMITS, check_max, check_min, frame_exposure_check
+
     slm, cam = bench.slm, bench.camera
     if grid < 2:
         raise ValueError(f"grid: expected an integer >= 2, got {grid!r}")
@@ -115,24 +172,43 @@ def calibrate_geometry(bench: Any, *, size: int = 32, dark: np.ndarray | None = 
         raise ValueError(f"size: the SLM {slm.shape} cannot show a {size}x{size} model grid")
     exposure0 = float(cam.get_exposure())
     k0 = float(size) / 4 if probe_k is None else float(probe_k)
+    last: dict[str, np.ndarray] = {}
 
     def spot(kx: float, ky: float) -> tuple[float, float]:
         slm.set_phase(grating_phase(slm, kx, ky, size, block))
         cam.flush()
-        try:  # each frame is reduced to its spot position at once
-            return locate_spot(capture_float(cam, averaging, dark), radius=radius)
+        try:  # each frame is reduced to its spot position at once (the probes' kept)
+            frame = capture_float(cam, averaging, dark)
+            last["frame"] = frame
+            return locate_spot(_without_zero_order(frame, zero, radius), radius=radius)
         finally:
             bar.update()
 
     radius = 8
-    # 2 probe spots, then the grid (its centre, the zero order, is not captured)
-    with progress_bar(2 + grid * grid - (grid % 2), "geometry") as bar:
+    # the zero order, then 2 probe spots, then the grid (its centre is not captured)
+    with progress_bar(3 + grid * grid - (grid % 2), "geometry") as bar:
+        # where the undiffracted light lands: masked out of every grating frame (pixel
+        # crosstalk or a short grey range can make it brighter than the first order)
+        slm.set_phase(np.zeros(slm.shape, np.float32))
+        autoexpose(cam, dark, target=0.6)
+        cam.flush()
+        zero = np.array(locate_spot(capture_float(cam, averaging, dark), radius=radius))
+        bar.update()
         slm.set_phase(grating_phase(slm, k0, 0, size, block))
         autoexpose(cam, dark, target=0.6)
-        p_plus, p_minus = np.array(spot(k0, 0)), np.array(spot(-k0, 0))
-        scale0 = float(np.linalg.norm(p_plus - p_minus) / (2 * k0))
+        exposure = frame_exposure_check("geometry", cam, dark)
+        p_plus = np.array(spot(k0, 0))
+        frame_plus = last["frame"]
+        p_minus = np.array(spot(-k0, 0))
+        order = diffraction_order(frame_plus, zero, p_plus)
+        if order != 1:
+            log.warning("geometry: the gratings put most light into diffraction order %d "
+                        "(the SLM's grey range is not 2 pi); the spots are matched to it",
+                        order)
+        last.clear()
+        scale0 = float(np.linalg.norm(p_plus - p_minus) / (2 * k0 * order))
         radius = int(np.clip(round(3 * scale0), 6, 20))
-        kmax = span * min(cam.shape) / 2 / scale0
+        kmax = span * min(cam.shape) / 2 / scale0 / order
         ks = np.linspace(-kmax, kmax, grid)
         model, camera = [], []
         for ky in ks:
@@ -144,22 +220,42 @@ def calibrate_geometry(bench: Any, *, size: int = 32, dark: np.ndarray | None = 
                 except ValueError as exc:
                     log.warning("geometry: spot (%.1f, %.1f) not found: %s", kx, ky, exc)
                     continue
-                model.append((size / 2 + kx, size / 2 + ky))
+                model.append((size / 2 + order * kx, size / 2 + order * ky))
     cam.set_exposure(exposure0)
+    n_shown = grid * grid - (grid % 2)
+    check_min("geometry", "spots found", len(camera), max(4, int(0.5 * n_shown)),
+              f"only {len(camera)} of {n_shown} grating spots were found on the camera: "
+              "centre the camera on the Fourier plane or lower span")
     model_pts, cam_pts = np.array(model), np.array(camera)
     a, inliers = fit_affine(model_pts, cam_pts)
     res = cam_pts - (model_pts @ a[:, :2].T + a[:, 2])
     rms = float(np.sqrt(np.mean(np.sum(res[inliers] ** 2, axis=1))))
     params = affine_parameters(a, size)
-    log.info("geometry: scale %.4f px/model px, rotation %.3f deg, centre (%.2f, %.2f), "
+    log.info("geometry: scale %.4f px/model px, rotation %.3f deg%s, centre (%.2f, %.2f), "
              "rms residual %.3f px (%d/%d spots)", params["scale"], params["rotation_deg"],
+             " (mirrored)" if params["mirrored"] else "",
              params["center_x"], params["center_y"], rms, int(inliers.sum()), len(inliers))
+    check_min("geometry", "fraction of spots on one affine map", inliers.mean(),
+              LIMITS["geometry_inlier_fraction"],
+              "many spots are off the fitted map: stray light or a ghost brighter than the "
+              "first order; block stray light (aperture at the Fourier plane) and re-run")
+    check_min("geometry", "camera pixels per model pixel", params["scale"],
+              LIMITS["min_px_per_model_px"],
+              "the camera undersamples the model grid (its patterns alias): use a longer "
+              "focal length, a camera with smaller pixels, or a smaller model grid (size)")
+    check_max("geometry", "rms residual of the spots (camera px)", rms,
+              LIMITS["geometry_rms_px"],
+              "the spots do not lie on an affine grid: check for lens distortion, camera "
+              "tilt or a ghost, and that the camera is in the Fourier plane")
     return StepResult(
         name="geometry",
-        values={"model_to_camera": a, "size": int(size), "block": block, **params},
+        values={"model_to_camera": a, "size": int(size), "block": block,
+                "diffraction_order": int(order), **params},
         residuals={"rms_px": rms, "max_px": float(np.abs(res[inliers]).max()),
                    "n_spots": len(inliers), "n_inliers": int(inliers.sum()),
-                   "point_residuals_px": res},
+                   "point_residuals_px": res,
+                   "saturated_fraction": exposure["saturated_fraction"],
+                   "peak_fraction": exposure["peak_fraction"]},
         data={"model_pts": model_pts, "camera_pts": cam_pts},
         devices=device_identities(bench),
     )

@@ -12,7 +12,9 @@ Steps (``STEPS``) and the values the rest of the house reads:
 
 =============  ============================================================================
 ``dark``       ``dark_frame`` (H, W) float32 counts, ``gain_counts_per_electron``,
-               ``read_noise_counts``, ``dark_level_counts``
+               ``read_noise_counts``, ``dark_level_counts``; ``dark_offset_counts`` and
+               ``dark_rate_counts_per_s`` (H, W): dark = offset + rate · exposure
+               (``dark_model``, ``dark_at``), ``hot_pixel_mask`` (H, W) uint8
 ``geometry``   ``model_to_camera`` (2, 3) float64: model Fourier-grid pixel (col, row) of
                the N x N grid -> camera pixel (x, y); ``size`` (N), ``block`` (s)
 ``lut``        ``phase_response_rad`` (2**bitdepth,) delay of each grey level, radians,
@@ -23,6 +25,7 @@ Steps (``STEPS``) and the values the rest of the house reads:
 ``decoders``   ``decoder_files`` {name: {path, sha256}} of the decoders written beside the
                file, ``default_decoder``, ``best_decoder``, ``encoder`` (their signature),
                ``imaging_config`` (the ``ImagingConfig`` they were made with)
+``settle``     ``settle_time_s`` the SLM's measured settle time (``relax_time_s``, ...)
 =============  ============================================================================
 
 ``imaging_config`` (the decoders' configuration, else the model's) and ``decoder_file``
@@ -64,7 +67,7 @@ __all__ = [
 FORMAT = "hil-calibration"
 FORMAT_VERSION = 1
 FILE_NAME = "calibration.h5"
-STEPS = ("dark", "geometry", "lut", "source", "wavefront", "model", "decoders")
+STEPS = ("dark", "geometry", "lut", "source", "wavefront", "model", "decoders", "settle")
 # the parts of a device's info() that identify it (compared by ``device_differences``)
 IDENTITY_KEYS = ("device_id", "identity", "serial", "backend", "slmsuite_class", "shape",
                  "bitdepth", "pitch_um", "wav_um")
@@ -197,6 +200,7 @@ class CalibrationSet:
     wavefront: StepResult | None
     model: StepResult | None
     decoders: StepResult | None
+    settle: StepResult | None
 
     def __init__(self, devices: dict[str, Any] | None = None, **steps: StepResult) -> None:
         self.devices: dict[str, Any] = dict(devices or {})
@@ -237,6 +241,24 @@ class CalibrationSet:
         return None if self.dark is None else np.asarray(self.dark["dark_frame"], np.float32)
 
     @property
+    def dark_model(self) -> Any:
+        """The background at any exposure: a ``capture.DarkModel`` (offset + rate ·
+        exposure) when the dark step measured one, else the single dark frame (or None)."""
+        if self.dark is None or "dark_rate_counts_per_s" not in self.dark.values:
+            return self.dark_frame
+        from calibration.capture import DarkModel
+
+        return DarkModel(self.dark["dark_offset_counts"], self.dark["dark_rate_counts_per_s"],
+                         self.dark.values.get("hot_pixel_mask"))
+
+    def dark_at(self, exposure_s: float) -> np.ndarray | None:
+        """The dark frame (float32 counts) to subtract at ``exposure_s`` (None: no dark)."""
+        d = self.dark_model
+        if d is None or not hasattr(d, "at"):
+            return d
+        return d.at(float(exposure_s)).astype(np.float32)
+
+    @property
     def model_to_camera(self) -> np.ndarray | None:
         if self.geometry is None:
             return None
@@ -253,6 +275,11 @@ class CalibrationSet:
     @property
     def phase_response_rad(self) -> np.ndarray | None:
         return None if self.lut is None else np.asarray(self.lut["phase_response_rad"], float)
+
+    @property
+    def settle_time_s(self) -> float | None:
+        """The SLM settle time measured by a ``settle`` step (e.g. imported from slmsuite)."""
+        return None if self.settle is None else float(self.settle["settle_time_s"])
 
     @property
     def zernike_noll_rad(self) -> dict[int, float] | None:

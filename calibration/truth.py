@@ -52,7 +52,10 @@ def errors_vs_truth(cal: CalibrationSet, bench: Any) -> dict[str, float]:
         e = cal.phase_response_rad - np.asarray(t["slm_phase_response_rad"], float)
         out["lut_rms_rad"] = float(np.sqrt(np.mean(e**2)))
     if cal.wavefront is not None:
-        z, tz = cal.zernike_noll_rad, t["zernike_noll_rad"]
+        # every aberration the bench has, the fitted orders and beyond (terms the fit did
+        # not reach count as error: the residual wavefront the twin lacks)
+        z = cal.zernike_noll_rad
+        tz = {**t["zernike_noll_rad"], **(t.get("high_order_noll_rad") or {})}
         keys = set(z) | set(tz)
         out["wavefront_rms_rad"] = float(np.sqrt(sum((z.get(j, 0.0) - tz.get(j, 0.0)) ** 2
                                                      for j in keys)))

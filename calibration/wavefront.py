@@ -30,6 +30,7 @@ from calibration.capture import (
     progress_bar,
 )
 from calibration.geometry import check_affine
+from calibration.quality import LIMITS, check_finite, check_max, frame_exposure_check
 from calibration.registration import shift_center
 from calibration.store import StepResult
 from calibration.twin import PupilGrid, camera_sample_points, far_field_intensity, sample_on_camera
@@ -82,18 +83,29 @@ def _roi(a: np.ndarray, shape: tuple[int, int], centre: tuple[float, float],
 
 
 def calibrate_wavefront(bench: Any, model_to_camera: Any, *, size: int = 32,
-                        dark: np.ndarray | None = None,
+                        dark: Any = None,
                         phase_response_rad: np.ndarray | None = None,
                         noll: tuple[int, ...] = (4, 5, 6, 7, 8),
                         diversity: tuple[dict[int, float], ...] = DEFAULT_DIVERSITY,
                         spot_k: float = 12.0, roi_model_px: float = 11.0, averaging: int = 2,
                         samples: int = 64, q: int = 4, iterations: int = 2,
                         max_iter: int = 60, starts: tuple[float, ...] = (0.35, 0.5, 0.8),
-                        start_iter: int = 30) -> tuple[StepResult, StepResult]:
+                        start_iter: int = 30,
+                        extend_noll: tuple[int, ...] = tuple(range(4, 29)),
+                        extend_above: float = 0.15) -> tuple[StepResult, StepResult]:
     """Fit source and aberrations; returns the ``source`` and ``wavefront`` steps.
 
     The wavefront step also holds ``model_to_camera`` with its centre corrected by the
     fitted spot shift (``center_shift_px``), the value the pipeline stores as geometry.
+
+    Quality: aberrations beyond the fitted terms bend the fitted ones (a Noll 4-8 fit of
+    a wavefront with Noll 9-15 content can be further from the truth than no fit). When
+    the relative residual of the ``noll`` fit exceeds ``extend_above``, the fit is run
+    again with the terms ``extend_noll`` (default Noll 4-28, radial orders up to 6) and
+    the one with the lower residual is kept
+    (``noll_fitted`` and ``extended`` record which). A non-finite fit, or a residual
+    above ``quality.LIMITS["wavefront_rel_rms"]``, stops the step
+    (``CalibrationQualityError``).
     """
     slm, cam = bench.slm, bench.camera
     a = check_affine(model_to_camera)
@@ -109,6 +121,7 @@ def calibrate_wavefront(bench: Any, model_to_camera: Any, *, size: int = 32,
             slm.set_phase_response(np.asarray(phase_response_rad, dtype=np.float64))
         frames = _capture_diversity(bench, size, block, spot_k, diversity, dark, averaging,
                                     box)
+        exposure = frame_exposure_check("wavefront", cam, dark)
     finally:
         slm.set_phase_response(saved)
         cam.set_exposure(exposure0)
@@ -117,11 +130,35 @@ def calibrate_wavefront(bench: Any, model_to_camera: Any, *, size: int = 32,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small FFTs: one thread is fastest, and the cores are shared
     try:
-        source, wavefront = _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k,
-                                 noll, diversity, samples, q, iterations, max_iter, starts,
-                                 start_iter)
+        fits = [_fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k,
+                     tuple(noll), diversity, samples, q, iterations, max_iter, starts,
+                     start_iter)]
+        first = fits[0][1].residuals["relative_rms"]
+        wider = tuple(sorted(set(noll) | set(extend_noll)))
+        if not (np.isfinite(first) and first <= extend_above) and wider != tuple(noll):
+            log.info("wavefront: residual %.3f with Noll %s above %.3f; fitting Noll %s",
+                     first, tuple(noll), extend_above, wider)
+            fits.append(_fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k,
+                             wider, diversity, samples, q, iterations, max_iter, starts,
+                             start_iter))
     finally:
         torch.set_num_threads(threads)
+    rel = [f[1].residuals["relative_rms"] for f in fits]
+    pick = int(np.argmin([r if np.isfinite(r) else np.inf for r in rel]))
+    source, wavefront = fits[pick]
+    wavefront.values["noll_fitted"] = [int(j) for j in (noll if pick == 0 else wider)]
+    wavefront.values["extended"] = bool(pick == 1)
+    wavefront.residuals["relative_rms_first_fit"] = float(rel[0])
+    wavefront.residuals["saturated_fraction"] = exposure["saturated_fraction"]
+    check_finite("wavefront", "aberration coefficients", list(
+        wavefront.values["zernike_noll_rad"].values()) + [rel[pick]],
+        "the phase-diversity fit diverged: check that the spot is not saturated and the "
+        "light is enough (re-run the lut step first), or lower spot_k")
+    check_max("wavefront", "relative rms residual of the diversity frames", rel[pick],
+              LIMITS["wavefront_rel_rms"],
+              f"the PSFs do not fit a Gaussian source with Noll {wavefront.values['noll_fitted']}"
+              " aberrations: the source is not Gaussian or aberrations are stronger than "
+              "the fit covers; pass more Noll terms (noll=...) or correct the optics")
     # the report's frames are crops: where they sit on the camera (x, y of the top left)
     wavefront.data["crop_origin_px"] = np.array([box[1].start, box[0].start])
     return source, wavefront
@@ -192,6 +229,7 @@ def _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, noll, diversi
                 v.copy_(start[k])
             params["logw"].fill_(float(np.log(w0)))
         loss = run(1, start_iter)
+        loss = loss if np.isfinite(loss) else float("inf")  # a diverged start never wins
         log.debug("wavefront: start waist %.2f -> loss %.5f", w0, loss)
         if best is None or loss < best[0]:
             best = (loss, {k: v.detach().clone() for k, v in params.items()})

@@ -175,8 +175,9 @@ def test_steps_show_progress_with_capture_counts(tmp_path, capsys):
         run_calibration(bench, tmp_path, steps="dark", options=FAST, progress=True,
                         report=False)
         err = capsys.readouterr().err
-        # a bar counting the step's captures: 4 dark frames + 2 exposures x 1 pair x 2
-        assert re.search(r"dark: .*\d/8 ", err), err[-500:]
+        # a bar counting the step's captures: 4 dark frames at each of 2 exposures (the
+        # background model) + 2 exposures x 1 pair x 2
+        assert re.search(r"dark: .*\d/12 ", err), err[-500:]
         run_calibration(bench, tmp_path, steps="dark", options=FAST, progress=False,
                         report=False)
         assert "dark" not in capsys.readouterr().err
