@@ -1,19 +1,36 @@
 """Step 6: decoders for the bench, both ways (DESIGN.md §4), compared on captures.
 
-* twin-trained: simulated patterns of synthetic speckles (``simulation.speckle``), through
-  the fitted model (source amplitude of step 4, residual warp and blur of step 5), fitted
-  in closed form (ridge ``LinearDecoder``); applied to captures mapped onto the model grid
-  through the calibrated geometry.
-* capture-trained: the synthetic speckle set itself shown on the SLM and captured
-  (``BenchImager``), the decoder fitted in closed form on the captures. No test image is
-  needed to train either.
+* ``twin``: simulated patterns of synthetic speckles (``simulation.speckle``), through the
+  fitted model (source amplitude of step 4, residual warp and blur of step 5), fitted in
+  closed form (ridge ``LinearDecoder``, α chosen on simulated patterns); applied to
+  captures mapped onto the model grid through the calibrated geometry.
+* ``twin_noise``: the same simulated patterns, fitted as a noise-aware ridge
+  (``LinearDecoder.fit_toward``): the capture noise measured from repeated captures enters
+  the regulariser, and α is chosen on held-out *captures*.
+* ``capture``: the synthetic speckle set itself shown on the SLM and captured
+  (``BenchImager``), fitted in closed form on the captures (noise-aware when the training
+  captures were averaged more than the run's; α on held-out captures).
+* ``twin_prior``: the captures again, in a ridge pulled toward the weight of whichever of
+  ``twin`` and ``twin_noise`` does better on the validation captures
+  (α -> ∞ is the twin, α -> 0 the captures alone), α chosen on held-out captures and kept
+  in the saved decoder. No test image is needed to train any of them.
 
-Both are scored (SSIM) on a held-out set of captured speckles; with ``out_dir`` they are
-saved as ``decoder_twin.pt`` and ``decoder_capture.pt`` (``LinearDecoder.save``). The step
+Captures, in order: a test set (``n_test``, only for the final scores), a validation set
+(``n_val``, for α and for when to stop), ``n_repeat`` of its images again (the per-input
+noise of one capture, ``capture_noise_variance``), then the training set in rounds that
+double (from ``n_capture_start``) up to ``n_capture``, stopping early when a round improves
+the best validation error (1 - SSIM, ``ssim_error``) of the ``twin_prior`` and ``capture``
+decoders by less than ``capture_tol`` (relative): as many captures as the bench needs.
+``train_averaging`` frames per training capture (``"auto"``: ``averaging_rule``, from the
+measured noise and frame times).
+
+All are scored (SSIM) on the held-out captured speckles; the best is recorded as
+``best_decoder`` (what ``hil run`` uses by default; ``default_decoder`` stays the
+twin-trained one, as ``CalibrationSet.decoder_file()`` has always returned). With
+``out_dir`` they are saved as ``decoder_<name>.pt`` (``LinearDecoder.save``). The step
 records what the decoders belong with (``hil run`` checks it): the imaging configuration
 they were made with (``imaging_config``, an ``ImagingConfig.to_dict()``), the encoder
-signature, and for each file written its name and SHA-256 (``decoder_files``), with the
-``default_decoder`` (the twin-trained one) and the ``best_decoder`` (higher held-out score).
+signature, and for each file written its name and SHA-256 (``decoder_files``).
 """
 
 from __future__ import annotations
@@ -27,10 +44,11 @@ import numpy as np
 import torch
 
 from calibration.capture import capture_patterns, device_identities, show_progress
-from calibration.imaging_config import ImagingConfig
+from calibration.imaging_config import ImagingConfig, imaging_config_for
 from calibration.store import CalibrationSet, StepResult, file_sha256
 
-__all__ = ["calibrate_decoders", "twin_training_patterns", "imaging_config_for"]
+__all__ = ["calibrate_decoders", "twin_training_patterns",
+           "averaging_rule", "ssim_error", "DECODER_NAMES"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +56,9 @@ log = logging.getLogger(__name__)
 # images per chunk when simulating or generating a training set: bounds the transient
 # complex fields (every image is computed independently, so the result is the same)
 CHUNK = 128
+
+# the decoders the step fits, in the order they are reported
+DECODER_NAMES = ("twin", "twin_noise", "capture", "twin_prior")
 
 
 def twin_training_patterns(cal: CalibrationSet, images: torch.Tensor, encoder: Any,
@@ -66,42 +87,89 @@ def twin_training_patterns(cal: CalibrationSet, images: torch.Tensor, encoder: A
     return out
 
 
-def imaging_config_for(imaging: ImagingConfig | None, size: int) -> ImagingConfig:
-    """``imaging`` (default ``ImagingConfig(size=size)``), refused when its grid is not
-    ``size``."""
-    if imaging is None:
-        return ImagingConfig(size=size)
-    if not isinstance(imaging, ImagingConfig):
-        raise TypeError(f"imaging: expected an ImagingConfig, got {type(imaging).__name__}")
-    if imaging.size != size:
-        raise ValueError(f"imaging: its model grid is {imaging.size}, the calibration's "
-                         f"size is {size}")
-    return imaging
+def averaging_rule(noise_var: float, signal_var: float, image_s: float, frame_s: float,
+                   choices: tuple[int, ...] = (1, 2, 4, 8)) -> tuple[int, dict[str, float]]:
+    """Frames to average per training capture, where averaging pays for its time.
+
+    A training pair whose inputs carry noise variance ν/k (k frames averaged) over a signal
+    variance s is worth about s / (s + ν/k) of a noise-free one (errors in the variables),
+    and costs ``image_s`` (display, settle) + k·``frame_s``. Returns the k of ``choices``
+    with the most worth per second, and that figure for each k.
+    """
+    for name, v in (("noise_var", noise_var), ("signal_var", signal_var),
+                    ("image_s", image_s), ("frame_s", frame_s)):
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name}: expected a finite number >= 0, got {v}")
+    s = max(signal_var, 1e-12)
+    worth = {int(k): s / (s + noise_var / k) / max(image_s + k * frame_s, 1e-9)
+             for k in choices}
+    return max(worth, key=worth.__getitem__), {str(k): v for k, v in worth.items()}
+
+
+def ssim_error(size: int) -> Any:
+    """``val_error`` for ``LinearDecoder.fit_toward``: 1 - mean SSIM of flattened
+    (m, size²) predictions against targets (the score the decoders are picked by)."""
+    from simulation import ssim
+
+    def error(pred: torch.Tensor, target: torch.Tensor) -> float:
+        shape = (-1, size, size)
+        return 1.0 - float(np.mean(ssim(target.reshape(shape), pred.reshape(shape))))
+
+    return error
+
+
+def _check_count(name: str, v: Any, lo: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _capture_rounds(start: int, stop: int) -> list[int]:
+    sizes = [min(start, stop)]
+    while sizes[-1] < stop:
+        sizes.append(min(2 * sizes[-1], stop))
+    return sizes
 
 
 def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
                        n_twin: int = 4000, n_capture: int = 2000, n_test: int = 32,
+                       n_val: int | None = None, n_repeat: int = 16,
+                       n_capture_start: int = 250, capture_tol: float = 0.01,
+                       train_averaging: int | str = 1,
                        gamma: float = 15.0, seed: int = 10, out_dir: str | Path | None = None,
                        imaging: ImagingConfig | None = None,
                        alpha: float | None = None, compare_nominal: bool = True,
                        progress: bool | None = None) -> StepResult:
-    """Fit the twin-trained and capture-trained decoders; score both on captures.
+    """Fit the decoders of ``DECODER_NAMES``, score them on captures, record the best.
 
-    ``n_capture`` speckles are displayed and captured for the capture-trained decoder
-    (each costs one frame per encoder channel); ``n_twin`` are only simulated.
-    ``alpha``: the ridge strength (default: chosen on a held-out split, which costs an
-    eigendecomposition per decoder). ``compare_nominal`` also scores the twin-trained
-    decoder on test captures mapped through the nominal (uncalibrated) geometry, when the
-    bench knows its focal length. ``imaging``: how the speckles are shown and captured
-    (default ``ImagingConfig(size=size)``), recorded in the step.
+    ``n_capture`` is the most training speckles captured (each costs one frame per encoder
+    channel, times ``train_averaging``); rounds double from ``n_capture_start`` and stop
+    when the validation error improves by less than ``capture_tol``. ``n_twin`` speckles
+    are only simulated. ``n_val`` (default ``max(n_test, 32)``) held-out captures choose α
+    and the stop; ``n_repeat`` of them are captured twice for the noise. ``alpha``: the
+    twin-trained decoder's ridge strength (default: chosen on its own split).
+    ``compare_nominal`` also scores the twin-trained decoder on test captures mapped through
+    the nominal (uncalibrated) geometry, when the bench knows its focal length.
+    ``imaging``: how the speckles are shown and captured (default
+    ``ImagingConfig(size=size)``), recorded in the step.
     """
+    import time
+
     from calibration.imaging import BenchImager
     from simulation import DualVortexEncoder, LinearDecoder, speckle, ssim
+    from simulation.ridge_prior import capture_noise_variance
+    from simulation.sensor import normalise_for_decoder
 
     cal.require("geometry")
-    for name, v in (("n_twin", n_twin), ("n_capture", n_capture), ("n_test", n_test)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+    for name, v in (("n_twin", n_twin), ("n_capture", n_capture), ("n_test", n_test),
+                    ("n_capture_start", n_capture_start)):
+        _check_count(name, v)
+    n_val = max(n_test, 32) if n_val is None else _check_count("n_val", n_val, 2)
+    n_repeat = min(_check_count("n_repeat", n_repeat, 2), n_val)
+    if not (isinstance(capture_tol, (int, float)) and 0 <= capture_tol < 1):
+        raise ValueError(f"capture_tol: expected a number in [0, 1), got {capture_tol!r}")
+    if train_averaging != "auto":
+        _check_count("train_averaging", train_averaging)
     config = imaging_config_for(imaging, size)
     enc = DualVortexEncoder(size=size)
     imager = BenchImager(bench, cal, enc, config).prepare()
@@ -116,23 +184,84 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
     # frames are reduced to model-grid patterns image by image (capture_patterns): the
     # step holds B x C x N x N floats, never the raw frames of thousands of captures
     test_pats = capture(imager, test_imgs, "decoders: test")
+    val_imgs = speckle(n_val, gamma, seed=seed + 3, batch_size=CHUNK)
+    t0 = time.perf_counter()
+    val_pats = capture(imager, val_imgs, "decoders: validation")
+    image_s = (time.perf_counter() - t0) / n_val
+    repeat = capture(imager, val_imgs[:n_repeat], "decoders: repeats")
+    noise = capture_noise_variance(val_pats[:n_repeat], repeat)
+    x_val = normalise_for_decoder(val_pats)
+    signal_var = max(float(x_val.var(0).mean()) - float(noise.mean()), 0.0)
+
+    rule: dict[str, Any] = {}
+    k = train_averaging
+    if k == "auto":
+        pilot = min(4, n_val)
+        twice = BenchImager(bench, cal, enc, config.replace(averaging=2 * config.averaging))
+        t0 = time.perf_counter()
+        capture(twice.prepare(), val_imgs[:pilot], "decoders: averaging pilot")
+        frame_s = max((time.perf_counter() - t0) / pilot - image_s, 0.0) / config.averaging
+        k, worth = averaging_rule(float(noise.mean()), signal_var,
+                                  max(image_s - frame_s * config.averaging, 0.0), frame_s)
+        rule = {"image_s": image_s, "frame_s": frame_s, "worth_per_s": worth}
+        log.info("decoders: training captures average %d frame(s) (measured noise %.3g, "
+                 "signal %.3g, %.3g s per image, %.3g s per extra frame)", k,
+                 float(noise.mean()), signal_var, image_s, frame_s)
+    train_imager = imager if k == 1 else BenchImager(
+        bench, cal, enc, config.replace(averaging=k * config.averaging)).prepare()
+    # the training captures lack (1 - 1/k) of the noise the run's single captures carry
+    train_noise = noise * (1.0 - 1.0 / k)
 
     twin_imgs = speckle(n_twin, gamma, seed=seed, batch_size=CHUNK)
     twin_pats = twin_training_patterns(cal, twin_imgs, enc, block)
     twin_dec = LinearDecoder(alpha=alpha).fit(twin_pats, twin_imgs, method="ridge", encoder=enc)
+    val_error = ssim_error(size)
+    twin_noise = LinearDecoder().fit_toward(twin_pats, twin_imgs, noise_var=noise,
+                                            encoder=enc, val_patterns=val_pats,
+                                            val_images=val_imgs, val_error=val_error)
+    # the prior: whichever twin-trained decoder does better on the validation captures
+    prior = min((twin_dec, twin_noise), key=lambda d: float(val_error(
+        d.predict(val_pats).reshape(n_val, -1), val_imgs.reshape(n_val, -1))))
     sim_pats = twin_training_patterns(cal, test_imgs, enc, block)
+    del twin_pats
 
     cap_imgs = speckle(n_capture, gamma, seed=seed + 1, batch_size=CHUNK)
-    cap_pats = capture(imager, cap_imgs, "decoders: training")
-    cap_dec = LinearDecoder(alpha=alpha).fit(cap_pats, cap_imgs, method="ridge", encoder=enc)
+    chunks: list[torch.Tensor] = []
+    curve: dict[str, list[float]] = {"n": [], "val_error_twin_prior": [],
+                                     "val_error_capture": []}
+    prior_dec = cap_dec = None
+    for n in _capture_rounds(n_capture_start, n_capture):
+        have = sum(len(c) for c in chunks)
+        chunks.append(capture(train_imager, cap_imgs[have:n], f"decoders: training to {n}"))
+        pats, imgs = torch.cat(chunks), cap_imgs[:n]
+        prior_dec = LinearDecoder().fit_toward(pats, imgs, prior=prior, encoder=enc,
+                                               noise_var=train_noise, val_patterns=val_pats,
+                                               val_images=val_imgs, val_error=val_error)
+        cap_dec = LinearDecoder().fit_toward(pats, imgs, encoder=enc, noise_var=train_noise,
+                                             val_patterns=val_pats, val_images=val_imgs,
+                                             val_error=val_error)
+        errs = [min(d.history_["val_mse"]) for d in (prior_dec, cap_dec)]
+        log.info("decoders: %d training captures: validation 1 - SSIM twin-prior %.4f, "
+                 "capture-trained %.5f", n, *errs)
+        before = min(curve["val_error_twin_prior"] + curve["val_error_capture"], default=None)
+        curve["n"].append(n)
+        curve["val_error_twin_prior"].append(errs[0])
+        curve["val_error_capture"].append(errs[1])
+        if before is not None and min(errs) > before * (1 - capture_tol):
+            log.info("decoders: stopped at %d captures (the last round gained less than "
+                     "%.0f %%)", n, 100 * capture_tol)
+            break
+    assert prior_dec is not None and cap_dec is not None
+    decoders = {"twin": twin_dec, "twin_noise": twin_noise, "capture": cap_dec,
+                "twin_prior": prior_dec}
 
     def score(dec: Any, pats: torch.Tensor) -> float:
         rec = dec.predict(pats)
         return float(np.mean(ssim(test_imgs, rec)))
 
-    scores = {"ssim_twin_on_captures": score(twin_dec, test_pats),
-              "ssim_capture_on_captures": score(cap_dec, test_pats),
-              "ssim_twin_on_twin": score(twin_dec, sim_pats)}
+    scores = {f"ssim_{name}_on_captures": score(dec, test_pats)
+              for name, dec in decoders.items()}
+    scores["ssim_twin_on_twin"] = score(twin_dec, sim_pats)
     if compare_nominal:
         try:
             nominal = BenchImager(bench, cal, enc, config.replace(geometry="nominal"))
@@ -141,25 +270,31 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         else:
             pats = capture(nominal, test_imgs, "decoders: nominal geometry")
             scores["ssim_twin_on_captures_nominal_geometry"] = score(twin_dec, pats)
-    log.info("decoders: SSIM on captured speckles: twin-trained %.3f, capture-trained %.3f "
-             "(twin-trained on simulated patterns %.3f)", scores["ssim_twin_on_captures"],
-             scores["ssim_capture_on_captures"], scores["ssim_twin_on_twin"])
-    values: dict[str, Any] = {"gamma": float(gamma), "n_twin": n_twin, "n_capture": n_capture,
-                              "n_test": n_test, "seed": int(seed),
-                              "alpha_twin": twin_dec.alpha_, "alpha_capture": cap_dec.alpha_,
-                              "imaging_config": config.to_dict(), "encoder": enc.signature(),
-                              "default_decoder": "twin",
-                              "best_decoder": ("capture" if scores["ssim_capture_on_captures"]
-                                               > scores["ssim_twin_on_captures"] else "twin")}
+    best = max(DECODER_NAMES, key=lambda nm: scores[f"ssim_{nm}_on_captures"])
+    log.info("decoders: SSIM on captured speckles: %s; best %s (twin-trained on simulated "
+             "patterns %.3f)", ", ".join(f"{nm} {scores[f'ssim_{nm}_on_captures']:.3f}"
+                                         for nm in DECODER_NAMES),
+             best, scores["ssim_twin_on_twin"])
+    values: dict[str, Any] = {
+        "gamma": float(gamma), "n_twin": n_twin, "n_capture": n_capture,
+        "n_capture_used": int(curve["n"][-1]), "n_test": n_test, "n_val": n_val,
+        "n_repeat": n_repeat, "seed": int(seed), "train_averaging": int(k),
+        "averaging_rule": rule, "capture_noise_var": float(noise.mean()),
+        "input_signal_var": signal_var, "capture_curve": curve,
+        "twin_prior_of": "twin" if prior is twin_dec else "twin_noise",
+        "imaging_config": config.to_dict(), "encoder": enc.signature(),
+        "default_decoder": "twin", "best_decoder": best,
+        "best_decoder_score": "mean SSIM on held-out captured speckles"}
+    values.update({f"alpha_{name}": dec.alpha_ for name, dec in decoders.items()})
     if out_dir is not None:
         out = Path(out_dir)
         files = {}
-        for name, dec in (("twin", twin_dec), ("capture", cap_dec)):
+        for name, dec in decoders.items():
             path = dec.save(out / f"decoder_{name}.pt")
             values[f"{name}_path"] = path.name
             files[name] = {"path": path.name, "sha256": file_sha256(path)}
         values["decoder_files"] = files
     step = StepResult(name="decoders", values=values, residuals=scores,
                       devices=device_identities(bench))
-    step.objects = {"twin": twin_dec, "capture": cap_dec}  # not saved; for the caller
+    step.objects = dict(decoders)  # not saved; for the caller
     return step

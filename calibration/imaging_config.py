@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ImagingConfig", "EncoderSpec", "ImagingLayout", "plan_layout", "PATTERN_FIELDS"]
+__all__ = ["ImagingConfig", "EncoderSpec", "ImagingLayout", "plan_layout", "PATTERN_FIELDS",
+           "imaging_config_for"]
 
 _MODES = ("sequential", "split")
 _MARGINS = ("grating", "flat")
@@ -411,3 +412,16 @@ def plan_layout(slm_shape: Sequence[int], channels: int, config: ImagingConfig
     return ImagingLayout(block=block, side=side, band_cols=band_cols, origins=origins,
                          gratings=gratings, shifts=shifts,
                          frames_per_image=1 if split else c_n)
+
+
+def imaging_config_for(imaging: ImagingConfig | None, size: int) -> ImagingConfig:
+    """``imaging`` (default ``ImagingConfig(size=size)``), refused when its grid is not
+    ``size``."""
+    if imaging is None:
+        return ImagingConfig(size=size)
+    if not isinstance(imaging, ImagingConfig):
+        raise TypeError(f"imaging: expected an ImagingConfig, got {type(imaging).__name__}")
+    if imaging.size != size:
+        raise ValueError(f"imaging: its model grid is {imaging.size}, the calibration's "
+                         f"size is {size}")
+    return imaging

@@ -3,8 +3,10 @@
 One figure per step that ran: the photon-transfer curve (dark), detected spots and the
 affine's residual vectors (geometry), measured order powers and the fitted grey -> phase
 curve (lut), measured, fitted and residual phase-diversity frames (wavefront), and the
-model fit's measured against fitted patterns (model). Figures draw only what the steps
-keep: small arrays and crops (the wavefront step's frames are crops around its spot,
+model fit's measured against fitted patterns (model); the decoders' SSIM against the
+number of captures (``crossover.png`` and ``crossover.md`` of
+``experiments/bench_crossover.py``) when they sit beside the report. Figures draw only
+what the steps keep: small arrays and crops (the wavefront step's frames are crops around its spot,
 the model step's first four patterns), never the raw frames of a step.
 """
 
@@ -160,6 +162,19 @@ def _scalars(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _crossover_section(out: Path) -> list[str]:
+    """The crossover figure and table (``experiments/bench_crossover.py``) when present."""
+    if not (out / "crossover.png").is_file():
+        return []
+    lines = ["## decoders: SSIM against the number of captures", "",
+             "Capture-trained, twin-trained and twin prior + captures decoders on captured "
+             "MNIST, Fashion-MNIST and CIFAR-10 grey (`experiments/bench_crossover.py`).", ""]
+    table = out / "crossover.md"
+    if table.is_file():
+        lines += [table.read_text().rstrip(), ""]
+    return lines + ["![crossover](crossover.png)", ""]
+
+
 def write_report(cal: CalibrationSet, out_dir: str | Path) -> Path:
     """Write ``report.md`` and ``figures/*.png`` into ``out_dir``; returns the report path."""
     out = Path(out_dir)
@@ -195,6 +210,7 @@ def write_report(cal: CalibrationSet, out_dir: str | Path) -> Path:
                 lines.append(f"(figure not drawn: {exc})")
             if path.exists():
                 lines += [f"![{name}](figures/{name}.png)", ""]
+    lines += _crossover_section(out)
     report = out / "report.md"
     tmp = report.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")

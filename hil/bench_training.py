@@ -14,10 +14,11 @@ twin (``simulation`` optics) with respect to the masks. Normalising inside both
 functions puts bench and twin in the same units, so the twin's Jacobian applies.
 
 ``fine_tune_on_bench`` trains the decoder (it sees the real captures: with fixed masks
-a closed-form ridge pulled toward the twin-trained weight, else Adam) and, optionally, a
+a closed-form ridge pulled toward the starting weight, else Adam) and, optionally, a
 learned mask (through the twin) on synthetic speckle shown on the bench: the bench
 generates its own training set, no test image is needed. ``hil train --on-bench`` calls
-``train_on_bench_cli``.
+``train_on_bench_cli``: it starts from the calibration's best decoder and keeps the
+result only if a held-out captured score improves.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 __all__ = ["physics_aware", "BenchEncoder", "twin_patterns", "normalise_channels",
-           "ridge_toward", "fine_tune_on_bench", "train_on_bench_cli"]
+           "ridge_toward", "fine_tune_on_bench", "heldout_score", "train_on_bench_cli"]
 
 
 def physics_aware(bench_fn: Callable[..., torch.Tensor], twin_fn: Callable[..., torch.Tensor]
@@ -203,12 +204,58 @@ def fine_tune_on_bench(
             "seconds": time.perf_counter() - t0}
 
 
+def _start_decoder(args: Any, cal: Any, bench: Any) -> tuple[Any, Any, str]:
+    """(decoder, encoder, what it is): the calibration's best decoder when it has one,
+    else a twin ridge fit (through the calibration's fitted model when there is one)."""
+    from simulation import DualVortexEncoder, LinearDecoder, encode_batched, speckle
+    from simulation.encoders import encoder_from_signature
+
+    if cal is not None and cal.decoders is not None:
+        path = cal.decoder_file("best")
+        dec = LinearDecoder.load(path)
+        enc = encoder_from_signature(dec.encoder_signature_)
+        return dec, enc, f"the calibration's best decoder {path.name}"
+    enc = DualVortexEncoder(tuple(args.charges))
+    imgs = speckle(args.count, args.gamma, seed=args.seed)
+    if cal is not None and cal.geometry is not None:
+        from calibration.decoders import twin_training_patterns
+        from calibration.imaging import BenchImager
+
+        block = BenchImager(bench, cal, enc, cal.imaging_config).block
+        pats = twin_training_patterns(cal, imgs, enc, block)
+        what = f"a twin {args.method} fit through the calibration's model"
+    else:
+        pats, what = encode_batched(enc, imgs), f"a twin {args.method} fit"
+    dec = LinearDecoder(alpha=getattr(args, "alpha", None)).fit(
+        pats, imgs, method=args.method, encoder=enc,
+        epochs=getattr(args, "epochs", 5000), seed=args.seed)
+    return dec, enc, what
+
+
+def heldout_score(imager: Any, decoder: Any, weight: torch.Tensor, images: torch.Tensor
+                  ) -> float:
+    """Mean SSIM of ``weight`` (the decoder's layout) on ``images`` captured through
+    ``imager`` as it is now (its current masks)."""
+    from simulation import ssim
+
+    x = _decoder_input(normalise_channels(torch.from_numpy(imager.capture(images).patterns)))
+    rec = (x @ weight.to(x.dtype).cpu()).reshape(len(images), *decoder.image_shape_)
+    return float(ssim(images, rec).mean())
+
+
 def train_on_bench_cli(args: Any) -> int:
-    """``hil train --on-bench BENCH --calibration DIR --steps N``: twin ridge fit, then
-    fine-tune the decoder on the bench; writes the decoder (.pt) and a .json history."""
+    """``hil train --on-bench BENCH [--calibration DIR] --steps N [--learn-mask]``.
+
+    Starts from the calibration's best decoder (``best_decoder``; without a decoders step,
+    a twin fit through its model), fine-tunes it on the bench (and the masks with
+    ``--learn-mask``), and keeps the result only if the mean SSIM on ``--holdout`` held-out
+    captured speckles improves: then writes the decoder (.pt), the masks (``--mask-out``)
+    and a ``.bench.json`` history; else says so, writes only the history (``"kept":
+    false``) and the old decoder stays the one to use.
+    """
     from calibration.imaging import BenchImager
     from devices.bench import open_bench
-    from simulation import DualVortexEncoder, LinearDecoder, encode_batched, speckle
+    from simulation import PhaseEncoder, speckle
 
     if args.on_bench is not None and not Path(args.on_bench).exists():
         from devices.config import resolve_bench_path
@@ -220,29 +267,59 @@ def train_on_bench_cli(args: Any) -> int:
 
         cal = CalibrationSet.load(args.calibration)
     steps = int(args.steps or 5)
-    enc = DualVortexEncoder(tuple(args.charges))
-    imgs = speckle(args.count, args.gamma, seed=args.seed)
-    dec = LinearDecoder(alpha=getattr(args, "alpha", None)).fit(
-        encode_batched(enc, imgs), imgs, method=args.method, encoder=enc,
-        epochs=getattr(args, "epochs", 5000), seed=args.seed)
+    learn = bool(getattr(args, "learn_mask", False))
+    n_hold = int(getattr(args, "holdout", None) or 32)
+    held = speckle(n_hold, args.gamma, seed=args.seed + 7_919_001)  # not a training seed
     with open_bench(args.on_bench) as bench:
+        dec, enc, start = _start_decoder(args, cal, bench)
         # image as the calibration's model and decoders were (its recorded config)
         config = cal.imaging_config if cal is not None else None
         imager = BenchImager(bench, cal, enc, config).prepare()
-        layer = BenchEncoder(imager, enc.masks_rad, learnable=False)
+        before = heldout_score(imager, dec, dec.weight_, held)
+        layer = BenchEncoder(imager, enc.masks_rad, learnable=learn,
+                             phase_depth=float(enc.phase_depth))
         result = fine_tune_on_bench(layer, dec.weight_.cpu(), steps=steps, gamma=args.gamma,
-                                    seed=args.seed)
+                                    seed=args.seed, mask_lr=getattr(args, "mask_lr", 1e-2))
+        if learn:
+            imager.set_encoder_masks(result["masks_rad"])
+        after = heldout_score(imager, dec, result["weight"], held)
         devices = bench.info()
-    dec.weight_ = result["weight"].to(dec.weight_.device)
-    dec.method_ = f"{dec.method_}+bench"
-    dec.save(args.out)
-    hist = {"loss": result["loss"], "captures": result["captures"],
+    kept = after > before
+    hist = {"start": start, "loss": result["loss"], "captures": result["captures"],
             "seconds": result["seconds"], "steps": steps, "bench": str(args.on_bench),
             "calibration": None if args.calibration is None else str(args.calibration),
-            "imaging": imager.describe(), "devices": devices}
-    Path(args.out).with_suffix(".bench.json").write_text(json.dumps(hist, indent=2,
-                                                                    default=str))
-    print(f"decoder written to {args.out} (twin {args.method} fit on {args.count} speckles, "
-          f"then {steps} bench steps, {result['captures']} captures, loss "
-          f"{result['loss'][0]:.4g} -> {result['loss'][-1]:.4g}, {result['seconds']:.0f} s)")
+            "heldout": {"n": n_hold, "score": "mean SSIM on captured speckles",
+                        "before": before, "after": after},
+            "kept": kept, "learn_mask": learn, "imaging": imager.describe(),
+            "devices": devices}
+    side = Path(args.out).with_suffix(".bench.json")
+    if not kept:
+        side.write_text(json.dumps(hist, indent=2, default=str))
+        print(f"bench training did not improve the held-out captured SSIM ({before:.4f} -> "
+              f"{after:.4f} on {n_hold} speckles): kept {start}; no decoder written to "
+              f"{args.out} (history in {side})")
+        return 0
+    dec.weight_ = result["weight"].to(dec.weight_.device)
+    dec.method_ = f"{dec.method_}+bench"
+    if learn:
+        from .masks import mask_from_encoder, save_mask
+
+        learned = PhaseEncoder(result["masks_rad"], learnable=False,
+                               phase_depth=float(enc.phase_depth), sensor=enc.sensor,
+                               name="learned")
+        dec.encoder_signature_ = learned.signature()
+        mask = mask_from_encoder(learned, provenance={
+            "command": "hil train --on-bench --learn-mask", "decoder": str(args.out),
+            "start": enc.signature(), "steps": steps, "heldout_before": before,
+            "heldout_after": after})
+        mask.xmax, mask.focal = float(getattr(enc, "xmax", 10.0)), float(
+            getattr(enc, "focal", 8.0))
+        save_mask(mask, args.mask_out)
+        hist["mask"] = str(args.mask_out)
+    dec.save(args.out)
+    side.write_text(json.dumps(hist, indent=2, default=str))
+    print(f"decoder written to {args.out} (from {start}, {steps} bench steps, "
+          f"{result['captures']} captures, held-out captured SSIM {before:.4f} -> "
+          f"{after:.4f}, {result['seconds']:.0f} s)"
+          + (f"; learned mask written to {args.mask_out}" if learn else ""))
     return 0

@@ -54,7 +54,12 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", "-o", type=Path, required=True, help="decoder file to write (.pt)")
     p.add_argument("--on-bench", type=Path, default=None, metavar="BENCH_TOML",
-                   help="fine-tune on a bench (forward on the bench, backward through the twin)")
+                   help="fine-tune on a bench (forward on the bench, backward through the twin), "
+                   "starting from --calibration's best decoder; the result is kept only if "
+                   "the SSIM on held-out captured speckles improves")
+    p.add_argument("--holdout", type=_positive_int, default=None,
+                   help="--on-bench: held-out captured speckles that decide whether the "
+                   "result is kept (default 32)")
     p.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                    help="calibration directory for --on-bench")
     p.add_argument("--steps", type=_positive_int, default=None,
@@ -62,7 +67,8 @@ def register(sub) -> None:
     p.add_argument("--learn-mask", action="store_true",
                    help="learn the phase masks end to end through the twin (started from the "
                    "vortex of --charges), fit the decoder for them, and write the mask file "
-                   "next to the decoder")
+                   "next to the decoder; with --on-bench, learn them on the bench (kept only "
+                   "if the held-out captured SSIM improves)")
     p.add_argument("--mask-steps", type=_positive_int, default=100,
                    help="--learn-mask: Adam steps on masks and decoder together (default 100)")
     p.add_argument("--mask-lr", type=_positive_float, default=1e-2,
@@ -109,10 +115,9 @@ def cmd_train(args) -> int:
     if args.out.suffix != ".pt":
         raise UserError(f"--out: expected a .pt file name, got {args.out}")
     mask_out = None
+    if args.on_bench is None and args.holdout is not None:
+        raise UserError("--holdout: only with --on-bench")
     if args.learn_mask:
-        if args.on_bench is not None:
-            raise UserError("--learn-mask: learns through the twin; it cannot be combined with "
-                            "--on-bench")
         mask_out = args.mask_out or args.out.with_suffix(".mask.npz")
         if mask_out.suffix not in (".npz", ".h5", ".hdf5"):
             raise UserError(f"--mask-out: expected a .npz or .h5 file name, got {mask_out}")
@@ -129,6 +134,7 @@ def cmd_train(args) -> int:
     if args.on_bench is not None:
         from .bench_training import train_on_bench_cli
 
+        args.mask_out = mask_out
         return train_on_bench_cli(args)
     t0 = time.perf_counter()
     sensor = SensorModel("intensity" if args.intensity else "magnitude")

@@ -2,7 +2,8 @@
 bench and imaging configuration belong together (DESIGN.md §6)?
 
 ``resolve_run_inputs`` picks what a run uses when the user leaves it out (the
-calibration's default decoder, the calibration's imaging configuration) and lists every
+calibration's best decoder, ``best_decoder``: the one of its decoders that scored highest on
+held-out captured speckles; the calibration's imaging configuration) and lists every
 way the pieces disagree, one line each, naming the setting and both values:
 
 * decoder vs encoder: the mask file's hash, channel count, grid and phase depth (and
@@ -64,11 +65,11 @@ def _decoder_path(decoder: Path | None, calibration: Any, calibration_arg: Any) 
         return Path(decoder)
     if calibration is None:
         raise ValueError("--decoder: required without --calibration (a calibration supplies "
-                         "its own twin-trained decoder)")
+                         "its own best decoder)")
     if calibration.decoders is None:
         raise ValueError(f"--decoder: the calibration {calibration_arg} has no decoders step; "
                          "give --decoder or run `hil calibrate ... --steps decoders`")
-    return calibration.decoder_file("default")
+    return calibration.decoder_file("best")
 
 
 def _encoder(decoder: Any, decoder_path: Path, mask: Any, mask_path: Any) -> EncoderSpec:
@@ -129,7 +130,7 @@ def run_imaging_config(calibration: Any, size: int, overrides: dict[str, Any] | 
 def resolve_run_inputs(*, decoder: Path | None, mask: Path | None, calibration: Any,
                        calibration_arg: Any, imaging: ImagingConfig | None,
                        overrides: dict[str, Any], size: int | None = None) -> RunInputs:
-    """Load the decoder (default: the calibration's), the mask, the encoder and the imaging
+    """Load the decoder (default: the calibration's best), the mask, the encoder and the imaging
     config (base: ``imaging``, else the calibration's, else the default; then the non-None
     ``overrides``), and list every disagreement (see the module docstring)."""
     from simulation import LinearDecoder

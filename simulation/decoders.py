@@ -6,7 +6,7 @@ fitted attributes end in ``_``). Two ways to fit the same 2048 -> 1024 map (no b
 - ``method="ridge"``: the closed-form ridge solution (XᵀX + αI)W = XᵀY, with α
   given or chosen on a held-out split: one eigendecomposition, then every
   candidate α is a cheap diagonal rescaling. XᵀX and XᵀY are float64 sums of
-  float32 products of mean-centred blocks (`_centred_gram`), the solve float64
+  float32 products of mean-centred blocks (`ridge_linalg.centred_gram`), the solve float64
   Cholesky: within 1e-4 of an all-float64 fit even at the smallest α tried.
 - ``method="adam"``: the paper's protocol: full batch, Adam (lr 1e-3, eps 1e-7),
   MSE, 5,000 epochs, the last 1 % held out for validation (as Keras'
@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ._checks import as_tensor, check_choice, check_images, check_positive
 from ._checks import default_device as _default_device
+from .ridge_linalg import centred_gram, eigh_cpu_one_thread
 from .sensor import normalise_channels, normalise_for_decoder
 from .weightfile import load_weight_file, save_weight_file, weights_sha256
 
@@ -141,10 +142,62 @@ class LinearDecoder:
                            seed, progress)
         return self
 
+    def fit_toward(self, patterns, images, *, prior=None, noise_var=None, encoder=None,
+                   alpha: float | None = None, val_patterns=None, val_images=None,
+                   val_error=None, seed: int = 0) -> LinearDecoder:
+        """Ridge fit pulled toward a ``prior`` decoder, with an input-noise term.
+
+        Solves (XᵀX + n·diag(``noise_var``) + αI)W = XᵀY + α·W_prior
+        (``simulation.ridge_prior.ridge_with_prior``): ``prior`` is a fitted
+        ``LinearDecoder`` of the same shapes (or its weight), None for plain ridge;
+        ``noise_var`` the per-input variance (C·H·W,) the inputs will carry beyond the
+        training data's (``capture_noise_variance``). α is picked on
+        (``val_patterns``, ``val_images``) when given, else on a 10 % split, unless
+        ``alpha`` (or the constructor's) is given, by the mean squared error or
+        ``val_error(predictions, targets)`` (flattened images). ``method_`` is "ridge-prior"; the
+        α search, whether a prior was used and the noise level are kept in ``history_``
+        (saved with the file). Returns ``self``.
+        """
+        from .ridge_prior import ridge_with_prior
+
+        X = self._inputs(patterns)
+        Y = check_images(images, "images", ndim=(3,), device=self.device)
+        if Y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"images: expected {X.shape[0]} images (one per pattern), got {Y.shape[0]}"
+            )
+        W0 = None
+        if prior is not None:
+            W0 = prior.weight_ if isinstance(prior, LinearDecoder) else prior
+            if isinstance(prior, LinearDecoder):
+                prior._check_fitted()
+        Xv = Yv = None
+        if (val_patterns is None) != (val_images is None):
+            raise ValueError("val_patterns/val_images: give both or neither")
+        if val_patterns is not None:
+            Xv = self._inputs(val_patterns)
+            Yv = check_images(val_images, "val_images", ndim=(3,), device=self.device)
+            Yv = Yv.reshape(len(Yv), -1)
+        a = alpha if alpha is not None else self.alpha
+        W, a, hist = ridge_with_prior(X, Y.reshape(len(Y), -1), prior=W0,
+                                      noise_var=noise_var, alpha=a, X_val=Xv, Y_val=Yv,
+                                      seed=seed, val_error=val_error)
+        self.image_shape_ = tuple(int(s) for s in Y.shape[1:])
+        self.pattern_shape_ = tuple(int(s) for s in as_tensor(patterns, "patterns").shape[1:])
+        self.encoder_signature_ = encoder.signature() if encoder is not None else None
+        self.method_ = "ridge-prior"
+        self.alpha_ = a
+        self.weight_ = W.to(self.device)
+        nv = None if noise_var is None else float(torch.as_tensor(noise_var).mean())
+        self.history_ = {**hist, "prior": W0 is not None, "noise_var_mean": nv}
+        with torch.no_grad():
+            self.train_mse_ = float(((X @ self.weight_ - Y.reshape(len(Y), -1)) ** 2).mean())
+        return self
+
     def _fit_ridge(self, X, Y, alpha, val_fraction, seed) -> None:
         d, n = X.shape[1], len(X)
         # Gram matrices in float64 from float32 products of centred blocks
-        # (`_centred_gram`): about 4x faster than a float64 XᵀX, and centring keeps the
+        # (`ridge_linalg.centred_gram`): about 4x faster than a float64 XᵀX, and centring keeps the
         # float32 rounding far below the smallest eigenvalue (see its docstring).
         cx = X.double().mean(0).to(X.dtype)
         cy = Y.double().mean(0).to(Y.dtype)
@@ -160,12 +213,12 @@ class LinearDecoder:
             g = torch.Generator().manual_seed(seed)
             perm = torch.randperm(n, generator=g).to(X.device)
             va, tr = perm[:n_val], perm[n_val:]
-            Gt, Bt = _centred_gram(Xc[tr], Yc[tr], cx, cy)
-            Gv, Bv = _centred_gram(Xc[va], Yc[va], cx, cy)
+            Gt, Bt = centred_gram(Xc[tr], Yc[tr], cx, cy)
+            Gv, Bv = centred_gram(Xc[va], Yc[va], cx, cy)
             G, B = Gt + Gv, Bt + Bv  # the split costs nothing extra
             # float32 eigenvectors are plenty to rank candidate alphas (float64 eigh is
             # 15x slower on CPU); the final solve below is float64 Cholesky.
-            evals, evecs = _eigh_cpu_one_thread(Gt.float())
+            evals, evecs = eigh_cpu_one_thread(Gt.float())
             evals = evals.double().clamp_min(0)
             # (d, p): the ridge solution is evecs·diag(1/(λ+α))·proj. The products that
             # only rank the candidates run in float32 (their inputs are float32 already);
@@ -188,7 +241,7 @@ class LinearDecoder:
             alpha = grid[best]
             self.history_ = {"alpha_grid": grid, "val_mse": errs}
         else:
-            G, B = _centred_gram(Xc, Yc, cx, cy)
+            G, B = centred_gram(Xc, Yc, cx, cy)
         del Xc, Yc
         try:
             L = torch.linalg.cholesky(G + alpha * torch.eye(d, dtype=G.dtype, device=G.device))
@@ -353,56 +406,6 @@ class LinearDecoder:
         dec.history_ = meta.get("history") or {}
         dec._check_encoder(encoder)
         return dec
-
-
-def _eigh_cpu_one_thread(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.linalg.eigh`` with one intra-op thread on CPU.
-
-    LAPACK's tridiagonal reduction synchronises its threads at every column; on a
-    loaded machine with few cores those barriers spin (measured on 2 shared cores,
-    2048², float32: 0.75 s with one thread against 6 to 28 s with two).
-    """
-    if G.device.type != "cpu":
-        return torch.linalg.eigh(G)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return torch.linalg.eigh(G)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _centred_gram(Xc: torch.Tensor, Yc: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
-                  block: int = 2048, panels: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """XᵀX and XᵀY in float64 for X = Xc + 1·cxᵀ, Y = Yc + 1·cyᵀ (float32 inputs).
-
-    Each block of ``block`` rows is multiplied in float32 and accumulated in
-    float64; the symmetric XcᵀXc is formed by ``panels`` row panels of its upper
-    triangle only (10 of 16 tiles for 4 panels; a BLAS ``syrk`` from SciPy would
-    halve it, but its OpenBLAS threads spin against torch's on a small machine).
-    The shift terms are added exactly in float64:
-    XᵀX = XcᵀXc + s·cxᵀ + cx·sᵀ + n·cx·cxᵀ with s = Σ Xc (and likewise XᵀY).
-    Sensor patterns have a large common mean, whose direction dominates ‖XᵀX‖;
-    centring takes it out of the float32 products, so their rounding scales with
-    the centred data (measured on 10,000 γ = 15 speckles: ‖ΔG‖₂/‖G‖₂ ≈ 6e-12
-    against 6e-9 for a plain float32 XᵀX, with λ_min/λ_max ≈ 7e-8).
-    """
-    n, d = Xc.shape
-    G = torch.zeros(d, d, dtype=torch.float64, device=Xc.device)
-    B = torch.zeros(d, Yc.shape[1], dtype=torch.float64, device=Xc.device)
-    edges = [d * i // panels for i in range(panels + 1)]
-    for i in range(0, n, block):
-        xb, yb = Xc[i:i + block], Yc[i:i + block]
-        xbt = xb.T.contiguous()
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            G[lo:hi, lo:] += (xbt[lo:hi] @ xb[:, lo:]).double()
-        B += (xbt @ yb).double()
-    G = G.triu() + G.triu(1).T  # only the upper triangle was formed
-    sx, sy = Xc.sum(0, dtype=torch.float64), Yc.sum(0, dtype=torch.float64)
-    cx64, cy64 = cx.double(), cy.double()
-    G += torch.outer(sx, cx64) + torch.outer(cx64, sx) + n * torch.outer(cx64, cx64)
-    B += torch.outer(sx, cy64) + torch.outer(cx64, sy) + n * torch.outer(cx64, cy64)
-    return G, B
 
 
 def _shape(value, ndim: int) -> tuple[int, ...]:

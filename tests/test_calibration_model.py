@@ -12,7 +12,8 @@ from tests.test_calibration import FAST, small_bench
 
 SEED = 7
 TINY = {**FAST, "model": {"n_images": 24, "steps": 150},
-        "decoders": {"n_twin": 800, "n_capture": 48, "n_test": 8, "compare_nominal": True}}
+        "decoders": {"n_twin": 800, "n_capture": 48, "n_test": 8, "n_val": 8, "n_repeat": 4,
+                     "compare_nominal": True}}
 
 
 @pytest.fixture(scope="module")

@@ -149,9 +149,9 @@ def _well_conditioned_set(n: int = 3000, d: int = 256, seed: int = 0):
 
 def _plain_float32_solve(X, Y, a):
     """Control: the same solve from an uncentred float32 XᵀX (float64 across blocks)."""
-    from simulation.decoders import _centred_gram
+    from simulation.ridge_linalg import centred_gram
 
-    G, B = _centred_gram(X.float(), Y.float(), torch.zeros(X.shape[1]),
+    G, B = centred_gram(X.float(), Y.float(), torch.zeros(X.shape[1]),
                          torch.zeros(Y.shape[1]))
     eye = torch.eye(X.shape[1], dtype=torch.float64)
     return torch.cholesky_solve(B, torch.linalg.cholesky(G + a * eye))

@@ -1,0 +1,291 @@
+"""The crossover figure: SSIM on captured real images against the number of captures.
+
+For each bench seed: a simulated bench (a bench file, optionally resized, optionally with
+another file's ``[sim_flaws]``: the flaws the twin does not model), calibrated
+(dark, geometry, lut, wavefront, model), then three decoders, all scored on *captured*
+MNIST, Fashion-MNIST and CIFAR-10 grey (test splits, seeded subsets):
+
+* twin-trained: ``n_twin`` simulated speckles through the calibrated twin (ridge, α on
+  its own split), the same for every number of captures;
+* capture-trained: the first n captured speckles, ridge with α on held-out captured
+  speckles (``LinearDecoder.fit_toward`` without a prior);
+* twin prior + captures: the same captures, in a ridge pulled toward the better (on the
+  held-out captures) of the twin-trained decoder and its noise-aware refit (capture noise
+  from repeated captures in the regulariser), α on held-out captured speckles.
+
+No test image is used to train or to pick α: only synthetic speckle, shown and captured.
+Writes ``crossover.json``, ``crossover.md`` (the table) and ``crossover.png`` to ``--out``,
+and with ``--report-dir DIR`` copies the figure and table beside a calibration's report
+and rewrites it (``calibration.report`` includes them when present)::
+
+    python -m experiments.bench_crossover --bench sim.toml --out runs/crossover-sim
+    python -m experiments.bench_crossover --bench sim.toml --flaws-from sim-realistic.toml \\
+        --shape 256 --out runs/crossover-flawed
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomllib
+import torch
+
+log = logging.getLogger("experiments.bench_crossover")
+
+__all__ = ["bench_config", "crossover_seed", "run_crossover", "write_outputs", "main"]
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10")
+METHODS = ("twin", "capture", "twin_prior")
+LABELS = {"twin": "twin-trained", "capture": "capture-trained",
+          "twin_prior": "twin prior + captures"}
+CAL_STEPS = "dark,geometry,lut,wavefront,model"
+
+
+def _read_bench(name: str | Path) -> dict[str, Any]:
+    from devices.config import resolve_bench_path
+
+    path = Path(name) if Path(name).exists() else resolve_bench_path(str(name))
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def bench_config(bench: str | Path, *, seed: int, flaws_from: str | Path | None = None,
+                 shape: int | None = None, drop_flaws: tuple[str, ...] = ()
+                 ) -> dict[str, Any]:
+    """The bench dict: ``bench``'s, with ``seed``, ``[sim_flaws]`` from ``flaws_from`` (less
+    the keys in ``drop_flaws``) and SLM and camera ``shape`` x ``shape`` when given."""
+    cfg = copy.deepcopy(_read_bench(bench))
+    cfg["seed"] = int(seed)
+    if flaws_from is not None:
+        flaws = _read_bench(flaws_from).get("sim_flaws")
+        if not flaws:
+            raise ValueError(f"--flaws-from: {flaws_from} has no [sim_flaws] table")
+        unknown = sorted(set(drop_flaws) - set(flaws))
+        if unknown:
+            raise ValueError(f"--drop-flaw: {unknown} not in the [sim_flaws] of {flaws_from} "
+                             f"(it has {sorted(flaws)})")
+        cfg["sim_flaws"] = {k: v for k, v in flaws.items() if k not in drop_flaws}
+    if shape is not None:
+        cfg["slm"]["shape"] = [int(shape), int(shape)]
+        cfg["camera"]["shape"] = [int(shape), int(shape)]
+    return cfg
+
+
+def crossover_seed(cfg: dict[str, Any], *, counts: list[int], n_eval: int, n_twin: int,
+                   n_val: int, n_repeat: int, gamma: float, cal_dir: Path,
+                   seed: int) -> dict[str, Any]:
+    """One bench seed: calibrate, capture, fit and score (see the module docstring)."""
+    from calibration import run_calibration
+    from calibration.capture import capture_patterns
+    from calibration.decoders import ssim_error, twin_training_patterns
+    from calibration.imaging import BenchImager
+    from calibration.imaging_config import ImagingConfig
+    from devices import open_bench
+    from simulation import DualVortexEncoder, LinearDecoder, load_dataset, speckle, ssim
+    from simulation.ridge_prior import capture_noise_variance
+
+    size = 32
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"seed": seed, "counts": counts, "ssim": {}}
+    with open_bench(cfg) as bench:
+        cal = run_calibration(bench, cal_dir, steps=CAL_STEPS, size=size, progress=False)
+        enc = DualVortexEncoder(size=size)
+        imager = BenchImager(bench, cal, enc, ImagingConfig(size=size)).prepare()
+        err = ssim_error(size)
+        tests = {name: load_dataset(name, "test", n=n_eval, seed=seed, colour="grey")[0]
+                 for name in DATASETS}
+        test_pats = {name: torch.as_tensor(capture_patterns(imager, imgs, desc=name))
+                     for name, imgs in tests.items()}
+        val_imgs = speckle(n_val, gamma, seed=1000 + seed)
+        val_pats = torch.as_tensor(capture_patterns(imager, val_imgs, desc="validation"))
+        rep = torch.as_tensor(capture_patterns(imager, val_imgs[:n_repeat], desc="repeats"))
+        noise = capture_noise_variance(val_pats[:n_repeat], rep)
+        train_imgs = speckle(max(counts), gamma, seed=2000 + seed)
+        t_cap = time.perf_counter()
+        train_pats = torch.as_tensor(capture_patterns(imager, train_imgs, desc="training"))
+        out["capture_s_per_image"] = (time.perf_counter() - t_cap) / max(counts)
+        twin_imgs = speckle(n_twin, gamma, seed=3000 + seed)
+        twin_pats = twin_training_patterns(cal, twin_imgs, enc, imager.block)
+        twin = LinearDecoder().fit(twin_pats, twin_imgs, encoder=enc)
+        twin_noise = LinearDecoder().fit_toward(twin_pats, twin_imgs, noise_var=noise,
+                                                encoder=enc, val_patterns=val_pats,
+                                                val_images=val_imgs, val_error=err)
+        del twin_pats
+        prior = min((twin, twin_noise), key=lambda d: err(
+            d.predict(val_pats).reshape(n_val, -1), val_imgs.reshape(n_val, -1)))
+        out["prior"] = "twin" if prior is twin else "twin_noise"
+        out["capture_noise_var"] = float(noise.mean())
+        truth = getattr(bench, "truth", None)
+        out["truth"] = json.loads(json.dumps(truth, default=str)) if truth else None
+
+    def score(dec: Any) -> dict[str, float]:
+        return {name: float(np.mean(ssim(tests[name], dec.predict(test_pats[name]))))
+                for name in DATASETS}
+
+    out["ssim"]["twin"] = [score(twin)] * len(counts)
+    out["ssim"]["twin_noise"] = [score(twin_noise)] * len(counts)
+    out["ssim"]["capture"], out["ssim"]["twin_prior"], out["alpha"] = [], [], []
+    for n in counts:
+        cap = LinearDecoder().fit_toward(train_pats[:n], train_imgs[:n], encoder=enc,
+                                         val_patterns=val_pats, val_images=val_imgs,
+                                         val_error=err)
+        pri = LinearDecoder().fit_toward(train_pats[:n], train_imgs[:n], prior=prior,
+                                         encoder=enc, val_patterns=val_pats,
+                                         val_images=val_imgs, val_error=err)
+        out["ssim"]["capture"].append(score(cap))
+        out["ssim"]["twin_prior"].append(score(pri))
+        out["alpha"].append({"capture": cap.alpha_, "twin_prior": pri.alpha_})
+        log.info("seed %d, %d captures: %s", seed, n, {
+            m: {k: round(v, 3) for k, v in out["ssim"][m][-1].items()}
+            for m in ("twin", "capture", "twin_prior")})
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def run_crossover(bench: str, *, seeds: list[int], counts: list[int], out: Path,
+                  flaws_from: str | None = None, shape: int | None = None, n_eval: int = 48,
+                  n_twin: int = 4000, n_val: int = 32, n_repeat: int = 16,
+                  gamma: float = 15.0, drop_flaws: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every seed (``crossover_seed``), results kept in ``out/crossover.json`` as they come;
+    a seed whose bench the calibration refuses is listed under "refused"."""
+    from calibration.store import CalibrationError
+
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"bench": str(bench), "flaws_from": flaws_from, "shape": shape,
+                              "counts": counts, "n_eval": n_eval, "n_twin": n_twin,
+                              "n_val": n_val, "gamma": gamma, "datasets": list(DATASETS),
+                              "drop_flaws": list(drop_flaws), "seeds": []}
+    for s in seeds:
+        cfg = bench_config(bench, seed=s, flaws_from=flaws_from, shape=shape,
+                           drop_flaws=drop_flaws)
+        try:
+            result["seeds"].append(crossover_seed(
+                cfg, counts=counts, n_eval=n_eval, n_twin=n_twin, n_val=n_val,
+                n_repeat=n_repeat, gamma=gamma, cal_dir=out / f"seed{s}", seed=s))
+        except CalibrationError as exc:  # a bench the calibration refuses: say which, go on
+            log.warning("seed %d: calibration refused the bench (%s)", s, exc)
+            result.setdefault("refused", []).append({"seed": s, "error": str(exc)})
+        (out / "crossover.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def _curves(result: dict[str, Any], method: str, dataset: str) -> np.ndarray:
+    return np.array([[r[dataset] for r in seed["ssim"][method]] for seed in result["seeds"]])
+
+
+def table(result: dict[str, Any]) -> str:
+    """Markdown: mean ± std over seeds of each method, dataset and number of captures."""
+    n_seeds = len(result["seeds"])
+    flaws = f", [sim_flaws] of {result['flaws_from']}" if result.get("flaws_from") else ""
+    if result.get("drop_flaws"):
+        flaws += f" without {', '.join(result['drop_flaws'])}"
+    shape = f", SLM and camera {result['shape']}²" if result.get("shape") else ""
+    refused = [str(r["seed"]) for r in result.get("refused", [])]
+    note = f" (calibration refused seed(s) {', '.join(refused)})" if refused else ""
+    lines = [f"SSIM on captured test images ({result['n_eval']} per set), {result['bench']}"
+             f"{shape}{flaws}; mean ± std over {n_seeds} seed(s){note}", "",
+             "| method | captures | " + " | ".join(result["datasets"]) + " |",
+             "|---|---|" + "---|" * len(result["datasets"])]
+    for method in (*METHODS, "twin_noise"):
+        label = LABELS.get(method, "twin-trained, noise-aware")
+        rows = [0] if method in ("twin", "twin_noise") else range(len(result["counts"]))
+        for i in rows:
+            n = f"0 ({result['n_twin']} simulated)" if method in ("twin", "twin_noise") \
+                else str(result["counts"][i])
+            cells = []
+            for ds in result["datasets"]:
+                v = _curves(result, method, ds)[:, i]
+                cells.append(f"{v.mean():.3f} ± {v.std():.3f}")
+            lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(result: dict[str, Any], path: Path) -> Path:
+    """SSIM against captures, one panel per dataset, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(result["counts"])
+    fig, axes = plt.subplots(1, len(result["datasets"]), figsize=(4 * len(result["datasets"]),
+                                                                  3.4), sharey=True)
+    for ax, ds in zip(np.atleast_1d(axes), result["datasets"], strict=True):
+        for method, style in zip(METHODS, ("k--", "o-", "s-"), strict=True):
+            v = _curves(result, method, ds)
+            m, s = v.mean(0), v.std(0)
+            ax.plot(counts, m, style, ms=4, label=LABELS[method])
+            ax.fill_between(counts, m - s, m + s, alpha=0.2)
+        ax.set(xscale="log", xlabel="captured training speckles", title=ds)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("SSIM on captured test images")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    flaws = " + twin-unmodelled flaws" if result.get("flaws_from") else ""
+    fig.suptitle(f"{Path(result['bench']).name}{flaws}: {len(result['seeds'])} seed(s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(result: dict[str, Any], out: Path, report_dir: Path | None = None) -> None:
+    """``crossover.md`` and ``crossover.png`` in ``out``; copied beside the calibration report
+    of ``report_dir`` (which is rewritten to include them)."""
+    (out / "crossover.md").write_text(table(result))
+    figure(result, out / "crossover.png")
+    for d in [report_dir] if report_dir is not None else []:
+        from calibration import CalibrationSet
+        from calibration.report import write_report
+
+        for name in ("crossover.png", "crossover.md"):
+            shutil.copyfile(out / name, d / name)
+        write_report(CalibrationSet.load(d), d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bench", default="sim.toml")
+    p.add_argument("--flaws-from", default=None,
+                   help="take the [sim_flaws] table of this bench file (sim-realistic.toml)")
+    p.add_argument("--drop-flaw", action="append", default=[], metavar="KEY",
+                   help="leave this [sim_flaws] key out (repeatable)")
+    p.add_argument("--shape", type=int, default=None, help="SLM and camera N x N pixels")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--counts", type=int, nargs="+", default=[100, 200, 400, 800])
+    p.add_argument("--n-eval", type=int, default=48, help="captured test images per set")
+    p.add_argument("--n-twin", type=int, default=4000)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--report-dir", type=Path, default=None,
+                   help="a calibration directory whose report gets the figure")
+    p.add_argument("--replot", action="store_true", help="only redraw from crossover.json")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.replot:
+        result = json.loads((args.out / "crossover.json").read_text())
+    else:
+        result = run_crossover(args.bench, seeds=args.seeds, counts=sorted(args.counts),
+                               out=args.out, flaws_from=args.flaws_from, shape=args.shape,
+                               n_eval=args.n_eval, n_twin=args.n_twin,
+                               drop_flaws=tuple(args.drop_flaw))
+    if not result["seeds"]:
+        print(f"no seed gave a result: {json.dumps(result.get('refused'), indent=1)}")
+        return 1
+    report = args.report_dir
+    if report is None:
+        report = args.out / f"seed{result['seeds'][0]['seed']}"
+    write_outputs(result, args.out, report)
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""experiments/bench_crossover.py: its bench files, table and figure, and the calibration
+report that includes the figure when it is present."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.bench_crossover import bench_config, table, write_outputs
+
+
+def _result() -> dict:
+    counts = [100, 200]
+
+    def seed(s: int, lift: float) -> dict:
+        flat = {"mnist": 0.30, "fashion-mnist": 0.35, "cifar10": 0.50}
+        grow = [{k: v - 0.1 + lift * i for k, v in flat.items()} for i in range(2)]
+        return {"seed": s, "counts": counts,
+                "ssim": {"twin": [flat] * 2, "twin_noise": [flat] * 2, "capture": grow,
+                         "twin_prior": [{k: v + 0.02 for k, v in flat.items()}] * 2}}
+
+    return {"bench": "sim.toml", "flaws_from": "sim-realistic.toml", "shape": 256,
+            "counts": counts, "n_eval": 8, "n_twin": 400, "n_val": 8, "gamma": 15.0,
+            "datasets": ["mnist", "fashion-mnist", "cifar10"], "drop_flaws": ["ghost_fraction"],
+            "seeds": [seed(0, 0.2), seed(1, 0.3)], "refused": [{"seed": 2, "error": "x"}]}
+
+
+def test_table_and_figure(tmp_path):
+    text = table(_result())
+    assert "without ghost_fraction" in text and "refused seed(s) 2" in text
+    # capture-trained at 200 captures: 0.30 - 0.1 + 0.25 (mean of the seeds' lifts) ± 0.05
+    assert "| capture-trained | 200 | 0.450 ± 0.050 |" in text
+    write_outputs(_result(), tmp_path)
+    assert (tmp_path / "crossover.png").stat().st_size > 1000
+
+
+def test_report_includes_the_crossover_when_present(tmp_path):
+    from calibration.report import write_report
+    from calibration.store import CalibrationSet
+
+    cal = CalibrationSet()
+    assert "crossover" not in write_report(cal, tmp_path).read_text()
+    write_outputs(_result(), tmp_path)
+    text = write_report(cal, tmp_path).read_text()
+    assert "![crossover](crossover.png)" in text
+    assert "| capture-trained | 200 |" in text
+
+
+def test_bench_config_flaws():
+    cfg = bench_config("sim.toml", seed=4, flaws_from="sim-realistic.toml", shape=128,
+                       drop_flaws=("ghost_fraction",))
+    assert cfg["seed"] == 4 and cfg["slm"]["shape"] == [128, 128]
+    assert "ghost_fraction" not in cfg["sim_flaws"] and cfg["sim_flaws"]["vignetting"] > 0
+    with pytest.raises(ValueError, match="--drop-flaw"):
+        bench_config("sim.toml", seed=0, flaws_from="sim-realistic.toml", drop_flaws=("nope",))
+    with pytest.raises(ValueError, match="no \\[sim_flaws\\]"):
+        bench_config("sim.toml", seed=0, flaws_from="sim.toml")
