@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "hil.commands_session",
     "hil.commands_mask",
     "hil.commands_calibrate",
+    "hil.commands_live",
 )
 
 log = logging.getLogger("hil")

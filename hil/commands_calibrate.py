@@ -8,6 +8,10 @@ steps is skipped (one log line each), any other step named runs. Every step show
 progress bar of its captures (``--no-progress``/``--quiet``: none); log lines are
 routed through tqdm so they do not break the bars. On a simulated bench the achieved
 errors against the hidden truth are printed too.
+
+``--import-slmsuite FILE...`` measures nothing: it converts calibrations that slmsuite
+saved (``calibration.slmsuite_import``) into steps of DIR's calibration, after checking
+that they were taken on this bench's SLM and camera.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.truth import errors_vs_truth
     from devices import DeviceError, open_bench
 
-    steps = parse_steps(args.steps)
+    if args.import_slmsuite:
+        return _cmd_import_slmsuite(args)
+    parse_steps(args.steps)  # a bad --steps is refused before the bench opens
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a directory")
@@ -52,7 +58,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             progress = not args.quiet
             redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
             with redirect:
-                cal = run_calibration(bench, out, steps=steps, size=args.size,
+                # args.steps (None = all): a resume of all steps keeps imported ones
+                cal = run_calibration(bench, out, steps=args.steps, size=args.size,
                                       calibration=previous, options=options,
                                       progress=progress, resume=args.resume)
             truth = getattr(bench, "truth", None)
@@ -61,6 +68,45 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise UserError(f"device: {exc}") from None
     print(f"calibration: {out / 'calibration.h5'} (steps: {', '.join(cal.steps())})")
     print(f"report: {out / 'report.md'}")
+    for k, v in errors.items():
+        print(f"  {k}: {v:.4g}")
+    return 0
+
+
+def _cmd_import_slmsuite(args: argparse.Namespace) -> int:
+    """``--import-slmsuite FILE...``: slmsuite's saved calibrations -> our steps, saved."""
+    from calibration import CalibrationSet
+    from calibration.slmsuite_import import import_slmsuite
+    from calibration.truth import errors_vs_truth
+    from devices import DeviceError, open_bench
+
+    if args.steps:
+        raise UserError("--steps: not with --import-slmsuite (import first, then run "
+                        "`hil calibrate ... --resume --steps ...` for the remaining steps)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a directory")
+    check_output_dir(out, "--out")
+    previous = None
+    if args.resume:
+        previous = CalibrationSet.load(out)
+    elif (out / "calibration.h5").exists() and not args.force:
+        raise UserError(f"--out: {out} already holds a calibration; use --resume to add the "
+                        "imported steps to it or --force to replace it")
+    try:
+        with open_bench(args.bench) as bench:
+            cal = import_slmsuite(bench, args.import_slmsuite, size=args.size,
+                                  calibration=previous)
+            errors = errors_vs_truth(cal, bench) if getattr(bench, "truth", None) else {}
+    except DeviceError as exc:
+        raise UserError(f"device: {exc}") from None
+    path = cal.save(out)
+    print(f"calibration: {path} (steps: {', '.join(cal.steps())})")
+    for name in cal.steps():
+        step = getattr(cal, name)
+        if step.values.get("imported_from") == "slmsuite":
+            print(f"  {name}: imported from slmsuite {step.values['slmsuite_kind']} "
+                  f"{step.values['slmsuite_file']}")
     for k, v in errors.items():
         print(f"  {k}: {v:.4g}")
     return 0
@@ -82,6 +128,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace a calibration in --out")
     p.add_argument("--options", default=None,
                    help='JSON of per-step options, e.g. \'{"geometry": {"grid": 4}}\'')
+    p.add_argument("--import-slmsuite", nargs="+", metavar="FILE", default=None,
+                   help="import calibrations saved by slmsuite's FourierSLM.save_calibration "
+                        "(.h5: fourier -> geometry, pixel -> lut, settle -> settle, "
+                        "wavefront_superpixel -> source + wavefront) instead of measuring")
     p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
                    help="no progress bars (log lines only)")
     p.set_defaults(func=_cmd_calibrate)

@@ -1,10 +1,17 @@
-"""Device sub-commands: `hil devices list`, `hil devices check BENCH`, `hil devices schema`."""
+"""Device sub-commands: `hil devices list`, `hil devices check BENCH`, `hil devices schema`.
+
+``check`` opens the bench and reports what a bench day starts with (``measure_bench``):
+one frame's saturation, the dark level (laser output off, then restored), the frame rate
+against the camera's bound and the power meter's reading; ``--json`` for machines.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import sys
 import time
 from typing import Any
 
@@ -73,21 +80,85 @@ def _frame_stats(frame: Any, bitdepth: int) -> dict[str, Any]:
     }
 
 
+SATURATED_WARN = 0.001  # fraction of saturated pixels above which the check warns
+LOW_SIGNAL_WARN = 0.05  # peak above the dark level, as a fraction of full scale
+
+
+def measure_bench(bench: Any, *, frames: int = 5, averaging: int = 1) -> dict[str, Any]:
+    """What a bench day starts with: the signal frame (saturation), the dark level (laser
+    output switched off, then back on as it was), the frame rate over ``frames`` grabs
+    against the camera's own bound, and the power meter's reading where there is one.
+
+    Without a laser controller the dark level is not measured (``dark.measured`` False,
+    with the reason): the beam cannot be blocked from here.
+    """
+    import numpy as np
+
+    cam = bench.camera
+    full = 2**cam.bitdepth - 1
+    frame = cam.get_image(averaging=averaging)
+    stats = _frame_stats(frame, cam.bitdepth)
+    capture = cam.last_capture_info.as_dict()
+    # frame rate: consecutive single grabs after a flush
+    cam.flush()
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        cam.get_image()
+    elapsed = time.perf_counter() - t0
+    period = float(cam.frame_period_s())
+    rate = {"frames": frames, "seconds": round(elapsed, 4),
+            "measured_hz": frames / elapsed if elapsed > 0 else None,
+            "bound_hz": 1.0 / period if period > 0 else None,
+            "exposure_s": float(cam.get_exposure())}
+    # dark level: laser off, one frame, output restored only if it was on
+    laser = bench.laser
+    if laser is None:
+        dark: dict[str, Any] = {"measured": False, "reason": "no laser controller: block the "
+                                "beam and run `hil calibrate BENCH --steps dark`"}
+    else:
+        was_on = laser.is_output_on()
+        laser.output_off()
+        try:
+            cam.flush()
+            d = np.asarray(cam.get_image(averaging=averaging), dtype=np.float64)
+        finally:
+            if was_on:
+                laser.output_on()
+        dark = {"measured": True, "laser_output_restored": bool(was_on),
+                "mean_counts": float(d.mean()), "std_counts": float(d.std()),
+                "max_counts": float(d.max()), "level_fraction": float(d.mean() / full)}
+    power = None
+    if bench.power_meter is not None:
+        power = {"power_W": float(bench.power_meter.read_power_W()),
+                 "laser_output_on": None if laser is None else bool(laser.is_output_on())}
+    warn = []
+    if stats["saturated_fraction"] > SATURATED_WARN:
+        warn.append(f"saturation: {100 * stats['saturated_fraction']:.2f} % of the pixels at "
+                    f"full scale ({full}); lower the exposure or the laser power")
+    floor = dark.get("mean_counts", float(stats["min"]))
+    if (stats["max"] - floor) < LOW_SIGNAL_WARN * full:
+        warn.append(f"low signal: peak {stats['max']} counts, {stats['max'] - floor:.0f} above "
+                    f"the dark level (< {100 * LOW_SIGNAL_WARN:g} % of full scale); raise the "
+                    "exposure or the laser power")
+    return {"frame": stats, "capture": capture, "frame_rate": rate, "dark": dark,
+            "power_meter": power, "warnings": warn}
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from devices import open_bench
 
     t0 = time.perf_counter()
+    # --json: stdout carries the JSON only (drivers that print go to stderr)
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     # a DeviceError leaves the block with the laser off; hil.cli prints it in one line
-    with open_bench(args.bench) as bench:
+    with quiet, open_bench(args.bench) as bench:
         info = bench.info()
-        frame = bench.camera.get_image(averaging=args.averaging)
-        stats = _frame_stats(frame, bench.camera.bitdepth)
-        capture = bench.camera.last_capture_info.as_dict()
-    report = {"bench": info, "frame": stats, "capture": capture,
-              "seconds": round(time.perf_counter() - t0, 3)}
+        measured = measure_bench(bench, frames=args.frames, averaging=args.averaging)
+    report = {"bench": info, **measured, "seconds": round(time.perf_counter() - t0, 3)}
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
+    stats, capture, rate, dark = (report[k] for k in ("frame", "capture", "frame_rate", "dark"))
     print(f"bench {info['name']!r} from {info['source']}"
           + (f" (simulated, seed {info['seed']})" if info["simulated"] else ""))
     for key in ("slm", "camera", "laser", "power_meter"):
@@ -106,6 +177,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
           f" saturated {100 * stats['saturated_fraction']:.3f} %")
     print(f"  capture      exposure {capture['exposure_s']:g} s, averaging {capture['averaging']},"
           f" dropped {capture['dropped_frames']}, {capture['duration_s'] * 1000:.1f} ms")
+    bound = f"{rate['bound_hz']:.1f}" if rate["bound_hz"] else "unknown"
+    print(f"  frame rate   {rate['measured_hz']:.1f} frames/s over {rate['frames']} frames "
+          f"(camera bound {bound} frames/s)")
+    if dark["measured"]:
+        print(f"  dark level   {dark['mean_counts']:.2f} counts mean, {dark['std_counts']:.2f} "
+              f"rms ({100 * dark['level_fraction']:.2f} % of full scale, laser off"
+              + (", back on)" if dark["laser_output_restored"] else ")"))
+    else:
+        print(f"  dark level   not measured: {dark['reason']}")
+    if report["power_meter"] is not None:
+        pm = report["power_meter"]
+        print(f"  power meter  {1000 * pm['power_W']:.4g} mW")
+    for w in report["warnings"]:
+        print(f"  warning: {w}")
     print(f"closed all devices ({report['seconds']:.2f} s)")
     return 0
 
@@ -137,11 +222,14 @@ def register(sub: Any) -> None:
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(func=_cmd_list)
 
-    pc = dsub.add_parser("check", help="open a bench, print identities, take one frame, close",
+    pc = dsub.add_parser("check", help="open a bench: identities, saturation, dark level, "
+                         "frame rate, power meter; close",
                          description="BENCH is a TOML file or a shipped example "
                          "(sim.toml, sim-realistic.toml, holoeye-basler.toml, ...).")
     pc.add_argument("bench", help="bench TOML file or shipped example name")
     pc.add_argument("--averaging", type=_averaging, default=1, help="frames to average")
+    pc.add_argument("--frames", type=_averaging, default=5,
+                    help="frames grabbed to measure the frame rate (default 5)")
     pc.add_argument("--json", action="store_true", help="machine-readable output")
     pc.set_defaults(func=_cmd_check)
 
