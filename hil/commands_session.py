@@ -17,7 +17,8 @@ def register(sub) -> None:
         "was killed or stopped by a device fault continues with --resume.")
     p.add_argument("bench", help="bench TOML file (or a shipped name such as sim.toml)")
     p.add_argument("--decoder", type=Path, default=None,
-                   help="decoder file (.pt); default: the calibration's twin-trained decoder. "
+                   help="decoder file (.pt); default: the calibration's best decoder (by its "
+                   "held-out captured score). "
                    "One the calibration did not write is refused (it was not fitted through "
                    "the calibrated bench model) unless --force")
     p.add_argument("--calibration", type=Path, default=None, metavar="DIR",
@@ -40,12 +41,35 @@ def register(sub) -> None:
                    help="retries of a failed capture (default: the calibration's, else 2)")
     p.add_argument("--mask", type=Path, default=None, help="learned encoder mask file")
     p.add_argument("--classifier", type=Path, default=None,
-                   help="a torch-saved LinearSoftmaxClassifier (trusted file) for accuracy")
+                   help="a LinearSoftmaxClassifier.save file (weights + JSON; nothing in it "
+                   "runs), to report the accuracy of the reconstructions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--drift-every", type=_drift_every, default=0, metavar="K",
+                   help="show a reference pattern every K images, measure the drift of the "
+                   "camera image against the one shown first and correct the geometry on the "
+                   "fly (hil.drift; recorded in run.json and per capture). Costs one image's "
+                   "frames every K (K = 50: 2 %%). Default 0: off")
+    p.add_argument("--store-frames", action="store_true",
+                   help="also store the full camera frames (gzip) besides the model windows "
+                   "the decoder reads")
+    p.add_argument("--serial", action="store_true",
+                   help="capture without pipelining (compose, write, settle, grab, one frame "
+                   "after another); for comparison and for drivers that misbehave when "
+                   "written during an exposure")
     p.add_argument("--force", action="store_true",
                    help="run although the decoder, mask, calibration, bench or imaging "
                    "settings do not belong together (recorded in run.json)")
     p.set_defaults(func=cmd_run)
+
+
+def _drift_every(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: off), got {v}")
+    return v
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -58,7 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     n=args.n, seed=args.seed, mode=args.mode, geometry=args.geometry,
                     exposure_s=args.exposure_s, averaging=args.averaging, retries=args.retries,
                     mask=args.mask, classifier=args.classifier, resume=args.resume,
-                    progress=not args.no_progress, force=args.force)
+                    progress=not args.no_progress, force=args.force,
+                    drift_every=args.drift_every, store_frames=args.store_frames,
+                    pipelined=not args.serial)
     status = run_session(cfg)
     res = (args.out / "results.json")
     if res.is_file():

@@ -7,9 +7,15 @@ then decodes the captures and writes ``results.json`` and a report (``report.md`
 with PNG figures). The run directory is the record (DESIGN.md §3):
 
     run.json      config, versions, git commit, device identities, imaging settings, status
-    captures.h5   raw frames + patterns, one capture per image, flushed after each
+    captures.h5   model windows + patterns (full frames with store_frames), one capture
+                  per image, flushed after each
     results.json  per-image SSIM, mean SSIM, accuracy (with a classifier)
     report.md     + captures.png, reconstructions.png
+
+``drift_every`` K > 0 (``--drift-every K``) shows a reference pattern before the first
+image and every K images, and corrects the geometry for the measured drift of the camera
+image (``hil.drift``; each check in ``run.json`` under ``drift``, the correction applied
+to each capture in ``captures.h5``).
 
 ``resume=True`` continues a run that was killed or stopped: the stored configuration
 is used (the arguments must agree with it), captures already on disk are kept and
@@ -25,7 +31,7 @@ the session's entry of ``run.json``. Exit status: 0 complete, 3 stopped by a dev
 or a failed capture write.
 
 Before the first capture the run checks that its pieces belong together
-(``hil.run_checks``): the decoder (default: the calibration's twin-trained one) against
+(``hil.run_checks``): the decoder (default: the calibration's best one) against
 the mask or vortex it is shown with, the imaging configuration (``ImagingConfig``;
 default: the calibration's, flags override single settings) against the calibration's,
 and the calibration's device identities against the opened bench. A disagreement stops
@@ -76,7 +82,7 @@ _RESUME_KEYS = ("dataset", "split", "n", "seed", "decoder_sha256", "mode", "geom
 class RunConfig:
     """Everything ``hil run`` needs (CLI flags map one to one).
 
-    ``decoder`` None: the calibration's default (twin-trained) decoder. ``imaging``: the
+    ``decoder`` None: the calibration's best decoder (``best_decoder``). ``imaging``: the
     base ``ImagingConfig`` (None: the calibration's, else the default); ``mode``,
     ``geometry``, ``exposure_s``, ``averaging`` and ``retries`` override single settings of
     it when not None. ``force``: run although the pieces do not belong together.
@@ -101,6 +107,9 @@ class RunConfig:
     progress: bool = True
     imaging: Any = None  # calibration.imaging_config.ImagingConfig
     force: bool = False
+    store_frames: bool = False  # full frames too (gzip), besides the model windows
+    pipelined: bool = True  # overlap composing/SLM settling with storing (capture_stream)
+    drift_every: int = 0  # a drift check on a reference pattern every K images (0: none)
 
 
 def _sha256(path: Path | None) -> str | None:
@@ -169,10 +178,12 @@ def run_session(cfg: RunConfig) -> int:
     from devices import bench as bench_mod
     from devices.errors import DeviceError
 
+    from .capture_watch import CaptureQualityStop, watch_for_run
     from .run_checks import bench_problems, bench_signature, enforce, resolve_run_inputs
 
     out = Path(cfg.out)
     run_json = out / "run.json"
+    _drift_tracker(cfg, None, out, {}, run_json)  # a bad drift_every is refused here
     calibration = None
     if cfg.calibration is not None:
         from calibration.store import CalibrationSet
@@ -204,7 +215,8 @@ def run_session(cfg: RunConfig) -> int:
     ctx = contextlib.nullcontext(cfg.bench) if opened else bench_mod.open_bench(cfg.bench)
     with ctx as bench:
         forced += enforce(bench_problems(calibration, device_identities(bench)), cfg.force)
-        imager = BenchImager(bench, calibration, inputs.encoder, inputs.imaging).prepare()
+        imager = BenchImager(bench, calibration, inputs.encoder, inputs.imaging,
+                             pipelined=cfg.pipelined).prepare()
         if not cfg.resume:
             record = {"format_version": RUN_FORMAT, "config": record_now,
                       "created": time.time(), "git_commit": git_commit(),
@@ -222,12 +234,15 @@ def run_session(cfg: RunConfig) -> int:
             if cfg.resume and store_path.exists():
                 store = CaptureStore.resume(store_path)
             else:
+                box = imager.window_boxes[0]
                 store = CaptureStore.create(
                     store_path, frame_shape=(imager.frames_per_image, *bench.camera.shape),
                     frame_dtype=bench.camera.dtype,
                     pattern_shape=(imager.channels, imager.size, imager.size),
                     dark=imager.dark,
-                    attrs={"dataset": cfg.dataset, "split": cfg.split, "seed": cfg.seed})
+                    attrs={"dataset": cfg.dataset, "split": cfg.split, "seed": cfg.seed},
+                    window_shape=(imager.channels, box[2] - box[1], box[4] - box[3]),
+                    window_boxes=imager.window_boxes, store_frames=cfg.store_frames)
         except CaptureWriteError as exc:  # no room for even one capture: nothing captured
             record["status"], record["error"] = "stopped", f"{type(exc).__name__}: {exc}"
             record["sessions"][-1].update(ended=time.time(), status="stopped")
@@ -242,19 +257,33 @@ def run_session(cfg: RunConfig) -> int:
             log.info("run %s: %d of %d images captured, %d to go", out, start, len(images),
                      len(images) - start)
             laser = getattr(bench, "laser", None)
+            # hil.drift; a correction may not move a window out of the stored boxes
+            drift = _drift_tracker(cfg, imager, out, record, run_json,
+                                   None if store.has_frames else imager.window_boxes)
             bar = None
             if cfg.progress:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=len(images), initial=start, desc="capture", unit="img")
+            watch = watch_for_run(bench, imager, exposure_fixed=cfg.exposure_s is not None)
             try:
-                for i in range(start, len(images)):
-                    if i == start and laser is not None:
-                        _light_for_capture(laser, record)
-                    frames, info = imager.capture_frames(images[i])
-                    store.append(i, frames, imager.frames_to_patterns(frames)[0], info)
+                if start < len(images) and laser is not None:
+                    _light_for_capture(laser, record)
+                # pipelined (BenchImager.capture_stream), cut at each drift check
+                stream = (drift.capture_stream(images, start) if drift is not None
+                          else imager.capture_stream(images, start))
+                for i, frames, info in stream:
+                    watch.check(i, frames, info)  # saturation, signal, exposure (hil.capture_watch)
+                    store.append(i, frames if store.has_frames else None,
+                                 imager.frames_to_patterns(frames)[0], info,
+                                 windows=imager.windows(frames) if store.has_windows else None)
+                    watch.enforce()
                     if bar is not None:
                         bar.update(1)
+            except CaptureQualityStop as exc:  # saturated or dark captures: laser off
+                status, error = "stopped", str(exc)
+                log.error("run stopped after %d captures: %s", store.count, error)
+                _laser_off(bench)
             except DeviceError as exc:
                 status, error = "stopped", f"{type(exc).__name__}: {exc}"
                 log.error("run stopped by a device fault after %d captures: %s", store.count,
@@ -271,6 +300,7 @@ def run_session(cfg: RunConfig) -> int:
                 if bar is not None:
                     bar.close()
                 record["status"], record["error"] = status, error
+                record["capture_watch"] = watch.summary()
                 record["sessions"][-1].update(ended=time.time(), status=status,
                                               captures=store.count)
                 write_json_atomic(run_json, record)
@@ -280,10 +310,34 @@ def run_session(cfg: RunConfig) -> int:
     write_results(out, images, labels, decoder, cfg.classifier, status=status,
                   encoder=None if forced else bench_signature(inputs.encoder, decoder))
     if status == "stopped":
-        print(f"hil run: stopped by a device fault ({error}); {status}: captures so far are "
-              f"in {out / CAPTURES_FILE}; fix the bench and add --resume")
+        print(f"hil run: stopped ({error}); captures so far are in {out / CAPTURES_FILE}; "
+              "fix the cause and add --resume")
         return EXIT_STOPPED
     return 0
+
+
+def _drift_tracker(cfg: RunConfig, imager: Any, out: Path, record: dict[str, Any],
+                   run_json: Path, stored_boxes: Any = None) -> Any:
+    """The run's ``hil.drift.DriftTracker`` (None when ``drift_every`` is 0, or without an
+    imager: then only ``drift_every`` is checked); each check rewrites ``run.json``.
+    ``stored_boxes``: the camera boxes the store keeps (a correction that would move a
+    window out of them is refused: the stored windows must hold what the decoder read)."""
+    k = cfg.drift_every
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"drift_every: expected an integer >= 0 (0: no drift checks), "
+                         f"got {k!r}")
+    if not k or imager is None:
+        return None
+    from .drift import DriftTracker
+
+    def on_check(_entry: dict[str, Any]) -> None:
+        record["drift"] = tracker.record()
+        write_json_atomic(run_json, record)
+
+    tracker = DriftTracker(imager, cfg.drift_every, reference_dir=out,
+                           previous=record.get("drift"), on_check=on_check,
+                           stored_boxes=stored_boxes)
+    return tracker
 
 
 def _devices(bench: Any) -> dict[str, Any]:
@@ -398,16 +452,26 @@ def _report(out: Path, ref: Any, rec: Any, caps: dict[str, np.ndarray], res: dic
                     captions=[f"SSIM {v:.2f}" for v in ssims[:8]])
     with h5py.File(out / CAPTURES_FILE, "r") as f:
         k = min(4, int(f.attrs["n_complete"]))
-        frames = np.asarray(f["frames"][:k], dtype=np.float32)
         dark = np.asarray(f["dark"]) if "dark" in f else None
-    if dark is not None:
-        frames -= dark
+        stored_windows = "windows" in f
+        if stored_windows:  # the model windows (k, C, h, w), dark-subtracted box by box
+            frames = np.asarray(f["windows"][:k], dtype=np.float32)
+            boxes = json.loads(f.attrs["window_boxes"]) if dark is not None else []
+            for c, (_, r0, r1, c0, c1) in enumerate(boxes):
+                frames[:, c] -= dark[r0:r1, c0:c1]
+        else:
+            frames = np.asarray(f["frames"][:k], dtype=np.float32)
+            if dark is not None:
+                frames -= dark
     frames = np.sqrt(np.maximum(frames, 0))
-    try:  # crop each frame to its model window(s), from the run's imaging record
-        maps = json.loads((out / "run.json").read_text())["imaging"]["model_to_camera"]
-        frames = _crop_windows(frames, np.asarray(maps, float), pats.shape[-1])
-    except (KeyError, ValueError, OSError):
+    if stored_windows:
         frames = frames.reshape(-1, *frames.shape[-2:])
+    else:
+        try:  # crop each frame to its model window(s), from the run's imaging record
+            maps = json.loads((out / "run.json").read_text())["imaging"]["model_to_camera"]
+            frames = _crop_windows(frames, np.asarray(maps, float), pats.shape[-1])
+        except (KeyError, ValueError, OSError):
+            frames = frames.reshape(-1, *frames.shape[-2:])
     frames /= np.maximum(frames.max(axis=(-2, -1), keepdims=True), 1e-12)
     save_image_grid([frames], ["sqrt(frame)"], out / "captures.png", n=len(frames),
                     title="captures, dark-subtracted, cropped to the model windows")
