@@ -184,9 +184,25 @@ def test_attention_step_at_tiny_scale_writes_its_figure_and_section(tmp_path):
 
 
 def test_study_plan_registers_the_step():
+    """In the study the transfer step's decoder cells probe their own decoders (no
+    second fit); the attention step keeps the random-weight controls."""
     from experiments.paper.study import CELL_MODULES, plan
 
-    steps, _ = plan(config_for("tiny"), None)
-    assert [c.func for c in steps["attention"]].count(
-        "experiments.paper.attention:attention_cell") == 4
+    cfg = config_for("small")
+    steps, _ = plan(cfg, None)
+    assert {c.func for c in steps["attention"]} == {"experiments.paper.attention:control_cell"}
+    assert len(steps["attention"]) == cfg.attention_seeds
+    probed = {(c.params["gamma"], c.params["seed"]) for c in steps["transfer"]
+              if c.params.get("probe")}
+    assert probed == {(g, s) for g in cfg.attention_gammas for s in range(cfg.attention_seeds)}
     assert "attention" in CELL_MODULES
+
+
+def test_decoder_cell_probe_equals_the_attention_cell():
+    """The probe inside the transfer cell gives the numbers `attention_cell` gives (the
+    same decoder: same speckle set, seed and α rule)."""
+    from experiments.paper.transfer import decoder_cell
+
+    own = attention.attention_cell(15.0, 1, 300)
+    inside = decoder_cell(15.0, 1, 300, [], 10, [], 10, 10, 1, probe=True)["attention"]
+    assert inside == own

@@ -201,20 +201,31 @@ def test_paper_scale_is_the_papers_sizes():
         == "paper"
 
 
-def test_cost_probe_times_one_cell_per_kind_and_projects(tmp_path):
-    """One cell per kind is run (and stored for the sweep to reuse); the projection is
-    Σ probe cost × cells left / workers sharing the cores; the text says 'projection'."""
+def test_cost_probe_times_two_cells_per_kind_and_projects(tmp_path):
+    """The first two cells of each kind are run (and stored for the sweep to reuse):
+    the first with cold per-process caches, the second warm; a kind costs one cold cell
+    per worker and seed and warm cells after that, shared by the workers; the text
+    says 'projection'."""
     from experiments.paper.cost import format_estimate, probe_estimate
     from experiments.sweep import Cell
 
     stats = "experiments.paper.synthetic:speckle_stats_cell"
-    cells = [Cell(f"a{i}", stats, {"gamma": 2.0, "seed": i, "n": 8}) for i in range(3)]
+    # one seed, five cells: 2 workers x 1 seed = 2 cold starts, 3 warm cells
+    cells = [Cell(f"a{i}", stats, {"gamma": 2.0 + i, "seed": 0, "n": 8}) for i in range(5)]
     cells.append(Cell("b0", "experiments.paper.learnability:learn_cell",
                       {"gamma": 2.0, "seed": 0, "n": 16, "epochs": 2}))
     est = probe_estimate(cells, tmp_path, workers=2)
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["a0.json", "b0.json"]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["a0.json", "a1.json", "b0.json"]
     a, b = est["kinds"][stats], est["kinds"]["experiments.paper.learnability:learn_cell"]
-    assert (a["cells"], a["todo"], b["cells"], b["todo"]) == (3, 2, 1, 0)
-    assert est["cpu_s"] == pytest.approx(2 * a["probe_s"])
-    assert est["wall_s"] == pytest.approx(est["cpu_s"] / min(2, est["cores"]))
+    assert (a["cells"], a["todo"], b["cells"], b["todo"]) == (5, 5, 1, 1)
+    share = min(2, est["cores"])
+    assert a["cold_starts"] == share and b["cold_starts"] == 1
+    assert a["cpu_s"] == pytest.approx(share * a["probe_s"] + (5 - share) * a["warm_s"])
+    assert b["warm_s"] == b["probe_s"]  # a single cell: nothing warm to time
+    assert est["cpu_s"] == pytest.approx(a["cpu_s"] + b["probe_s"])
+    assert est["wall_s"] == pytest.approx(est["cpu_s"] / share)
     assert "projection" in format_estimate(est, "paper")
+    # a resumed run: the probed cells are done, the rest still to do
+    again = probe_estimate(cells, tmp_path, workers=2)
+    assert again["kinds"][stats]["todo"] == 3 and again["kinds"][
+        "experiments.paper.learnability:learn_cell"]["todo"] == 0

@@ -1,8 +1,10 @@
 """Step 8: the attention probe. How does a decoder trained on speckle ("diffuse attention"
 data, `simulation.speckle`) answer a single bright pixel?
 
-One cell per (γ, seed) fits the ridge decoder exactly as the transfer step does (same
-speckle set, same seed, same α rule) and probes it (`simulation.probe`): the response to a
+In the study the transfer step's decoder cell probes its own decoder (``probe``: the
+decoder is fitted once); `attention_cell` fits the same decoder exactly as it does (same
+speckle set, same seed, same α rule) and probes it, for use on its own
+(`simulation.probe`): the response to a
 one-hot image at each of the N² input locations, minus the response to the dark image.
 It keeps the mean over locations of each spread measure (participation ratio, energy
 fraction on the probed pixel, 50 %-energy radius, share of maps peaking on the probed
@@ -35,7 +37,7 @@ from .config import StudyConfig
 from .verdicts import spearman_exact
 
 __all__ = ["probe_decoder", "attention_cell", "control_cell", "cells", "aggregate",
-           "random_decoder", "MEASURES"]
+           "random_decoder", "probe_seeds", "MEASURES"]
 
 #: The per-cell numbers that the aggregate summarises over seeds.
 MEASURES = ("participation_ratio", "participation_ratio_median", "peak_fraction", "r50_px",
@@ -96,13 +98,19 @@ def control_cell(seed: int) -> dict:
     return probe_decoder(*random_decoder(seed))
 
 
-def _seeds(cfg: StudyConfig) -> int:
+def probe_seeds(cfg: StudyConfig) -> int:
+    """How many seeds (0, 1, ...) the probe covers."""
     n = cfg.attention_seeds
     return cfg.seeds if n is None else min(cfg.seeds, int(n))
 
 
-def cells(cfg: StudyConfig) -> list[Cell]:
-    gammas = cfg.attention_gammas
+_seeds = probe_seeds
+
+
+def cells(cfg: StudyConfig, *, in_transfer: bool = False) -> list[Cell]:
+    """The probe's cells: one per (γ, seed) and a random-weight control per seed;
+    ``in_transfer``: the controls only (the transfer step's decoder cells probe)."""
+    gammas = () if in_transfer else cfg.attention_gammas
     out = []
     for seed in range(_seeds(cfg)):
         for g in gammas:
@@ -126,16 +134,20 @@ def _trend(x, y) -> dict:
     return {"rho": rho, "p": p, "n": len(x)}
 
 
-def aggregate(cfg: StudyConfig, results: dict[str, dict], cell_list: list[Cell]) -> dict:
+def aggregate(cfg: StudyConfig, results: dict[str, dict], cell_list: list[Cell],
+              decoder_cells: list[Cell] = ()) -> dict:
     """Per γ: each measure's mean ± std over seeds; the centre maps of the lowest seed;
-    the random-weight control; Spearman ρ (exact permutation p) of the trends over γ."""
+    the random-weight control; Spearman ρ (exact permutation p) of the trends over γ.
+    The probes come from ``cell_list`` (`attention_cell`) and from the ``attention``
+    entry of the transfer step's ``decoder_cells``."""
     if not cell_list:
         return {}
     per_gamma: dict[str, dict[str, list]] = {}
     maps: dict[str, tuple[int, list]] = {}
     control: dict[str, list] = {}
-    for c in cell_list:
-        r = results[c.key]
+    probed = [(c, results[c.key]["attention"]) for c in decoder_cells
+              if "attention" in results[c.key]]
+    for c, r in [(c, results[c.key]) for c in cell_list] + probed:
         size, centre = r["size"], r["centre_pixel"]
         if "gamma" not in c.params:
             for k in MEASURES:

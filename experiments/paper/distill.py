@@ -15,7 +15,7 @@ import torch
 from experiments.sweep import Cell, make_key
 from simulation import DualVortexEncoder, encode_batched, normalise_for_decoder
 
-from .common import classification_split, classify_features, n_classes_of, reconstruct_set
+from .common import classification_split, classify_features, encoded_split, n_classes_of
 from .config import StudyConfig
 
 __all__ = ["classify_reconstructions", "baseline_cell", "cells", "aggregate", "FEATURES"]
@@ -28,21 +28,23 @@ FEATURES = ("raw", "sensor", "random-labels")
 def classify_reconstructions(encoder, decoder, sets, *, n_train: int, n_test: int,
                              epochs: int, seed: int, data_dir: str | None,
                              method: str = "paper") -> dict:
-    """Classifier accuracy on reconstructions by (encoder, decoder), per set."""
+    """Classifier accuracy on reconstructions by (encoder, decoder), per set (the split's
+    sensor patterns cached per process: `common.encoded_split`)."""
     out = {}
     for s in sets:
-        split = classification_split(s, n_train, n_test, seed, data_dir)
-        tr = reconstruct_set(split["train_x"], encoder, decoder)
-        te = reconstruct_set(split["test_x"], encoder, decoder)
+        split = encoded_split(s, n_train, n_test, seed, data_dir, encoder)
+        tr = decoder.predict(split["train_p"], encoder=encoder)
+        te = decoder.predict(split["test_p"], encoder=encoder)
         out[s] = classify_features(tr, split["train_y"], te, split["test_y"], epochs=epochs,
                                    seed=seed, n_classes=n_classes_of(s), method=method)
         out[s]["source"] = split["source"]
     return out
 
 
-def _sensor_features(images: torch.Tensor) -> torch.Tensor:
-    enc = DualVortexEncoder()
-    p = encode_batched(enc, images)
+def _sensor_features(images: torch.Tensor | None = None, *,
+                     patterns: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised dual-vortex sensor patterns of ``images`` (or of given ``patterns``)."""
+    p = encode_batched(DualVortexEncoder(), images) if patterns is None else patterns
     if p.ndim == 5:  # colour: (B, 3, C, H, W), each colour channel normalised on its own
         b, k = p.shape[:2]
         return normalise_for_decoder(p.reshape(b * k, *p.shape[2:])).reshape(b, -1)
@@ -57,12 +59,15 @@ def baseline_cell(set_name: str, feature: str, seed: int, n_train: int, n_test: 
     classifier memorises)."""
     if feature not in FEATURES:
         raise ValueError(f"feature: expected one of {FEATURES}, got {feature!r}")
-    split = classification_split(set_name, n_train, n_test, seed, _data_dir)
-    tr, te = split["train_x"], split["test_x"]
+    if feature == "sensor":  # the dual-vortex patterns, cached as the decoder cells' are
+        split = encoded_split(set_name, n_train, n_test, seed, _data_dir, DualVortexEncoder())
+        tr, te = (_sensor_features(patterns=split["train_p"]),
+                  _sensor_features(patterns=split["test_p"]))
+    else:
+        split = classification_split(set_name, n_train, n_test, seed, _data_dir)
+        tr, te = split["train_x"], split["test_x"]
     train_y = split["train_y"]
-    if feature == "sensor":
-        tr, te = _sensor_features(tr), _sensor_features(te)
-    elif feature == "random-labels":
+    if feature == "random-labels":
         perm = np.random.default_rng(30_000 + seed).permutation(len(train_y))
         train_y = torch.as_tensor(train_y)[torch.from_numpy(perm)]
     out = classify_features(tr, train_y, te, split["test_y"], epochs=epochs,

@@ -17,7 +17,7 @@ import torch
 from experiments.sweep import Cell, run_cells
 from hil.runs import git_commit, write_json_atomic
 
-from . import attention, designs, distill, learnability, swapped, synthetic, timing, transfer
+from . import alpha, attention, designs, distill, learnability, swapped, synthetic, timing, transfer
 from .common import data_dir_or_env, present_sets
 from .config import StudyConfig
 from .verdicts import all_verdicts
@@ -41,14 +41,14 @@ def plan(cfg: StudyConfig, data_dir: str | None) -> tuple[dict[str, list[Cell]],
     swap_sets = [s for s in cfg.swap_sets if s in sets]
     clf_sets, clf_missing = present_sets(cfg.classify_sets, data_dir)
     steps = {
-        "learnability": learnability.cells(cfg),
+        "learnability": learnability.cells(cfg, sets, data_dir),
         "designs": designs.cells(cfg, sets, clf_sets, data_dir),
         "transfer": transfer.cells(cfg, sets, clf_sets, data_dir),
         "swapped": swapped.cells(cfg, swap_sets, data_dir),
         "baselines": distill.cells(cfg, clf_sets, data_dir),
         "synthetic": synthetic.cells(cfg, sets, data_dir),
         "timing": timing.cells(cfg, data_dir) if "mnist" in sets else [],
-        "attention": attention.cells(cfg),
+        "attention": attention.cells(cfg, in_transfer=True),
     }
     info = {"transfer_sets": sets, "missing_sets": missing, "swap_sets": swap_sets,
             "classify_sets": clf_sets, "missing_classify_sets": clf_missing}
@@ -56,7 +56,7 @@ def plan(cfg: StudyConfig, data_dir: str | None) -> tuple[dict[str, list[Cell]],
 
 
 CELL_MODULES = ("common", "synthetic", "learnability", "transfer", "swapped", "distill",
-                "designs", "timing", "attention")
+                "designs", "timing", "attention", "alpha")
 
 
 def code_version() -> str:
@@ -85,7 +85,10 @@ def aggregate(cfg: StudyConfig, steps: dict[str, list[Cell]], info: dict,
         "synthetic": syn,
         "learnability": learnability.aggregate(
             cfg, results, steps["learnability"],
-            tra["ridge_train_mse"] if cfg.learn_n == cfg.n_train else None),
+            tra["ridge_train_mse"] if cfg.learn_n == cfg.n_train and cfg.learn_outputs is None
+            else None),
+        "learnability_transfer": learnability.transfer_aggregate(results,
+                                                                 steps["learnability"]),
         "transfer": tra,
         "swapped": swapped.aggregate(cfg, info["swap_sets"], results, steps["swapped"],
                                      steps["transfer"]),
@@ -93,7 +96,8 @@ def aggregate(cfg: StudyConfig, steps: dict[str, list[Cell]], info: dict,
                                           steps["baselines"], results, tra),
         "designs": designs.aggregate(cfg, results, steps["designs"], steps["transfer"]),
         "timing": results[steps["timing"][0].key] if steps["timing"] else None,
-        "attention": attention.aggregate(cfg, results, steps["attention"]),
+        "attention": attention.aggregate(cfg, results, steps["attention"], steps["transfer"]),
+        "alpha_sensitivity": alpha.aggregate(results, steps["transfer"]),
     }
     return agg
 
@@ -155,6 +159,9 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
         "results": agg,
         "verdicts": all_verdicts(cfg_dict, agg),
     }
+    results["alpha_robustness"] = {
+        "ridge_alpha": alpha.robustness(cfg_dict, agg, results["verdicts"]),
+        "adam": alpha.adam_robustness(cfg_dict, agg)}
     write_json_atomic(out / "results.json", results)
     if report:
         from .report import write_report

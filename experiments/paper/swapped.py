@@ -4,16 +4,24 @@ each with its own decoder trained from scratch (not the predecessor's cumulative
 §9.3). It separates the effect of the singular-value spectrum (which sets H_SVD) from
 that of the spatial modes.
 
+Within a row of the grid (one γ_i) every cell needs the singular vectors of the same
+γ_i set, and every row the singular values of the same γ_j sets: both are cached per
+worker process (`_modes`, `_values`), the numbers the same as `simulation.swapped_spectra`
+computes (the same draws, the same LAPACK calls).
+
 The diagonal (i = j) swaps a set with itself, which gives the set back: when
 ``swap_n`` equals ``n_train`` its cells are the transfer step's decoder cells, reused.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import torch
 
 from experiments.sweep import Cell, make_key
-from simulation import swapped_spectra
+from simulation import minmax01
 
 from .common import evaluate_set, fit_ridge, set_statistics, training_speckle
 from .config import StudyConfig
@@ -21,11 +29,32 @@ from .config import StudyConfig
 __all__ = ["cells", "swap_cell", "aggregate"]
 
 
+@functools.lru_cache(maxsize=2)
+def _modes(gamma: float, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """U and Vᵀ (float64) of each image of the speckle set (γ, seed): a row's modes."""
+    u, _, vh = torch.linalg.svd(training_speckle(gamma, n, seed).double(),
+                                full_matrices=False)
+    return u, vh
+
+
+@functools.lru_cache(maxsize=32)
+def _values(gamma: float, n: int, seed: int) -> torch.Tensor:
+    """The singular values (float64) of each image of the speckle set (γ, seed)."""
+    return torch.linalg.svdvals(training_speckle(gamma, n, seed).double())
+
+
+def swapped_set(gamma_modes: float, gamma_values: float, n: int, seed: int) -> torch.Tensor:
+    """``simulation.swapped_spectra(training_speckle(γ_i), training_speckle(γ_j))``
+    from the cached factors: U_i·diag(s_j)·V_iᵀ, min–max normalised, float32."""
+    u, vh = _modes(float(gamma_modes), int(n), int(seed))
+    s = _values(float(gamma_values), int(n), int(seed))
+    return minmax01((u * s[:, None, :]) @ vh).to(torch.float32)
+
+
 def swap_cell(gamma_modes: float, gamma_values: float, seed: int, n: int, sets: list[str],
               n_test: int, alpha: float | None = None, _data_dir: str | None = None) -> dict:
     """Decoder trained on modes of γ_i with singular values of γ_j; SSIM per test set."""
-    images = swapped_spectra(training_speckle(gamma_modes, n, seed),
-                             training_speckle(gamma_values, n, seed))
+    images = swapped_set(gamma_modes, gamma_values, n, seed)
     dec, enc = fit_ridge(images, seed=seed, alpha=alpha)
     out = {"train": set_statistics(images), "train_mse": float(dec.train_mse_), "test": {}}
     for s in sets:

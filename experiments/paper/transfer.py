@@ -4,7 +4,11 @@ CIFAR-100 when its files are present); SSIM against the Ω_k mismatch between th
 training set and the test set (the "SAD threshold / parity" claim).
 
 The same cell also runs the distillation step's classifier on its reconstructions
-when its γ is one of ``classify_gammas`` (the decoder is fitted once).
+when its γ is one of ``classify_gammas``, and the attention probe (step 8) when its
+(γ, seed) is one the probe asks for: the decoder is fitted once. When α is chosen on
+the hold-out, the cell also measures how much that choice matters
+(`experiments.paper.alpha`): the decoders at both ends of the plausible α range, and
+(``alpha_float64``) the choice a float64 ranking would make.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.sweep import Cell, make_key
+from simulation import DualVortexEncoder, encode_batched, svd_entropy
 
+from .alpha import alpha_sensitivity
+from .attention import probe_decoder, probe_seeds
 from .common import evaluate_set, fit_ridge, set_statistics, training_speckle
 from .config import StudyConfig
 from .distill import classify_reconstructions
@@ -23,14 +30,27 @@ __all__ = ["cells", "decoder_cell", "aggregate", "hinge_threshold"]
 def decoder_cell(gamma: float, seed: int, n: int, sets: list[str], n_test: int,
                  classify_sets: list[str], clf_n_train: int, clf_n_test: int,
                  clf_epochs: int, alpha: float | None = None,
-                 _data_dir: str | None = None, clf_method: str = "paper") -> dict:
-    """Fit the (γ, seed) decoder; SSIM/MSE per test set; classification if asked."""
+                 _data_dir: str | None = None, clf_method: str = "paper",
+                 probe: bool = False, alpha_range: bool = False,
+                 alpha_float64: bool = False) -> dict:
+    """Fit the (γ, seed) decoder; SSIM/MSE per test set; classification, the attention
+    probe (``probe``) and the α sensitivity (``alpha_range``, ``alpha_float64``) if
+    asked."""
     images = training_speckle(gamma, n, seed)
-    dec, enc = fit_ridge(images, seed=seed, alpha=alpha)
+    enc = DualVortexEncoder()
+    patterns = encode_batched(enc, images)
+    dec, _ = fit_ridge(images, encoder=enc, seed=seed, alpha=alpha, patterns=patterns)
     out = {"train": set_statistics(images), "alpha": float(dec.alpha_),
            "train_mse": float(dec.train_mse_), "test": {}}
     for s in sets:
         out["test"][s] = evaluate_set(s, n_test, seed, _data_dir, enc, dec)
+    if probe:
+        out["attention"] = {**probe_decoder(dec, enc), "alpha": float(dec.alpha_),
+                            "train_h_svd": float(svd_entropy(images).mean())}
+    if alpha_range and alpha is None:
+        out["alpha_sensitivity"] = alpha_sensitivity(
+            images, patterns, enc, dec, sets, n_test, seed, _data_dir,
+            float64=alpha_float64)
     if classify_sets:
         out["classification"] = classify_reconstructions(
             enc, dec, classify_sets, n_train=clf_n_train, n_test=clf_n_test,
@@ -41,6 +61,7 @@ def decoder_cell(gamma: float, seed: int, n: int, sets: list[str], n_test: int,
 def cells(cfg: StudyConfig, sets: list[str], classify_sets: list[str],
           data_dir: str | None) -> list[Cell]:
     out = []
+    probes = probe_seeds(cfg)
     for seed in range(cfg.seeds):
         for g in cfg.gammas:
             clf = classify_sets if g in cfg.classify_gammas else []
@@ -51,6 +72,12 @@ def cells(cfg: StudyConfig, sets: list[str], classify_sets: list[str],
                  "_data_dir": data_dir}
             if cfg.clf_method != "paper":  # keys of the existing scales stay as they were
                 p["clf_method"] = cfg.clf_method
+            if g in cfg.attention_gammas and seed < probes:
+                p["probe"] = True
+            if cfg.ridge_alpha is None:
+                p["alpha_range"] = True
+                if seed == 0:  # the float64 ranking: one seed (a 2048² float64 eigh)
+                    p["alpha_float64"] = True
             out.append(Cell(make_key("decoder", f"g{g}_s{seed}", p),
                             "experiments.paper.transfer:decoder_cell", p))
     return out
