@@ -20,25 +20,18 @@ from typing import Any
 import numpy as np
 
 from calibration.store import CalibrationSet
+from simulation.figures import new_figure
 
 __all__ = ["write_report"]
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _fig_dark(cal: CalibrationSet, path: Path) -> None:
-    plt = _plt()
     d = cal.dark
     s, v = d.data["ptc_signal"], d.data["ptc_variance"]
     g, c = d["gain_counts_per_electron"], d.residuals["ptc_offset_counts2"]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, ax = new_figure(1, 2, figsize=(9, 3.5))
     ax[0].plot(s, v, "o", ms=3, label="measured")
     ax[0].plot(s, g * s + c, "-", label=f"fit: gain {g:.4f} counts/e-")
     ax[0].set(xlabel="signal (counts)", ylabel="temporal variance (counts²)",
@@ -49,17 +42,15 @@ def _fig_dark(cal: CalibrationSet, path: Path) -> None:
     ax[1].set_title("dark frame (counts)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _fig_geometry(cal: CalibrationSet, path: Path) -> None:
-    plt = _plt()
     g = cal.geometry
     cam = g.data["camera_pts"]
     res = g.residuals["point_residuals_px"]
     a = np.asarray(g.values.get("model_to_camera_spots", g["model_to_camera"]))
     fit = g.data["model_pts"] @ a[:, :2].T + a[:, 2]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 4))
+    fig, ax = new_figure(1, 2, figsize=(9, 4))
     ax[0].plot(cam[:, 0], cam[:, 1], "o", mfc="none", label="measured spots")
     ax[0].plot(fit[:, 0], fit[:, 1], "+", label="affine fit")
     ax[0].invert_yaxis()
@@ -71,14 +62,12 @@ def _fig_geometry(cal: CalibrationSet, path: Path) -> None:
     ax[1].set_title(f"residuals, rms {g.residuals['rms_px']:.3f} px")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _fig_lut(cal: CalibrationSet, path: Path) -> None:
-    plt = _plt()
     lut = cal.lut
     lv, dl = lut.data["levels"], lut.data["delta_rad"]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, ax = new_figure(1, 2, figsize=(9, 3.5))
     ax[0].plot(lut.data["levels"], lut.data["p0"], "o", ms=3, label="zero order (measured)")
     ax[0].plot(lut.data["levels"], lut.data["p1"], "s", ms=3, label="±1 orders (measured)")
     ax[0].plot(lv, lut.data["p0"] + lut.residuals["power_residual0"], "-", label="fit")
@@ -92,11 +81,9 @@ def _fig_lut(cal: CalibrationSet, path: Path) -> None:
     ax[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _fig_wavefront(cal: CalibrationSet, path: Path) -> None:
-    plt = _plt()
     wf = cal.wavefront
     frames, fitted = wf.data["frames"], wf.data["fitted"]
     resid = wf.residuals["residual_maps"]
@@ -104,7 +91,7 @@ def _fig_wavefront(cal: CalibrationSet, path: Path) -> None:
     ys, xs = np.nonzero(mask)
     sl = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     n = len(frames)
-    fig, ax = plt.subplots(3, n, figsize=(2.2 * n, 6.6), squeeze=False)
+    fig, ax = new_figure(3, n, figsize=(2.2 * n, 6.6), squeeze=False)
     for k in range(n):
         vmax = float(frames[k][sl].max())
         for r, (img, name) in enumerate(((frames[k], "measured"), (fitted[k], "fitted"),
@@ -119,17 +106,15 @@ def _fig_wavefront(cal: CalibrationSet, path: Path) -> None:
     fig.suptitle("phase diversity: measured / twin / residual (residual scale ×4)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _fig_model(cal: CalibrationSet, path: Path) -> None:
-    plt = _plt()
     m = cal.model
     meas, fit = m.data.get("measured"), m.data.get("fitted")
     if meas is None or fit is None:
         return
     k = min(4, len(meas))
-    fig, ax = plt.subplots(3, k, figsize=(2.2 * k, 6.6), squeeze=False)
+    fig, ax = new_figure(3, k, figsize=(2.2 * k, 6.6), squeeze=False)
     for i in range(k):
         for r, img in enumerate((meas[i], fit[i], meas[i] - fit[i])):
             lim = float(np.abs(img).max()) or 1.0
@@ -142,7 +127,6 @@ def _fig_model(cal: CalibrationSet, path: Path) -> None:
     ax[2, 0].set_ylabel("residual")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 _FIGURES = {"dark": _fig_dark, "geometry": _fig_geometry, "lut": _fig_lut,

@@ -210,13 +210,10 @@ def table(result: dict[str, Any]) -> str:
 
 def figure(result: dict[str, Any], path: Path) -> Path:
     """SSIM against captures, one panel per dataset, mean ± std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from simulation.figures import new_figure
 
     counts = np.asarray(result["counts"])
-    fig, axes = plt.subplots(1, len(result["datasets"]), figsize=(4 * len(result["datasets"]),
+    fig, axes = new_figure(1, len(result["datasets"]), figsize=(4 * len(result["datasets"]),
                                                                   3.4), sharey=True)
     for ax, ds in zip(np.atleast_1d(axes), result["datasets"], strict=True):
         for method, style in zip(METHODS, ("k--", "o-", "s-"), strict=True):
@@ -232,7 +229,6 @@ def figure(result: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"{Path(result['bench']).name}{flaws}: {len(result['seeds'])} seed(s)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -1,9 +1,7 @@
 """Figures people look at, written as PNG.
 
-Figures are built on ``matplotlib.figure.Figure`` directly (``new_figure``), never through
-``pyplot``: nothing here selects a backend or touches pyplot's global state, so importing this
-module (or saving a figure) in Jupyter leaves inline plotting as it was, and figures are freed when
-they go out of scope instead of piling up in pyplot's registry.
+Figures are built with ``simulation.figures.new_figure`` (no pyplot, no backend switch: a
+Jupyter user keeps inline plots).
 """
 
 from __future__ import annotations
@@ -11,21 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "save_image_grid"]
+from simulation.figures import new_figure
 
-
-def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
-    """A pyplot-free ``Figure`` and its axes (``Figure.subplots``; keyword ``figsize`` etc.).
-
-    Keyword arguments ``figsize`` and ``dpi`` go to ``Figure``; the rest to ``subplots``.
-    """
-    fig = Figure(figsize=kwargs.pop("figsize", None), dpi=kwargs.pop("dpi", None))
-    return fig, fig.subplots(nrows, ncols, **kwargs)
+__all__ = ["save_image_grid"]
 
 
 def _as_display(img) -> np.ndarray:

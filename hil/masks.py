@@ -293,7 +293,7 @@ def write_grey_image(grey: np.ndarray, path: str | os.PathLike, fmt: str | None 
 
 def plot_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
     """PNG of every channel's wrapped phase, with the metadata in the title."""
-    from hil.figures import new_figure
+    from simulation.figures import new_figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

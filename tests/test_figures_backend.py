@@ -26,6 +26,23 @@ CASES = {
         from hil.masks import plot_mask, vortex_mask
         plot_mask(vortex_mask(), OUT / "m.png")
     """,
+    "calibration.report.write_report": """
+        import numpy as np
+        from calibration import CalibrationSet, StepResult
+        from calibration.report import write_report
+        dark = StepResult("dark", values={"dark_frame": np.zeros((8, 8), np.float32),
+                                          "gain_counts_per_electron": 0.4,
+                                          "read_noise_counts": 2.0, "dark_level_counts": 1.0},
+                          residuals={"ptc_offset_counts2": 4.0},
+                          data={"ptc_signal": np.arange(5.0), "ptc_variance": np.arange(5.0)})
+        write_report(CalibrationSet(dark=dark), OUT)
+    """,
+    "experiments.paper.figures (import)": """
+        import experiments.paper.figures
+        import matplotlib.figure
+        fig = matplotlib.figure.Figure()
+        fig.savefig(OUT / "f.png")
+    """,
     # a control: code that switches the backend must be reported
     "control: matplotlib.use('Agg')": """
         import matplotlib
@@ -51,4 +68,4 @@ def test_saving_a_figure_keeps_the_users_backend(case, tmp_path):
         assert backend == "agg"
     else:
         assert backend == "template"
-        assert any(tmp_path.glob("*.png"))
+        assert any(tmp_path.rglob("*.png"))

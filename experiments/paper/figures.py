@@ -1,4 +1,4 @@
-"""The study's figures (matplotlib, Agg, PNG): one function per figure, each reading
+"""The study's figures (matplotlib without pyplot, PNG): one function per figure, each reading
 the aggregated results and returning the file name it wrote. Error bars: mean ± std
 over seeds."""
 
@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from simulation.figures import new_figure
 
 __all__ = ["make_figures"]
 
@@ -25,13 +23,12 @@ def _xy(d: dict, key: str | None = None):
 def _save(fig, out: Path, name: str) -> str:
     fig.tight_layout()
     fig.savefig(out / name, dpi=110)
-    plt.close(fig)
     return name
 
 
 def fig_synthetic(r: dict, out: Path) -> str:
     syn = r["synthetic"]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, ax = new_figure(1, 2, figsize=(10, 3.8))
     for a, key, label in ((ax[0], "h_svd", "H_SVD (σ/Σσ, log₂)"),
                           (ax[1], "omega_k", "Ω_k (cycles/px)")):
         x, m, s = _xy(syn["speckle"], key)
@@ -48,7 +45,7 @@ def fig_synthetic(r: dict, out: Path) -> str:
 
 def fig_learnability(r: dict, out: Path) -> str:
     learn = r["learnability"]
-    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, ax = new_figure(1, 3, figsize=(14, 3.8))
     for i, g in enumerate(sorted(learn, key=float)):
         c = learn[g]["curve"]
         e, m, s = np.array(c["epochs"]), np.array(c["mean"]), np.array(c["std"])
@@ -92,7 +89,7 @@ def fig_learnability(r: dict, out: Path) -> str:
 
 def fig_transfer(r: dict, out: Path) -> str:
     tr = r["transfer"]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = new_figure(1, 2, figsize=(11, 4))
     for i, s in enumerate(sorted(tr["ssim"])):
         x, m, sd = _xy(tr["ssim"][s])
         ax[0].errorbar(x, m, sd, marker="o", capsize=3, color=f"C{i}", label=s)
@@ -127,13 +124,13 @@ def _heat(a, mean, std, labels, title):
             for j in range(mean.shape[1]):
                 a.text(j, i, f"{mean[i, j]:.2f}\n±{std[i, j]:.2f}", ha="center", va="center",
                        fontsize=5 if len(labels) > 5 else 7, color="w")
-    plt.colorbar(im, ax=a, fraction=0.046)
+    a.figure.colorbar(im, ax=a, fraction=0.046)
 
 
 def fig_swapped(r: dict, out: Path) -> str:
     sw = r["swapped"]
     labels = [f"{float(g):g}" for g in sw["gammas"]]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4.6))
+    fig, ax = new_figure(1, 2, figsize=(11, 4.6))
     m = sw["matrices"]
     _heat(ax[0], m["h_svd"]["mean"], m["h_svd"]["std"], labels, "H_SVD of the swapped set")
     _heat(ax[1], m["ssim:mean"]["mean"], m["ssim:mean"]["std"], labels,
@@ -145,7 +142,7 @@ def fig_swapped(r: dict, out: Path) -> str:
 def fig_distillation(r: dict, out: Path) -> str:
     d = r["distillation"]
     sets = sorted(d)
-    fig, ax = plt.subplots(1, max(1, len(sets)), figsize=(4.6 * max(1, len(sets)), 3.8),
+    fig, ax = new_figure(1, max(1, len(sets)), figsize=(4.6 * max(1, len(sets)), 3.8),
                            squeeze=False)
     for a, s in zip(ax[0], sets, strict=False):
         x, m, sd = _xy(d[s]["test_accuracy"])
@@ -175,7 +172,7 @@ def fig_designs(r: dict, out: Path) -> str:
     des = r["designs"]["designs"]
     names = sorted(des)
     sets = sorted({s for d in des.values() for s in d})
-    fig, ax = plt.subplots(2, 1, figsize=(max(6, 1.6 * len(sets) * len(names) / 2), 6))
+    fig, ax = new_figure(2, 1, figsize=(max(6, 1.6 * len(sets) * len(names) / 2), 6))
     w = 0.8 / max(1, len(names))
     for row, key, label in ((0, "ssim", "SSIM"), (1, "test_accuracy", "held-out accuracy")):
         for i, n in enumerate(names):
@@ -196,7 +193,7 @@ def fig_designs(r: dict, out: Path) -> str:
 
 def fig_timing(r: dict, out: Path) -> str:
     t = r["timing"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, (ax, ax2) = new_figure(1, 2, figsize=(11, 3.6))
     trace = t.get("phase_retrieval_ssim_by_iteration", {})
     its = sorted(int(k) for k in trace)
     ax2.plot(its, [trace[str(k)] for k in its], "o-", color="C3", label="phase retrieval")
@@ -227,7 +224,7 @@ def fig_attention(r: dict, out: Path) -> str:
     x = np.array([float(g) for g in gs])
     ctrl = at["control"]["random_weights"]
     ncol = min(6, len(gs))
-    fig = plt.figure(figsize=(max(12.0, 2.2 * ncol), 7.2))
+    fig, _ = new_figure(None, figsize=(max(12.0, 2.2 * ncol), 7.2))
     grid = fig.add_gridspec(2, 3 * ncol, height_ratios=[1.25, 1.0])
     w = 3 * ncol // 3
     panels = [fig.add_subplot(grid[0, i * w:(i + 1) * w]) for i in range(3)]
