@@ -10,7 +10,7 @@ ifneq ($(wildcard ../shared/data),)
 export HIL_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test install install-test lint bench clean
+.PHONY: demo test test-fast install install-test lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -q
+
+# the edit loop: everything but the tests marked slow (full calibrations, the notebook, the
+# main job, large fits); `make test` runs them all
+test-fast: $(VENV)/.installed-test
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

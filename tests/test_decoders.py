@@ -25,6 +25,7 @@ def small_set(encoder):
     return imgs, encode_batched(encoder, imgs)
 
 
+@pytest.mark.slow
 def test_ridge_with_zero_alpha_is_least_squares(small_set, encoder):
     imgs, pats = small_set
     dec = LinearDecoder(alpha=0.0).fit(pats, imgs, encoder=encoder)
@@ -157,6 +158,7 @@ def _plain_float32_solve(X, Y, a):
     return torch.cholesky_solve(B, torch.linalg.cholesky(G + a * eye))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["well-conditioned", "speckle"])
 def test_fast_gram_ridge_matches_float64_at_smallest_alpha(case, small_set):
     """The ridge fit builds XᵀX from centred float32 products accumulated in float64;

@@ -166,6 +166,7 @@ def test_hinge_threshold_finds_the_knee():
     assert fit["tau"] == pytest.approx(0.1, abs=0.01) and fit["b"] == pytest.approx(2.0, rel=0.05)
 
 
+@pytest.mark.slow
 def test_dk_softmax_matches_the_paper_classifier_held_out():
     """The ``paper`` scale's single D×K softmax (full-batch L-BFGS) and the paper's
     factorised D×D·D×K classifier (minibatch Adam) are the same function class; on a

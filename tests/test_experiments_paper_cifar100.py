@@ -60,6 +60,7 @@ def test_synthetic_cifar100_loads_through_load_dataset(cifar100_dir):
     assert split["source"] == "train split / test split"
 
 
+@pytest.mark.slow
 def test_study_classifies_cifar100_and_judges_the_sixty_percent_claim(cifar100_dir,
                                                                      tmp_path):
     from experiments.paper import config_for, run_study

@@ -55,6 +55,7 @@ def _count(h5) -> int:
         return int(f.attrs["n_complete"])
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume(tmp_path):
     bench = bench_toml(tmp_path / "bench.toml")
     dec = tmp_path / "dec.pt"
