@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any
 
+from hil.cli_args import positive_int
+
 
 def _ours() -> list[dict[str, Any]]:
     have_sim = importlib.util.find_spec("pyvisa_sim") is not None
@@ -202,16 +204,6 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _averaging(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser("devices", help="list device backends, check a bench file",
                        description="SLMs, cameras and VISA instruments (see devices/).")
@@ -227,8 +219,8 @@ def register(sub: Any) -> None:
                          description="BENCH is a TOML file or a shipped example "
                          "(sim.toml, sim-realistic.toml, holoeye-basler.toml, ...).")
     pc.add_argument("bench", help="bench TOML file or shipped example name")
-    pc.add_argument("--averaging", type=_averaging, default=1, help="frames to average")
-    pc.add_argument("--frames", type=_averaging, default=5,
+    pc.add_argument("--averaging", type=positive_int, default=1, help="frames to average")
+    pc.add_argument("--frames", type=positive_int, default=5,
                     help="frames grabbed to measure the frame rate (default 5)")
     pc.add_argument("--json", action="store_true", help="machine-readable output")
     pc.set_defaults(func=_cmd_check)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from hil.cli import UserError
+from hil.cli_args import positive_int
 from hil.output_paths import check_output_dir
 
 __all__ = ["register", "render_overlay", "LivePatterns"]
@@ -259,22 +260,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="calibration directory or .h5 (geometry, dark frame, imaging config)")
     p.add_argument("--pattern", choices=("spots", "encoder", "flat"), default="spots",
                    help="what the SLM shows (default spots: four gratings, expected spots)")
-    p.add_argument("--frames", type=_positive_int, default=None,
+    p.add_argument("--frames", type=positive_int, default=None,
                    help="frames to show (default: 10 to --out, until q with a window)")
     p.add_argument("--out", default=None, help="write PNG frames and live.json here")
-    p.add_argument("--size", type=_positive_int, default=32,
+    p.add_argument("--size", type=positive_int, default=32,
                    help="model grid N without a calibration (default 32)")
     p.add_argument("--exposure", type=float, default=None, help="camera exposure, seconds")
     p.add_argument("--laser-on", action="store_true",
                    help="switch the laser output on (off again on exit)")
     p.set_defaults(func=_cmd_live)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UserError
-from .commands_sim import _positive_float, _positive_int
+from .cli_args import positive_float, positive_int
 
 __all__ = ["register"]
 
@@ -44,12 +44,12 @@ def register(sub) -> None:
                      "hash matches decoders trained with `hil train --charges ...`.")
     n.add_argument("--charges", type=int, nargs="+", default=[1, 3],
                    help="vortex charges, one channel each (default 1 3)")
-    n.add_argument("--size", type=_positive_int, default=32, help="model grid N (default 32)")
-    n.add_argument("--xmax", type=_positive_float, default=10.0, help="model half-width")
-    n.add_argument("--focal", type=_positive_float, default=8.0, help="model lens focal")
-    n.add_argument("--phase-depth", type=_positive_float, default=math.pi / 2,
+    n.add_argument("--size", type=positive_int, default=32, help="model grid N (default 32)")
+    n.add_argument("--xmax", type=positive_float, default=10.0, help="model half-width")
+    n.add_argument("--focal", type=positive_float, default=8.0, help="model lens focal")
+    n.add_argument("--phase-depth", type=positive_float, default=math.pi / 2,
                    help="object phase depth, radians (default π/2)")
-    n.add_argument("--wav-um", type=_positive_float, default=0.633,
+    n.add_argument("--wav-um", type=positive_float, default=0.633,
                    help="wavelength the mask is for, µm (default 0.633)")
     n.add_argument("--out", "-o", type=_mask_path, required=True, help="mask file (.npz/.h5)")
     n.add_argument("--force", action="store_true", help="overwrite an existing --out")
@@ -82,13 +82,13 @@ def register(sub) -> None:
                      "(s×s blocks, centred, zero phase around it; zero phase = the top grey "
                      "level), one image per channel.")
     e.add_argument("mask", type=Path, help="mask file (.npz/.h5)")
-    e.add_argument("--slm-shape", type=_positive_int, nargs=2, required=True,
+    e.add_argument("--slm-shape", type=positive_int, nargs=2, required=True,
                    metavar=("H", "W"), help="SLM rows and columns")
     e.add_argument("--format", choices=("png", "bmp"), default=None,
                    help="image format (default: --out's suffix, else png)")
-    e.add_argument("--bitdepth", type=_positive_int, default=8,
+    e.add_argument("--bitdepth", type=positive_int, default=8,
                    help="SLM grey-level bits (default 8; above 8 needs png)")
-    e.add_argument("--wav-design-um", type=_positive_float, default=None,
+    e.add_argument("--wav-design-um", type=positive_float, default=None,
                    help="wavelength at which the SLM's grey range is 2π (default: the mask's)")
     e.add_argument("--channel", type=int, default=None,
                    help="one channel only (default: every channel, one file each)")

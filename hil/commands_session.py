@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .commands_sim import DATASETS, _positive_float, _positive_int
+from .cli_args import nonnegative_int, positive_float, positive_int
+from .commands_sim import DATASETS
 
 
 def register(sub) -> None:
@@ -25,7 +26,7 @@ def register(sub) -> None:
                    help="calibration directory or .h5 (dark frame, geometry, LUT, aberrations)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--n", type=_positive_int, default=500, help="number of images")
+    p.add_argument("--n", type=positive_int, default=500, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="random subset seed")
     p.add_argument("--out", "-o", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -34,8 +35,8 @@ def register(sub) -> None:
                    "calibration's imaging mode, else sequential)")
     p.add_argument("--geometry", choices=("calibrated", "nominal"), default=None,
                    help="camera->model map (default: calibrated when available)")
-    p.add_argument("--exposure-s", type=_positive_float, default=None)
-    p.add_argument("--averaging", type=_positive_int, default=None,
+    p.add_argument("--exposure-s", type=positive_float, default=None)
+    p.add_argument("--averaging", type=positive_int, default=None,
                    help="frames averaged per capture (default: the calibration's, else 1)")
     p.add_argument("--retries", type=int, default=None,
                    help="retries of a failed capture (default: the calibration's, else 2)")
@@ -44,7 +45,7 @@ def register(sub) -> None:
                    help="a LinearSoftmaxClassifier.save file (weights + JSON; nothing in it "
                    "runs), to report the accuracy of the reconstructions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--drift-every", type=_drift_every, default=0, metavar="K",
+    p.add_argument("--drift-every", type=nonnegative_int, default=0, metavar="K",
                    help="show a reference pattern every K images, measure the drift of the "
                    "camera image against the one shown first and correct the geometry on the "
                    "fly (hil.drift; recorded in run.json and per capture). Costs one image's "
@@ -60,16 +61,6 @@ def register(sub) -> None:
                    help="run although the decoder, mask, calibration, bench or imaging "
                    "settings do not belong together (recorded in run.json)")
     p.set_defaults(func=cmd_run)
-
-
-def _drift_every(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: off), got {v}")
-    return v
 
 
 def cmd_run(args: argparse.Namespace) -> int:

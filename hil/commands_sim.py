@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -11,41 +10,22 @@ from pathlib import Path
 import numpy as np
 
 from .cli import UserError
+from .cli_args import positive_float, positive_int
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "digits")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return v
-
-
 def register(sub) -> None:
     p = sub.add_parser("train", help="fit a decoder on synthetic speckle (simulated optics)",
                        description="Generate speckle of density γ, encode it with the dual-vortex "
                        "twin and fit a linear decoder; write the decoder file.")
-    p.add_argument("--gamma", type=_positive_float, default=15.0, help="speckle γ (default 15)")
-    p.add_argument("--count", type=_positive_int, default=10000, help="training images")
+    p.add_argument("--gamma", type=positive_float, default=15.0, help="speckle γ (default 15)")
+    p.add_argument("--count", type=positive_int, default=10000, help="training images")
     p.add_argument("--method", choices=("ridge", "adam"), default="ridge",
                    help="ridge: closed form (default); adam: the paper protocol")
-    p.add_argument("--epochs", type=_positive_int, default=5000, help="Adam epochs (paper: 5000)")
+    p.add_argument("--epochs", type=positive_int, default=5000, help="Adam epochs (paper: 5000)")
     p.add_argument("--alpha", type=float, default=None,
                    help="ridge regularisation (default: chosen on a held-out split)")
     p.add_argument("--charges", type=int, nargs="+", default=[1, 3],
@@ -57,23 +37,23 @@ def register(sub) -> None:
                    help="fine-tune on a bench (forward on the bench, backward through the twin), "
                    "starting from --calibration's best decoder; the result is kept only if "
                    "the SSIM on held-out captured speckles improves")
-    p.add_argument("--holdout", type=_positive_int, default=None,
+    p.add_argument("--holdout", type=positive_int, default=None,
                    help="--on-bench: held-out captured speckles that decide whether the "
                    "result is kept (default 32)")
     p.add_argument("--calibration", type=Path, default=None, metavar="DIR",
                    help="calibration directory for --on-bench")
-    p.add_argument("--steps", type=_positive_int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="--on-bench: number of hardware-in-the-loop steps")
     p.add_argument("--learn-mask", action="store_true",
                    help="learn the phase masks end to end through the twin (started from the "
                    "vortex of --charges), fit the decoder for them, and write the mask file "
                    "next to the decoder; with --on-bench, learn them on the bench (kept only "
                    "if the held-out captured SSIM improves)")
-    p.add_argument("--mask-steps", type=_positive_int, default=100,
+    p.add_argument("--mask-steps", type=positive_int, default=100,
                    help="--learn-mask: Adam steps on masks and decoder together (default 100)")
-    p.add_argument("--mask-lr", type=_positive_float, default=1e-2,
+    p.add_argument("--mask-lr", type=positive_float, default=1e-2,
                    help="--learn-mask: learning rate of the masks (default 0.01)")
-    p.add_argument("--mask-count", type=_positive_int, default=256,
+    p.add_argument("--mask-count", type=positive_int, default=256,
                    help="--learn-mask: training images used in the end-to-end steps "
                    "(default 256, at most --count)")
     p.add_argument("--mask-out", type=Path, default=None,
@@ -87,7 +67,7 @@ def register(sub) -> None:
     p.add_argument("decoder", type=Path, help="decoder file from `hil train`")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--n", type=_positive_int, default=1000, help="number of images")
+    p.add_argument("--n", type=positive_int, default=1000, help="number of images")
     p.add_argument("--colour", choices=("grey", "channels"), default="grey",
                    help="CIFAR as grey (mean of RGB) or channel by channel")
     p.add_argument("--seed", type=int, default=None, help="random subset (default: the first n)")
@@ -100,9 +80,9 @@ def register(sub) -> None:
                        "radial spatial frequency, cycles/pixel) per image, summarised.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", choices=DATASETS)
-    src.add_argument("--gamma", type=_positive_float, nargs="+", help="speckle γ value(s)")
+    src.add_argument("--gamma", type=positive_float, nargs="+", help="speckle γ value(s)")
     p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--n", type=_positive_int, default=500, help="images per set")
+    p.add_argument("--n", type=positive_int, default=500, help="images per set")
     p.add_argument("--power", action="store_true", help="power (σ², |F|²) normalisation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
