@@ -54,6 +54,15 @@ def _load_registrars():
             print(f"hil: warning: sub-command {ep.name!r} unavailable ({exc})", file=sys.stderr)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hil-diffraction")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hil",
@@ -61,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(digital twin, decoders, devices, calibration, bench runs).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"hil {_version()}",
+                        help="print the package version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in _load_registrars():
         register(sub)

@@ -302,3 +302,14 @@ def test_schema_shows_the_upper_limits(capsys):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(key + ":"))
         assert limit in line, line
 
+
+
+def test_version_prints_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    from hil.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hil {version('hil-diffraction')}"
