@@ -1,4 +1,4 @@
-"""``hil calibrate BENCH --out DIR [--steps dark,geometry,lut,wavefront,model,decoders]``.
+"""``hil calibrate BENCH --out DIR [--steps settle,dark,geometry,lut,wavefront,model,decoders]``.
 
 Opens the bench, runs the calibration steps in bench-day order with progress
 (``calibration.run_calibration``), saves ``DIR/calibration.h5`` after every step and
@@ -119,8 +119,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("bench", help="bench TOML file (or a shipped name such as sim.toml)")
     p.add_argument("--out", required=True, help="output directory (calibration.h5, report)")
     p.add_argument("--steps", default=None,
-                   help="comma-separated steps (default: all): "
-                        "dark,geometry,lut,wavefront,model,decoders")
+                   help="comma-separated steps (default: all but the optional ones): "
+                        "dark,geometry,lut,wavefront,model,decoders; optional: settle "
+                        "(measures the SLM settle time, which later steps and runs use)")
     p.add_argument("--size", type=int, default=32, help="model grid N (default 32)")
     p.add_argument("--resume", action="store_true",
                    help="continue the calibration in --out: steps already complete with the "
