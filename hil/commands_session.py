@@ -35,7 +35,10 @@ def register(sub) -> None:
                    "calibration's imaging mode, else sequential)")
     p.add_argument("--geometry", choices=("calibrated", "nominal"), default=None,
                    help="camera->model map (default: calibrated when available)")
-    p.add_argument("--exposure-s", type=positive_float, default=None)
+    p.add_argument("--exposure-s", type=positive_float, default=None,
+                   help="fixed camera exposure in seconds; without it the run adjusts the "
+                   "exposure between images when captures saturate or are too dark "
+                   "(hil.capture_watch, recorded per capture)")
     p.add_argument("--averaging", type=positive_int, default=None,
                    help="frames averaged per capture (default: the calibration's, else 1)")
     p.add_argument("--retries", type=int, default=None,
