@@ -296,5 +296,4 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         values["decoder_files"] = files
     step = StepResult(name="decoders", values=values, residuals=scores,
                       devices=device_identities(bench))
-    step.objects = dict(decoders)  # not saved; for the caller
     return step

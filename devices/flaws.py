@@ -62,7 +62,7 @@ import numpy as np
 
 from devices.sim_zernike import noll_nm, zernike_phase
 
-__all__ = ["Flaws", "draw_flaws", "no_flaws", "with_sim_flaws", "SOURCE_SHAPES"]
+__all__ = ["Flaws", "draw_flaws", "with_sim_flaws", "SOURCE_SHAPES"]
 
 ZERNIKE_TERMS = (4, 5, 6, 7, 8)
 HIGH_ORDER_TERMS = tuple(range(9, 29))  # Noll 9-28: radial orders 3-6 beyond the fitted ones
@@ -250,11 +250,6 @@ class Flaws:
             "camera_mirror": self.camera_mirror,
             "slm_phase_span": self.gamma_span,
         }
-
-
-def no_flaws() -> Flaws:
-    """An ideal bench: every flaw at its neutral value."""
-    return Flaws()
 
 
 def draw_flaws(seed: int, *, max_offset_px: float = 8.0,
