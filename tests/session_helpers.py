@@ -25,6 +25,23 @@ CALIBRATION_BENCH = {
 }
 
 
+def tiny_sim_bench(seed: int = 1, laser: bool = False, flaws: dict | None = None,
+                   **camera) -> dict:
+    """A 128x128 SLM and a 96x128 camera (noise and zero order off unless given), with an
+    optional power-controlled laser and an optional [sim_flaws] table."""
+    cam = {"backend": "sim", "shape": [96, 128], "focal_length_mm": 12.0, "noise": False,
+           "zero_order_fraction": 0.0}
+    cam.update(camera)
+    d = {"seed": seed, "slm": {"backend": "sim", "shape": [128, 128]}, "camera": cam}
+    if laser:
+        d["laser"] = {"backend": "sim", "control": "power", "max_power_mW": 20.0,
+                      "setpoint": 10.0, "output": "on"}
+        cam.setdefault("reference_power_mW", 10.0)
+    if flaws is not None:
+        d["sim_flaws"] = flaws
+    return d
+
+
 def small_bench(**camera) -> dict:
     """The small bench dict, with camera keys overridden (faults, noise, ...)."""
     cfg = copy.deepcopy(SMALL_BENCH)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from session_helpers import tiny_sim_bench
 
 from devices import ConfigError, open_bench
 from devices.config import SCHEMA, load_config
@@ -36,17 +37,7 @@ ALL_ON = {"crosstalk_sigma_px": 0.6, "phase_span_variation": 0.05, "flicker_rad_
 
 
 def bench(seed=1, laser=True, flaws=None, **camera):
-    cam = {"backend": "sim", "shape": [96, 128], "focal_length_mm": 12.0, "noise": False,
-           "zero_order_fraction": 0.0}
-    cam.update(camera)
-    d = {"seed": seed, "slm": {"backend": "sim", "shape": [128, 128]}, "camera": cam}
-    if laser:
-        d["laser"] = {"backend": "sim", "control": "power", "max_power_mW": 20.0,
-                      "setpoint": 10.0, "output": "on"}
-        cam.setdefault("reference_power_mW", 10.0)
-    if flaws is not None:
-        d["sim_flaws"] = flaws
-    return d
+    return tiny_sim_bench(seed, laser, flaws, **camera)
 
 
 def blaze(slm, kx, ky):

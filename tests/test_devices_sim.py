@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from session_helpers import tiny_sim_bench
 
 from devices import (
     DeviceDisconnected,
@@ -17,15 +18,7 @@ from devices.flaws import draw_flaws
 
 
 def bench_dict(seed=1, laser=False, **camera):
-    cam = {"backend": "sim", "shape": [96, 128], "focal_length_mm": 12.0, "noise": False,
-           "zero_order_fraction": 0.0}
-    cam.update(camera)
-    d = {"seed": seed, "slm": {"backend": "sim", "shape": [128, 128]}, "camera": cam}
-    if laser:
-        d["laser"] = {"backend": "sim", "control": "power", "max_power_mW": 20.0,
-                      "setpoint": 10.0, "output": "on"}
-        cam.setdefault("reference_power_mW", 10.0)
-    return d
+    return tiny_sim_bench(seed, laser, **camera)
 
 
 def blaze(slm, kx, ky):
