@@ -49,7 +49,7 @@ def layer_violations(modules: dict[str, Path]) -> list[str]:
     bad = []
     for name, path in modules.items():
         own = LAYERS.index(name.split(".")[0])
-        for imp in _imports(name, path):
+        for imp in sorted(_imports(name, path)):
             top = imp.split(".")[0]
             if top in LAYERS and LAYERS.index(top) < own:
                 bad.append(f"{name} imports {imp}")
