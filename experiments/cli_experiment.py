@@ -47,8 +47,9 @@ def register(subparsers) -> None:
         "OUT/cells are reused.")
     paper.add_argument("--scale", choices=("small", "paper", "full", "tiny"), default="small",
                        help="small: ~5 min on 2 cores; paper: the paper's data sizes through "
-                       "closed forms (about an hour; an estimate is printed first); full: the "
-                       "paper's literal Adam protocol (many hours); tiny: a smoke test")
+                       "closed forms (estimated ~1.5 h on 2 cores; a projection is printed "
+                       "first); full: the paper's literal Adam protocol (many hours); tiny: a "
+                       "smoke test")
     paper.add_argument("--out", required=True, help="output directory")
     paper.add_argument("--seeds", type=int, default=None,
                        help="seeds per cell (default: 3; 2 at the tiny scale)")

@@ -3,9 +3,11 @@
 ``full`` is the paper's scale (paper-spec §10: 10,000 speckles per γ, Adam 5,000 epochs,
 the 10 × 10 swapped grid, the classifier's 100 epochs); ``paper`` has the paper's data
 sizes (every test image, every training image for the classifiers) through closed forms
-and a D×K softmax fitted full batch, to fit in about an hour; ``small`` keeps every step and
-every γ-trend but trims counts so the whole study fits in about five minutes on two
-otherwise idle CPU cores; ``tiny`` (two seeds, two γ) is a smoke test for the tests only.
+and a D×K softmax fitted full batch (aimed at an hour on 2 cores; the last estimate, from
+per-cell CPU time, is about 90 min; the study prints its own projection before it starts);
+``small`` keeps every step and every γ-trend but trims counts so the whole study fits in
+about five minutes on two otherwise idle CPU cores; ``tiny`` (two seeds, two γ) is a smoke
+test for the tests only.
 """
 
 from __future__ import annotations
