@@ -20,31 +20,45 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hil.cli import UserError
 from hil.output_paths import check_output_dir
+
+if TYPE_CHECKING:
+    from calibration import CalibrationSet
+
+
+def _output_and_previous(args: argparse.Namespace, resume_does: str
+                         ) -> tuple[Path, CalibrationSet | None]:
+    """``--out`` checked as a writable directory, and the calibration ``--resume`` continues
+    (None without it); refused when ``--out`` already holds one and neither ``--resume``
+    nor ``--force`` says what to do with it."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a directory")
+    check_output_dir(out, "--out")
+    if args.resume:
+        from calibration import CalibrationSet
+
+        return out, CalibrationSet.load(out)
+    if (out / "calibration.h5").exists() and not args.force:
+        raise UserError(f"--out: {out} already holds a calibration; use --resume to "
+                        f"{resume_does} or --force to replace it")
+    return out, None
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from calibration import CalibrationSet, parse_steps, run_calibration
+    from calibration import parse_steps, run_calibration
     from calibration.truth import errors_vs_truth
     from devices import DeviceError, open_bench
 
     if args.import_slmsuite:
         return _cmd_import_slmsuite(args)
     parse_steps(args.steps)  # a bad --steps is refused before the bench opens
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} exists and is not a directory")
-    check_output_dir(out, "--out")  # before the bench opens: no capture for nothing
-    previous = None
-    if args.resume:
-        previous = CalibrationSet.load(out)
-    elif (out / "calibration.h5").exists() and not args.force:
-        raise UserError(f"--out: {out} already holds a calibration; use --resume to continue "
-                        "it or --force to replace it")
+    out, previous = _output_and_previous(args, "continue it")  # before the bench opens
     options = {}
     if args.options:
         try:
@@ -75,7 +89,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _cmd_import_slmsuite(args: argparse.Namespace) -> int:
     """``--import-slmsuite FILE...``: slmsuite's saved calibrations -> our steps, saved."""
-    from calibration import CalibrationSet
     from calibration.slmsuite_import import import_slmsuite
     from calibration.truth import errors_vs_truth
     from devices import DeviceError, open_bench
@@ -83,16 +96,7 @@ def _cmd_import_slmsuite(args: argparse.Namespace) -> int:
     if args.steps:
         raise UserError("--steps: not with --import-slmsuite (import first, then run "
                         "`hil calibrate ... --resume --steps ...` for the remaining steps)")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} exists and is not a directory")
-    check_output_dir(out, "--out")
-    previous = None
-    if args.resume:
-        previous = CalibrationSet.load(out)
-    elif (out / "calibration.h5").exists() and not args.force:
-        raise UserError(f"--out: {out} already holds a calibration; use --resume to add the "
-                        "imported steps to it or --force to replace it")
+    out, previous = _output_and_previous(args, "add the imported steps to it")
     try:
         with open_bench(args.bench) as bench:
             cal = import_slmsuite(bench, args.import_slmsuite, size=args.size,

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ._checks import as_tensor, check_choice, check_images, check_positive
 from ._checks import default_device as _default_device
-from .ridge_linalg import centred_gram, eigh_cpu_one_thread
+from .ridge_linalg import alpha_scan, centred_gram, eigh_cpu_one_thread
 from .sensor import normalise_channels, normalise_for_decoder
 from .weightfile import load_weight_file, save_weight_file, weights_sha256
 
@@ -224,20 +224,7 @@ class LinearDecoder:
             # only rank the candidates run in float32 (their inputs are float32 already);
             # the final solve below is float64.
             proj = evecs.T @ Bt.float()
-            Xv, Yv = X[va], Y[va]
-            A = Xv @ evecs
-            # val MSE(α) = (dᵀKd − 2·dᵀc + ‖Yv‖²)/m with d = 1/(λ+α): every candidate
-            # costs O(d²) after two Gram-sized products, not a (n_val × d × p) matmul.
-            K = (A.T @ A).double() * (proj @ proj.T).double()
-            c = ((A.T @ Yv).double() * proj.double()).sum(1)
-            yy, m = float((Yv.double() ** 2).sum()), Yv.numel()
-            scale = float(evals.mean())
-            grid = [scale * 10.0**e for e in torch.arange(-8, 2.01, 0.5).tolist()]
-            errs = []
-            for a in grid:
-                dv = 1.0 / (evals + a)
-                errs.append(max(float(dv @ K @ dv - 2 * dv @ c + yy) / m, 0.0))
-            best = min(range(len(grid)), key=errs.__getitem__)
+            grid, errs, best = alpha_scan(evals, evecs, proj, X[va], Y[va])
             alpha = grid[best]
             self.history_ = {"alpha_grid": grid, "val_mse": errs}
         else:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from simulation import LinearDecoder, normalise_for_decoder
+from simulation.ridge_linalg import alpha_scan
 
 from .common import evaluate_set
 
@@ -66,17 +67,7 @@ def float64_selection(patterns: torch.Tensor, images: torch.Tensor, seed: int,
     evals, evecs = torch.linalg.eigh(Xt.T @ Xt)
     evals = evals.clamp_min(0)
     proj = evecs.T @ (Xt.T @ Yt)
-    A = Xv @ evecs
-    K = (A.T @ A) * (proj @ proj.T)
-    c = ((A.T @ Yv) * proj).sum(1)
-    yy, m = float((Yv ** 2).sum()), Yv.numel()
-    scale = float(evals.mean())
-    grid = [scale * 10.0 ** e for e in torch.arange(-8, 2.01, 0.5).tolist()]
-    errs = []
-    for a in grid:
-        dv = 1.0 / (evals + a)
-        errs.append(max(float(dv @ K @ dv - 2 * dv @ c + yy) / m, 0.0))
-    best = int(np.argmin(errs))
+    grid, errs, best = alpha_scan(evals, evecs, proj, Xv, Yv)
     return {"alpha_grid": grid, "val_mse": errs, "index": best, "alpha": grid[best]}
 
 
