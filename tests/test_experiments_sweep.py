@@ -146,7 +146,7 @@ def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone between open() and read()
         return True
 
 
@@ -192,4 +192,7 @@ def test_workers_die_when_the_sweep_is_killed(tmp_path):
         for p in pid_dir.glob("*.pid"):  # never leave a worker behind, even on failure
             pid = int(p.read_text())
             if not _gone(pid):
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # exited after the check
+                    pass
