@@ -76,9 +76,83 @@ def section(results: dict, figure_prefix: str) -> str:
     for v in results["verdicts"]:
         lines.append(f"| {v['claim']} | **{v['verdict']}** | {v.get('headline', '')} |")
     lines.append("")
+    lines += _alpha_lines(results.get("alpha_robustness") or {})
+    lines += _distillation_lines(cfg, (results.get("results") or {}).get("distillation") or {})
+    lines += _run_lines(run)
     for name, caption in HEADLINE:
         lines += [f"**{caption}**", "", f"![{caption}]({figure_prefix}{name})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _pm(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± std`` of a summary ({mean, std, n}) in percent (or as is with scale 1)."""
+    if not stat or stat.get("mean") is None:
+        return "—"
+    return f"{stat['mean'] * scale:.{digits}f} ± {stat.get('std', 0.0) * scale:.{digits}f}"
+
+
+def _alpha_lines(rob: dict) -> list[str]:
+    """Which verdicts hold at both ends of the plausible ridge-α range."""
+    ridge = rob.get("ridge_alpha") or {}
+    if not ridge.get("computed"):
+        return []
+    keep, flip = [], []
+    for key, v in sorted((ridge.get("per_verdict") or {}).items()):
+        if v.get("survives") is None:
+            continue
+        ends = ", ".join(f"{end}: {verdict}" for end, verdict in v["verdicts"].items())
+        (keep if v["survives"] else flip).append(f"{key} ({ends})")
+    lines = ["**Ridge α.** The decoders' α is chosen on a speckle hold-out; each SSIM verdict "
+             "was recomputed at both ends of the plausible α range."]
+    if keep:
+        lines.append(f"Same verdict at both ends: {'; '.join(keep)}.")
+    if flip:
+        lines.append(f"**Verdict depends on α:** {'; '.join(flip)}.")
+    return [" ".join(lines), ""]
+
+
+def _distillation_lines(cfg: dict, dist: dict) -> list[str]:
+    """Held-out accuracy of one classifier on the paper-γ reconstructions against the
+    raw-image, raw-sensor and random-label controls, per image set."""
+    g = str(cfg.get("paper_gamma"))
+    rows = []
+    for name, d in dist.items():
+        acc = (d.get("test_accuracy") or {}).get(g)
+        if acc is None:
+            continue
+        base = d.get("baselines") or {}
+        rows.append(
+            f"| {name} | {_pm(acc)} | {_pm((base.get('raw') or {}).get('test_accuracy'))} | "
+            f"{_pm((base.get('sensor') or {}).get('test_accuracy'))} | "
+            f"{_pm((base.get('random-labels') or {}).get('test_accuracy'))} "
+            f"(chance {100.0 / d['n_classes']:.1f}) | {acc.get('n', '?')} | "
+            f"{d.get('n_test', '?'):,} | {d.get('split_source', '?')} |")
+    if not rows:
+        return []
+    return [f"**Feature distillation, held out.** Accuracy (%, mean ± std over seeds) of the same "
+            f"linear classifier ({cfg.get('clf_method')}, {cfg.get('clf_n_train'):,} training "
+            f"images at most) on γ = {g} reconstructions, on the raw images, on the raw sensor "
+            "patterns, and on raw images with permuted training labels (a control that must sit "
+            "at chance).", "",
+            "| image set | reconstructions | raw images | raw sensor | random labels | seeds | "
+            "test images | split |", "|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def _run_lines(run: dict) -> list[str]:
+    """What the run cost, where, as measured by the study itself."""
+    wall, cpu = run.get("sweep_wall_s"), run.get("cells_cpu_s")
+    if wall is None:
+        return []
+    machine = run.get("machine") or {}
+    reused = run.get("cells_reused", 0)
+    text = (f"**Cost of this run.** {run.get('cells', '?')} cells, sweep wall "
+            f"{wall / 60:.1f} min with {run.get('workers', '?')} workers on "
+            f"{machine.get('cpus', '?')} CPUs")
+    if cpu is not None:
+        text += f", {cpu / 60:.1f} CPU-min in the cells"
+    if reused:
+        text += f" ({reused} cells reused from an earlier pass, their time not in the wall)"
+    return [text + ".", ""]
 
 
 def replace_between_markers(text: str, new: str) -> str:

@@ -144,6 +144,8 @@ def test_readme_section_script(tiny_run, tmp_path):
     results = json.loads((out / "results.json").read_text())
     for v in results["verdicts"]:
         assert f"**{v['verdict']}**" in text
+    assert "Feature distillation, held out" in text and "Cost of this run" in text
+    assert f"{results['run']['cells']} cells" in text
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "missing.json")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
@@ -230,3 +232,35 @@ def test_cost_probe_times_two_cells_per_kind_and_projects(tmp_path):
     again = probe_estimate(cells, tmp_path, workers=2)
     assert again["kinds"][stats]["todo"] == 3 and again["kinds"][
         "experiments.paper.learnability:learn_cell"]["todo"] == 0
+
+
+def test_readme_section_lines_from_results():
+    """The distillation table, the α line and the run cost come from the results (and are
+    left out, not invented, when the results lack them)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import readme_figures as rf
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    stat = {"mean": 0.964, "std": 0.002, "n": 3, "values": [0.962, 0.964, 0.966]}
+    low = {"mean": 0.1, "std": 0.01, "n": 3}
+    dist = {"mnist": {"test_accuracy": {"15.0": stat}, "n_classes": 10, "n_test": 10_000,
+                      "split_source": "train split / test split",
+                      "baselines": {"raw": {"test_accuracy": low}}}}
+    lines = "\n".join(rf._distillation_lines({"paper_gamma": 15.0, "clf_method": "dk",
+                                              "clf_n_train": 60_000}, dist))
+    assert "| mnist | 96.4 ± 0.2 | 10.0 ± 1.0 | — | — (chance 10.0) | 3 | 10,000 |" in lines
+    assert rf._distillation_lines({"paper_gamma": 7.0}, dist) == []  # no γ = 7 row: nothing
+    rob = {"ridge_alpha": {"computed": True, "per_verdict": {
+        "fidelity": {"verdicts": {"chosen": "reproduced", "low": "reproduced",
+                                  "high": "refuted"}, "survives": False},
+        "cost": {"verdicts": {"chosen": "reproduced", "low": "reproduced",
+                              "high": "reproduced"}, "survives": True},
+        "fps": {"verdicts": {"chosen": "measured"}, "survives": None}}}}
+    text = " ".join(rf._alpha_lines(rob))
+    assert "**Verdict depends on α:** fidelity (chosen: reproduced, low: reproduced, high: " \
+           "refuted)" in text and "Same verdict at both ends: cost" in text and "fps" not in text
+    assert rf._alpha_lines({"ridge_alpha": {"computed": False}}) == []
+    cost = " ".join(rf._run_lines({"sweep_wall_s": 3600.0, "cells_cpu_s": 7200.0, "cells": 10,
+                                   "workers": 2, "machine": {"cpus": 2}}))
+    assert "sweep wall 60.0 min" in cost and "120.0 CPU-min" in cost
