@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from devices import SLM
-from simulation.atomic import atomic_path, write_bytes_atomic
+from simulation.atomic import atomic_path, savefig_atomic, write_image_atomic
 
 __all__ = ["PhaseMask", "save_mask", "load_mask", "mask_from_encoder", "vortex_mask",
            "load_onto_slm", "mask_grey_levels", "write_grey_image", "plot_mask"]
@@ -272,8 +272,6 @@ def write_grey_image(grey: np.ndarray, path: str | os.PathLike, fmt: str | None 
 
     ``fmt`` ("png" or "bmp") defaults to the suffix of ``path``.
     """
-    import cv2
-
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in ("png", "bmp"):
@@ -284,15 +282,12 @@ def write_grey_image(grey: np.ndarray, path: str | os.PathLike, fmt: str | None 
     if fmt == "bmp" and g.dtype != np.uint8:
         raise ValueError("format: BMP holds 8-bit grey levels only; use png for a "
                          f"{8 * g.itemsize}-bit SLM")
-    ok, buf = cv2.imencode(f".{fmt}", np.ascontiguousarray(g))
-    if not ok:
-        raise ValueError(f"{path}: OpenCV could not encode the grey levels as {fmt}")
-    write_bytes_atomic(path, buf.tobytes())
-    return path
+    return write_image_atomic(path, np.ascontiguousarray(g), fmt)
 
 
 def plot_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
-    """PNG of every channel's wrapped phase, with the metadata in the title."""
+    """PNG of every channel's wrapped phase, with the metadata in the title (written
+    atomically: temporary name, then rename)."""
     from simulation.figures import new_figure
 
     path = Path(path)
@@ -307,5 +302,4 @@ def plot_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
         ax.set_yticks([])
     fig.colorbar(im, ax=axes[0].tolist(), label="phase (rad, wrapped)", shrink=0.8)
     fig.suptitle(f"{mask.grid}x{mask.grid} mask, λ = {mask.wav_um:g} µm", fontsize=10)
-    fig.savefig(path, dpi=110)
-    return path
+    return savefig_atomic(fig, path, dpi=110)

@@ -2,11 +2,12 @@
 
 ``run_session(RunConfig(...))`` is ``hil run``: it opens the bench, loads the
 calibration and the decoder, images every input with ``calibration.imaging.BenchImager``
-and appends each capture to ``captures.h5`` as it arrives (``hil.runs.CaptureStore``),
+and appends each capture to ``captures.h5`` as it arrives (``hil.capture_store.CaptureStore``),
 then decodes the captures and writes ``results.json`` and a report (``report.md``
-with PNG figures). The run directory is the record (DESIGN.md §3):
+with PNG figures). The run directory is the record (docs/architecture.md §Run-directory):
 
-    run.json      config, versions, git commit, device identities, imaging settings, status
+    run.json      config, provenance (simulation.provenance: versions, git commit and
+                  dirty flag), device identities, imaging settings, status
     captures.h5   model windows + patterns (full frames with store_frames), one capture
                   per image, flushed after each
     results.json  per-image SSIM, mean SSIM, accuracy (with a classifier)
@@ -53,16 +54,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
+
+from simulation.atomic import write_text_atomic
 
 from .runs import (
     CAPTURES_FILE,
     CaptureStore,
     CaptureWriteError,
-    git_commit,
+    read_capture_header,
     read_captures,
-    versions,
+    run_provenance,
     write_json_atomic,
 )
 from .safety import signal_name
@@ -219,8 +221,8 @@ def run_session(cfg: RunConfig) -> int:
                              pipelined=cfg.pipelined).prepare()
         if not cfg.resume:
             record = {"format_version": RUN_FORMAT, "config": record_now,
-                      "created": time.time(), "git_commit": git_commit(),
-                      "versions": versions(), "devices": _devices(bench),
+                      "created": time.time(), **run_provenance(),
+                      "devices": _devices(bench),
                       "imaging": imager.describe(),
                       "calibration_steps": calibration.steps() if calibration else None,
                       "decoder": decoder.metadata(), "forced": forced,
@@ -450,19 +452,19 @@ def _report(out: Path, ref: Any, rec: Any, caps: dict[str, np.ndarray], res: dic
     save_image_grid(rows, labels, out / "reconstructions.png", n=8,
                     title=f"bench reconstructions: mean SSIM {res['ssim_mean']:.3f}",
                     captions=[f"SSIM {v:.2f}" for v in ssims[:8]])
-    with h5py.File(out / CAPTURES_FILE, "r") as f:
-        k = min(4, int(f.attrs["n_complete"]))
-        dark = np.asarray(f["dark"]) if "dark" in f else None
-        stored_windows = "windows" in f
-        if stored_windows:  # the model windows (k, C, h, w), dark-subtracted box by box
-            frames = np.asarray(f["windows"][:k], dtype=np.float32)
-            boxes = json.loads(f.attrs["window_boxes"]) if dark is not None else []
-            for c, (_, r0, r1, c0, c1) in enumerate(boxes):
-                frames[:, c] -= dark[r0:r1, c0:c1]
-        else:
-            frames = np.asarray(f["frames"][:k], dtype=np.float32)
-            if dark is not None:
-                frames -= dark
+    head = read_capture_header(out / CAPTURES_FILE)
+    stored_windows = head.window_shape is not None
+    first = read_captures(out / CAPTURES_FILE, frames=not stored_windows, limit=4)
+    dark = first.get("dark")
+    if stored_windows:  # the model windows (k, C, h, w), dark-subtracted box by box
+        frames = np.asarray(first["windows"], dtype=np.float32)
+        boxes = [] if dark is None or head.window_boxes is None else head.window_boxes.tolist()
+        for c, (_, r0, r1, c0, c1) in enumerate(boxes):
+            frames[:, c] -= dark[r0:r1, c0:c1]
+    else:
+        frames = np.asarray(first["frames"], dtype=np.float32)
+        if dark is not None:
+            frames -= dark
     frames = np.sqrt(np.maximum(frames, 0))
     if stored_windows:
         frames = frames.reshape(-1, *frames.shape[-2:])
@@ -485,6 +487,4 @@ def _report(out: Path, ref: Any, rec: Any, caps: dict[str, np.ndarray], res: dic
     lines += ["", "Configuration, versions and devices: `run.json`; per-image numbers: "
               "`results.json`; captures: `captures.h5`.", "",
               "![reconstructions](reconstructions.png)", "", "![captures](captures.png)", ""]
-    tmp = out / ".report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out / "report.md")
+    write_text_atomic(out / "report.md", "\n".join(lines))

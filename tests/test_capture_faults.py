@@ -53,8 +53,8 @@ CHILD = textwrap.dedent('''
     from test_capture_faults import _frames, _patterns, SHAPE
     path, limit, check = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
     if not check:
-        import hil.runs
-        hil.runs._check_room = lambda *args: None
+        import hil.capture_store
+        hil.capture_store._check_room = lambda *args: None
     s = CaptureStore.create(path, frame_shape=SHAPE, frame_dtype=np.uint16,
                             pattern_shape=(2, 8, 8))
     if limit:
@@ -197,8 +197,7 @@ RUN_CAPTURE_BYTES = 2 * 105 * 105 * 2 + 2 * 32 * 32 * 4  # model windows + patte
 
 
 def _run_fixture(tmp_path: Path):
-    from session_helpers import quick_decoder
-    from test_safety_signals import bench_toml, laser_bench
+    from session_helpers import bench_toml, laser_bench, quick_decoder
 
     state = tmp_path / "laser.json"
     bench = bench_toml(tmp_path / "bench.toml", laser_bench(state, output="off"))
@@ -241,7 +240,7 @@ def _resumed_matches(out: Path, before: dict) -> None:
 def test_hil_run_file_size_limit_stops_cleanly_and_resumes(tmp_path, check):
     import resource
 
-    from test_safety_signals import run_args
+    from session_helpers import run_args
 
     bench, dec, state = _run_fixture(tmp_path)
     out = tmp_path / "run"
@@ -252,7 +251,8 @@ def test_hil_run_file_size_limit_stops_cleanly_and_resumes(tmp_path, check):
 
     cmd = run_args(bench, dec, out)
     if not check:  # no check before the write: HDF5's write itself fails mid-run
-        cmd[1:3] = ["-c", "import sys, hil.runs, hil.cli; hil.runs._check_room = "
+        cmd[1:3] = ["-c", "import sys, hil.capture_store, hil.cli; "
+                    "hil.capture_store._check_room = "
                     "lambda *a: None; sys.exit(hil.cli.main(sys.argv[1:]))"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           preexec_fn=limited)
@@ -267,7 +267,7 @@ def test_hil_run_file_size_limit_stops_cleanly_and_resumes(tmp_path, check):
 
 
 def test_hil_run_full_disk_stops_cleanly_and_resumes(tmp_path):
-    from test_safety_signals import run_args
+    from session_helpers import run_args
 
     bench, dec, state = _run_fixture(tmp_path)
     cmd = " ".join(f"'{a}'" for a in run_args(bench, dec, Path("$MNT_RUN")))
@@ -296,7 +296,7 @@ def test_hil_run_full_disk_stops_cleanly_and_resumes(tmp_path):
 def test_hil_run_without_room_for_one_capture_refuses_before_light(tmp_path):
     import resource
 
-    from test_safety_signals import run_args
+    from session_helpers import run_args
 
     from devices.visa import sim_laser_state
 

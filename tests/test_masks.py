@@ -133,3 +133,19 @@ def test_content_hash_matches_encoder_signature_and_guards_the_file(tmp_path):
     np.savez(p, phase_rad=phase, metadata=np.array('{"format": "hil-phase-mask", "grid": 32}'))
     with pytest.raises(ValueError, match="bad phase-mask metadata"):
         load_mask(p)
+
+
+def test_a_mask_figure_that_fails_half_written_leaves_no_file(tmp_path, monkeypatch):
+    """plot_mask goes through simulation.atomic: a savefig that dies after writing part of
+    the PNG (disk full, a crash) leaves neither a truncated figure nor a temporary file."""
+    from matplotlib.figure import Figure
+
+    def dies(self, fname, **kwargs):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", dies)
+    with pytest.raises(OSError, match="No space"):
+        plot_mask(PhaseMask(np.zeros((8, 8))), tmp_path / "z.png")
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ from session_helpers import quick_decoder, small_bench
 
 from calibration.imaging import BenchImager, affine_from_fourier
 from calibration.imaging_config import EncoderSpec, ImagingConfig
-from hil.runs import CaptureStore, read_captures
+from hil.runs import CaptureStore, read_capture_header, read_captures
 from hil.session import EXIT_STOPPED, RunConfig, run_session
 
 
@@ -163,13 +163,22 @@ def test_run_records_everything(tmp_path):
     assert run["status"] == "complete" and run["config"]["n"] == 3
     assert run["devices"]["camera"]["device_id"] and "torch" in run["versions"]
     assert "git_commit" in run and run["imaging"]["frames_per_image"] == 2
+    # one provenance record (simulation.provenance); the old fields derive from it
+    prov = run["provenance"]
+    assert prov["package"] == "hil-diffraction" and "git_dirty" in prov
+    assert run["git_commit"] == prov["git_commit"]
+    assert run["versions"]["torch"] == prov["versions"]["torch"]
     res = json.loads((out / "results.json").read_text())
     assert res["n_captured"] == 3 and len(res["per_image"]) == 3
-    assert -1 <= res["ssim_mean"] <= 1
+    # the mean is the mean of the per-image scores it reports (not a placeholder)
+    assert res["ssim_mean"] == pytest.approx(np.mean([p["ssim"] for p in res["per_image"]]))
+    assert len({p["ssim"] for p in res["per_image"]}) == 3  # three different images
     for name in ("report.md", "reconstructions.png", "captures.png"):
         assert (out / name).is_file()
     caps = read_captures(out / "captures.h5")
     assert caps["index"].tolist() == [0, 1, 2] and caps["patterns"].shape == (3, 2, 32, 32)
+    head = read_capture_header(out / "captures.h5")  # the run's attributes, typed
+    assert head.version == 3 and head.attrs == {"dataset": "digits", "split": "test"}
     with pytest.raises(FileExistsError, match="--resume"):
         run_session(cfg)
     bad = RunConfig(**{**cfg.__dict__, "n": 4, "resume": True})
