@@ -1,13 +1,14 @@
-"""A bench day of calibration: run the steps in order, save after each, write a report.
+"""A bench day of calibration: run the registered steps in order, save after each, report.
 
-``run_calibration(bench, out_dir, steps=...)`` runs, in this order (``STEP_ORDER``):
+``run_calibration(bench, out_dir, steps=...)`` runs the steps of
+``calibration.step_registry`` in their order (``step_order()``; the built-ins of
+``calibration.steps``: (``settle``, only when asked: the SLM's settle time) -> ``dark``
+-> ``geometry`` -> ``lut`` -> ``wavefront`` (source + aberrations, and the spot shift
+that corrects the geometry's centre on read) -> ``model`` -> ``decoders``).
 
-(``settle``, only when asked: the SLM's settle time measured from captures,
-``calibration.settle``) -> ``dark`` -> ``geometry`` -> ``lut`` -> ``wavefront`` (source +
-aberrations; it also corrects the geometry centre) -> ``model`` (encoded-diffraction
-model fit on a captured speckle set) -> ``decoders`` (twin-trained and capture-trained
-decoders).
-
+Each step's ``run`` gets a ``StepContext`` and returns new records (those of its
+``produces``); it never changes another step's record: the pipeline fingerprints the
+other records before the step and refuses (``CalibrationError``) a step that changed one.
 Every step checks its own fit (``calibration.quality``) and stops with a
 ``CalibrationQualityError`` (a ``CalibrationError``) that names the step, the measured
 value, the limit and what to do. The steps after ``dark`` subtract its background model
@@ -18,11 +19,12 @@ first; ``calibration=`` continues an earlier ``CalibrationSet`` (the steps asked
 run again). The set is saved (atomically) after every step, so an interrupted run
 keeps what it finished. With ``out_dir`` the report (Markdown + PNG) is written at the end.
 
-Resume: every step records ``inputs_sha256`` (``step_inputs``): the devices' stable
-identities, the grid size, the step's options and the earlier steps it reads (their
-inputs and when they ran). With ``resume=True`` a step already present with the same
-record is skipped (one log line each); a step whose inputs changed runs again, and so
-does every step after it that reads it. A step imported from another tool (``values``
+Resume: a step's primary record holds ``inputs_sha256`` (``step_inputs``): the devices'
+stable identities, the grid size, the step's options and the records it ``requires``
+(their inputs and when they were made). With ``resume=True`` a step whose records are all
+present with the same inputs (and whose ``*_path`` values name files present in
+``out_dir``) is skipped (one log line each); a step whose inputs changed runs again, and
+so does every step after it that reads it. A step imported from another tool (``values``
 ``imported_from``, e.g. slmsuite's calibrations) is kept by a resume of all steps
 (``steps=None``) and measured again only when ``steps`` names it.
 
@@ -42,24 +44,31 @@ from typing import Any
 
 import numpy as np
 
+from calibration import step_registry as registry
 from calibration.capture import device_identities, progress_bar, show_progress
-from calibration.geometry import affine_parameters
-from calibration.store import CalibrationError, CalibrationSet
+from calibration.step_registry import CalibrationStep, StepContext
+from calibration.store import CalibrationError, CalibrationSet, StepResult
 
-__all__ = ["run_calibration", "STEP_ORDER", "parse_steps", "step_inputs", "stable_identities"]
+__all__ = [
+    "run_calibration",
+    "STEP_ORDER",  # noqa: F822 - the module's __getattr__ (read from the registry)
+    "parse_steps", "step_inputs", "stable_identities", "run_step",
+]
 
 log = logging.getLogger(__name__)
 
-STEP_ORDER = ("settle", "dark", "geometry", "lut", "wavefront", "model", "decoders")
-# run only when asked (``--steps settle,...``): it sleeps through many settle times
-OPTIONAL_STEPS = ("settle",)
 
+def __getattr__(name: str) -> Any:
+    """``STEP_ORDER`` (every step, in order), ``OPTIONAL_STEPS`` and ``STEP_DEPENDS``
+    (step -> the records it reads), read from the registry each time."""
+    if name == "STEP_ORDER":
+        return registry.step_order()
+    if name == "OPTIONAL_STEPS":
+        return tuple(s.name for s in registry.registered_steps() if s.optional)
+    if name == "STEP_DEPENDS":
+        return {s.name: s.requires for s in registry.registered_steps()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-# what each step reads from the steps before it (its results are part of its inputs)
-STEP_DEPENDS = {"settle": (), "dark": (), "geometry": ("dark",), "lut": ("dark", "geometry"),
-                "wavefront": ("dark", "geometry", "lut"),
-                "model": ("dark", "geometry", "lut", "source", "wavefront"),
-                "decoders": ("dark", "geometry", "lut", "source", "wavefront", "model")}
 
 # device info() entries that change while a bench runs (counters, switch states, what a
 # step loaded): not part of a device's identity
@@ -93,11 +102,11 @@ def _canonical(x: Any) -> Any:
 def step_inputs(name: str, identity: dict[str, Any], size: int, options: dict[str, Any],
                 cal: CalibrationSet) -> str:
     """SHA-256 of what step ``name`` depends on: the devices' stable identities, the grid
-    size, the step's options (imaging config included) and, for each earlier step it
-    reads, that step's own inputs and the time it ran (a re-run changes its results)."""
+    size, the step's options (imaging config included) and, for each record it requires,
+    that record's own inputs and the time it was made (a re-run changes its results)."""
     upstream = {}
-    for dep in STEP_DEPENDS[name]:
-        step = getattr(cal, dep, None)
+    for dep in registry.get_step(name).requires:
+        step = cal.record(dep)
         upstream[dep] = None if step is None else [step.values.get("inputs_sha256"),
                                                    float(step.time)]
     doc = {"step": name, "devices": identity, "size": int(size),
@@ -106,99 +115,99 @@ def step_inputs(name: str, identity: dict[str, Any], size: int, options: dict[st
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _complete(name: str, cal: CalibrationSet, inputs: str, out: Path | None) -> bool:
-    """Whether step ``name`` is in ``cal`` with the same inputs (and its files in ``out``)."""
-    step = getattr(cal, name, None)
-    if step is None or step.values.get("inputs_sha256") != inputs:
+def _complete(step: CalibrationStep, cal: CalibrationSet, inputs: str,
+              out: Path | None) -> bool:
+    """Whether ``step``'s records are all in ``cal``, its primary one with the same inputs,
+    and (with ``out``) every file its ``*_path`` values name is there."""
+    records = [cal.record(r) for r in step.produces]
+    if any(r is None for r in records) \
+            or cal.record(step.primary).values.get("inputs_sha256") != inputs:
         return False
-    if name == "wavefront" and cal.source is None:
-        return False
-    if name == "decoders" and out is not None:
-        for key in [k for k in step.values if k.endswith("_path")]:  # every decoder file
-            if not (out / str(step.values[key])).is_file():
-                return False
+    if out is not None:
+        for rec in records:
+            for key, rel in rec.values.items():
+                if key.endswith("_path") and isinstance(rel, str) \
+                        and not (out / rel).is_file():
+                    return False
     return True
 
 
-def _imported(name: str, cal: CalibrationSet) -> bool:
-    """Whether step ``name`` was imported (e.g. ``calibration.slmsuite_import``): a resume
-    of all steps keeps it; naming it in ``steps`` measures it again."""
-    step = getattr(cal, name, None)
-    return step is not None and bool(step.values.get("imported_from"))
+def _imported(step: CalibrationStep, cal: CalibrationSet) -> bool:
+    """Whether ``step`` was imported (e.g. ``calibration.slmsuite_import``): a resume of
+    all steps keeps it; naming it in ``steps`` measures it again."""
+    rec = cal.record(step.primary)
+    return rec is not None and bool(rec.values.get("imported_from"))
 
 
 def parse_steps(steps: str | Sequence[str] | None) -> tuple[str, ...]:
     """"dark,geometry" or a list -> the steps in bench-day order; None = all but the
-    optional ones (``OPTIONAL_STEPS``)."""
+    optional ones."""
+    order = registry.step_order()
     if steps is None:
-        return tuple(s for s in STEP_ORDER if s not in OPTIONAL_STEPS)
+        return tuple(s.name for s in registry.registered_steps() if not s.optional)
     items = [s.strip() for s in (steps.split(",") if isinstance(steps, str) else steps)]
     items = [s for s in items if s]
-    bad = [s for s in items if s not in STEP_ORDER]
+    bad = [s for s in items if s not in order]
     if bad or not items:
-        raise ValueError(f"steps: expected a comma-separated subset of {','.join(STEP_ORDER)}, "
+        raise ValueError(f"steps: expected a comma-separated subset of {','.join(order)}, "
                          f"got {','.join(items) if items else 'nothing'!r}")
-    return tuple(s for s in STEP_ORDER if s in items)
+    return tuple(s for s in order if s in items)
 
 
-def _run_step(name: str, bench: Any, cal: CalibrationSet, size: int,
-              options: dict[str, Any], out: Path | None) -> None:
-    dark = cal.dark_model  # offset + rate * exposure where measured: right at every exposure
-    if name == "settle":  # measured settle time, applied to the SLM at once
-        from calibration.settle import calibrate_settle
+def _fingerprint(rec: StepResult) -> str:
+    """A digest of a record's values, residuals, data and time (arrays by their bytes)."""
+    h = hashlib.sha256()
 
-        cal.set("settle", calibrate_settle(bench, **options))
-    elif name == "dark":
-        from calibration.detector import calibrate_dark
+    def feed(x: Any) -> None:
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        if isinstance(x, np.ndarray):
+            h.update(f"a{x.dtype.str}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).tobytes() if x.dtype != object else repr(x).encode())
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=str):
+                h.update(repr(k).encode())
+                feed(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
 
-        cal.set("dark", calibrate_dark(bench, **options))
-    elif name == "geometry":
-        from calibration.registration import calibrate_geometry
+    feed({"values": rec.values, "residuals": rec.residuals, "data": rec.data,
+          "time": rec.time})
+    return h.hexdigest()
 
-        geo = calibrate_geometry(bench, size=size, dark=dark, **options)
-        if cal.wavefront is not None and "center_shift_px" in cal.wavefront.values:
-            # keep the centre correction of an earlier wavefront step (re-run it to refresh)
-            from calibration.registration import shift_center
 
-            spots = np.asarray(geo["model_to_camera"])
-            dx, dy = cal.wavefront["center_shift_px"]
-            geo.values["model_to_camera_spots"] = spots
-            geo.values["model_to_camera"] = shift_center(spots, dx, dy)
-            geo.values.update(affine_parameters(geo.values["model_to_camera"], size))
-            geo.values["center_corrected_by"] = "wavefront (earlier run)"
-        cal.set("geometry", geo)
-    elif name == "lut":
-        from calibration.lut import calibrate_phase_response
-
-        geo = cal.require("geometry")
-        cal.set("lut", calibrate_phase_response(bench, geo["model_to_camera"], size=size,
-                                                dark=dark, **options))
-    elif name == "wavefront":
-        from calibration.wavefront import calibrate_wavefront
-
-        geo = cal.require("geometry")
-        spots = geo.values.get("model_to_camera_spots", geo["model_to_camera"])
-        source, wf = calibrate_wavefront(bench, spots, size=size, dark=dark,
-                                         phase_response_rad=cal.phase_response_rad,
-                                         **options)
-        cal.set("source", source)
-        cal.set("wavefront", wf)
-        # the spots' centroids carry the aberrated PSF's offset: correct the centre
-        geo.values["model_to_camera_spots"] = np.asarray(spots)
-        geo.values["model_to_camera"] = np.asarray(wf["model_to_camera"])
-        geo.values.update(affine_parameters(wf["model_to_camera"], size))
-        geo.values["center_corrected_by"] = "wavefront"
-    elif name == "model":
-        from calibration.model_fit import calibrate_model
-
-        cal.set("model", calibrate_model(bench, cal, size=size, **options))
-    elif name == "decoders":
-        from calibration.decoders import calibrate_decoders
-
-        options.setdefault("out_dir", out)
-        cal.set("decoders", calibrate_decoders(bench, cal, size=size, **options))
-    else:  # pragma: no cover - parse_steps guards
-        raise ValueError(f"steps: unknown step {name!r}")
+def run_step(step: CalibrationStep, ctx: StepContext,
+             options: dict[str, Any]) -> dict[str, StepResult]:
+    """Run ``step`` and return its records by name; refused (``CalibrationError``): a
+    result that is not its ``produces`` or a step that changed another step's record."""
+    cal = ctx.cal
+    others = {n: _fingerprint(cal.record(n)) for n in cal.steps() if n not in step.produces}
+    result = registry.resolve(step.run)(ctx, **options)
+    results = [result] if isinstance(result, StepResult) else list(result)
+    if not all(isinstance(r, StepResult) for r in results):
+        raise TypeError(f"step {step.name!r}: run returned "
+                        f"{[type(r).__name__ for r in results]}, expected StepResults")
+    if len(results) == 1 and len(step.produces) == 1:
+        out = {step.produces[0]: results[0]}
+    else:
+        out = {r.name: r for r in results}
+        if sorted(out) != sorted(step.produces) or len(out) != len(results):
+            raise CalibrationError(f"step {step.name!r}: returned records "
+                                   f"{[r.name for r in results]}, expected one each of "
+                                   f"{list(step.produces)}")
+    changed = [n for n, digest in others.items() if _fingerprint(cal.record(n)) != digest]
+    if changed:
+        raise CalibrationError(f"step {step.name!r} changed the record(s) {changed} of other "
+                               "steps: a step returns new records and never edits another's "
+                               "(derive such values on read instead)")
+    return out
 
 
 def run_calibration(bench: Any, out_dir: str | Path | None = None, *,
@@ -210,56 +219,60 @@ def run_calibration(bench: Any, out_dir: str | Path | None = None, *,
     """Run the calibration ``steps`` on ``bench``; save to ``out_dir`` after each step.
 
     ``options`` maps a step name to keyword arguments of its routine, e.g.
-    ``{"geometry": {"grid": 4}}``. ``imaging``: the ``ImagingConfig`` the model and
-    decoders steps image with (and record); default ``ImagingConfig(size=size)``.
-    ``progress`` shows a bar of steps and, inside each step, a bar of its captures.
-    ``resume``: a step already in ``calibration`` whose recorded ``inputs_sha256``
-    (``step_inputs``) equals this run's is skipped (one log line each); any other step
-    asked for runs. Returns the ``CalibrationSet``.
+    ``{"geometry": {"grid": 4}}``. ``imaging``: the ``ImagingConfig`` the steps that
+    image (``uses_imaging``: model, decoders) use and record; default
+    ``ImagingConfig(size=size)``. ``progress`` shows a bar of steps and, inside each step,
+    a bar of its captures. ``resume``: a step already in ``calibration`` whose recorded
+    ``inputs_sha256`` (``step_inputs``) equals this run's is skipped (one log line each);
+    any other step asked for runs. Returns the ``CalibrationSet``.
     """
     todo = parse_steps(steps)
+    order = registry.step_order()
     opts = dict(options or {})
-    unknown = set(opts) - set(STEP_ORDER)
+    unknown = set(opts) - set(order)
     if unknown:
-        raise ValueError(f"options: unknown steps {sorted(unknown)}; expected {STEP_ORDER}")
+        raise ValueError(f"options: unknown steps {sorted(unknown)}; expected {order}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 2:
         raise ValueError(f"size: expected an integer >= 2, got {size!r}")
     cal = calibration if calibration is not None else CalibrationSet()
-    if getattr(cal, "settle", None) is not None:  # every step waits the measured time
+    if cal.settle is not None:  # every step waits the measured time
         bench.slm.settle_time_s = cal.settle_time_s
     cal.devices = device_identities(bench)
     identity = stable_identities(cal.devices)
     out = Path(out_dir) if out_dir is not None else None
     with show_progress(progress), progress_bar(len(todo), "calibrate", unit="step") as bar:
         for name in todo:
+            step = registry.get_step(name)
             bar.set_postfix_str(name)
             step_opts = dict(opts.get(name, {}))
-            if name in ("model", "decoders") and imaging is not None:
+            if step.uses_imaging and imaging is not None:
                 step_opts.setdefault("imaging", imaging)
             inputs = step_inputs(name, identity, size, step_opts, cal)
-            if resume and _complete(name, cal, inputs, out):
+            if resume and _complete(step, cal, inputs, out):
                 log.info("calibration step %s: already complete with the same inputs "
                          "(devices, settings, earlier steps); skipped", name)
                 bar.update()
                 continue
-            if resume and steps is None and _imported(name, cal):
+            if resume and steps is None and _imported(step, cal):
                 log.info("calibration step %s: imported (%s); kept (name it in --steps to "
-                         "measure it instead)", name, getattr(cal, name).values["imported_from"])
+                         "measure it instead)", name,
+                         cal.record(step.primary).values["imported_from"])
                 bar.update()
                 continue
-            if resume and getattr(cal, name) is not None:
+            if resume and cal.record(step.primary) is not None:
                 log.info("calibration step %s: its inputs changed since it ran (devices, "
                          "settings or an earlier step); running it again", name)
             t0 = time.perf_counter()
             log.info("calibration step %s ...", name)
+            ctx = StepContext(bench=bench, cal=cal, size=size, out_dir=out, imaging=imaging)
             try:
-                _run_step(name, bench, cal, size, step_opts, out)
-            except CalibrationError:
-                raise
+                records = run_step(step, ctx, step_opts)
             except KeyboardInterrupt:
                 log.warning("calibration interrupted during %s; finished steps are saved", name)
                 raise
-            getattr(cal, name).values["inputs_sha256"] = inputs
+            records[step.primary].values["inputs_sha256"] = inputs
+            for rec_name, rec in records.items():
+                cal.set(rec_name, rec)
             log.info("calibration step %s done in %.1f s", name, time.perf_counter() - t0)
             if out is not None:
                 cal.save(out)

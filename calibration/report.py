@@ -1,13 +1,17 @@
 """The calibration report: ``report.md`` plus PNG figures (fitted against measured).
 
-One figure per step that ran: the photon-transfer curve (dark), detected spots and the
-affine's residual vectors (geometry), measured order powers and the fitted grey -> phase
-curve (lut), measured, fitted and residual phase-diversity frames (wavefront), and the
-model fit's measured against fitted patterns (model); the decoders' SSIM against the
-number of captures (``crossover.png`` and ``crossover.md`` of
-``experiments/bench_crossover.py``) when they sit beside the report. Figures draw only
-what the steps keep: small arrays and crops (the wavefront step's frames are crops around its spot,
-the model step's first four patterns), never the raw frames of a step.
+One section per record (values, values derived on read, residuals, with units) and one
+figure per step that ran, the ``figure`` of its registry entry
+(``calibration.step_registry``). The built-ins' are here: the photon-transfer curve
+(dark), detected spots and the affine's residual vectors (geometry), measured order
+powers and the fitted grey -> phase curve (lut), measured, fitted and residual
+phase-diversity frames (wavefront), and the model fit's measured against fitted patterns
+(model); the decoders' SSIM against the number of captures (``crossover.png`` and
+``crossover.md`` of ``experiments/bench_crossover.py``) when they sit beside the report.
+Figures draw only what the steps keep: small arrays and crops (the wavefront step's frames
+are crops around its spot, the model step's first four patterns), never the raw frames of
+a step. A last section gives ``model_to_camera`` as used (the geometry with the wavefront's centre
+correction) and its centre, scale and rotation.
 """
 
 from __future__ import annotations
@@ -19,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from calibration.step_registry import resolve, step_for_record, value_units
 from calibration.store import CalibrationSet
+from simulation.atomic import savefig_atomic, write_text_atomic
 from simulation.figures import new_figure
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "fig_dark", "fig_geometry", "fig_lut", "fig_wavefront", "fig_model"]
 
 
-
-
-def _fig_dark(cal: CalibrationSet, path: Path) -> None:
+def fig_dark(cal: CalibrationSet, path: Path) -> None:
     d = cal.dark
     s, v = d.data["ptc_signal"], d.data["ptc_variance"]
     g, c = d["gain_counts_per_electron"], d.residuals["ptc_offset_counts2"]
@@ -41,14 +45,14 @@ def _fig_dark(cal: CalibrationSet, path: Path) -> None:
     fig.colorbar(im, ax=ax[1])
     ax[1].set_title("dark frame (counts)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    savefig_atomic(fig, path, dpi=100)
 
 
-def _fig_geometry(cal: CalibrationSet, path: Path) -> None:
+def fig_geometry(cal: CalibrationSet, path: Path) -> None:
     g = cal.geometry
     cam = g.data["camera_pts"]
     res = g.residuals["point_residuals_px"]
-    a = np.asarray(g.values.get("model_to_camera_spots", g["model_to_camera"]))
+    a = np.asarray(g["model_to_camera"])  # the spot fit (the centre correction is not)
     fit = g.data["model_pts"] @ a[:, :2].T + a[:, 2]
     fig, ax = new_figure(1, 2, figsize=(9, 4))
     ax[0].plot(cam[:, 0], cam[:, 1], "o", mfc="none", label="measured spots")
@@ -61,10 +65,10 @@ def _fig_geometry(cal: CalibrationSet, path: Path) -> None:
     ax[1].invert_yaxis()
     ax[1].set_title(f"residuals, rms {g.residuals['rms_px']:.3f} px")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    savefig_atomic(fig, path, dpi=100)
 
 
-def _fig_lut(cal: CalibrationSet, path: Path) -> None:
+def fig_lut(cal: CalibrationSet, path: Path) -> None:
     lut = cal.lut
     lv, dl = lut.data["levels"], lut.data["delta_rad"]
     fig, ax = new_figure(1, 2, figsize=(9, 3.5))
@@ -80,10 +84,10 @@ def _fig_lut(cal: CalibrationSet, path: Path) -> None:
     ax[1].set(xlabel="grey level", ylabel="delay (rad)", title="grey -> phase")
     ax[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    savefig_atomic(fig, path, dpi=100)
 
 
-def _fig_wavefront(cal: CalibrationSet, path: Path) -> None:
+def fig_wavefront(cal: CalibrationSet, path: Path) -> None:
     wf = cal.wavefront
     frames, fitted = wf.data["frames"], wf.data["fitted"]
     resid = wf.residuals["residual_maps"]
@@ -105,10 +109,10 @@ def _fig_wavefront(cal: CalibrationSet, path: Path) -> None:
                 ax[r, k].set_ylabel(name)
     fig.suptitle("phase diversity: measured / twin / residual (residual scale ×4)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    savefig_atomic(fig, path, dpi=100)
 
 
-def _fig_model(cal: CalibrationSet, path: Path) -> None:
+def fig_model(cal: CalibrationSet, path: Path) -> None:
     m = cal.model
     meas, fit = m.data.get("measured"), m.data.get("fitted")
     if meas is None or fit is None:
@@ -126,11 +130,7 @@ def _fig_model(cal: CalibrationSet, path: Path) -> None:
     ax[1, 0].set_ylabel("fitted model")
     ax[2, 0].set_ylabel("residual")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-_FIGURES = {"dark": _fig_dark, "geometry": _fig_geometry, "lut": _fig_lut,
-            "wavefront": _fig_wavefront, "model": _fig_model}
+    savefig_atomic(fig, path, dpi=100)
 
 
 def _scalars(d: dict[str, Any]) -> dict[str, Any]:
@@ -159,8 +159,19 @@ def _crossover_section(out: Path) -> list[str]:
     return lines + ["![crossover](crossover.png)", ""]
 
 
+def _table(title: str, record: str, d: dict[str, Any]) -> list[str]:
+    lines = ["", f"| {title} | | units |", "|---|---|---|"]
+    for k, v in _scalars(d).items():
+        units = value_units(record, k) or ""
+        lines.append(f"| {k} | `{json.dumps(v, default=str)[:120]}` | {units} |")
+    return lines
+
+
 def write_report(cal: CalibrationSet, out_dir: str | Path) -> Path:
-    """Write ``report.md`` and ``figures/*.png`` into ``out_dir``; returns the report path."""
+    """Write ``report.md`` and ``figures/*.png`` into ``out_dir``; returns the report path.
+
+    One section per record (values, values derived on read, residuals), then the figure of
+    the step that produced it (``CalibrationStep.figure``, once per step)."""
     out = Path(out_dir)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
@@ -174,29 +185,36 @@ def write_report(cal: CalibrationSet, out_dir: str | Path) -> Path:
             lines.append(f"- {kind}: `{info.get('device_id', '?')}` "
                          f"({info.get('backend', '?')}, shape {info.get('shape')})")
     lines.append("")
-    for name in cal.steps():
-        step = getattr(cal, name)
+    present = cal.steps()
+    for name in present:
+        step = cal.record(name)
         when = time.strftime("%H:%M:%S", time.localtime(step.time))
-        lines += [f"## {name}", "", f"Code {step.code_version}, {when}.",
-                  "", "| value | |", "|---|---|"]
-        for k, v in _scalars(step.values).items():
-            lines.append(f"| {k} | `{json.dumps(v, default=str)[:120]}` |")
-        lines += ["", "| residual | |", "|---|---|"]
-        for k, v in _scalars(step.residuals).items():
-            lines.append(f"| {k} | `{json.dumps(v, default=str)[:120]}` |")
+        lines += [f"## {name}", "", f"Code {step.code_version}, {when}."]
+        lines += _table("value", name, step.values)
+        derived = step.derived()
+        if derived:
+            lines += _table("derived on read", name, derived)
+        lines += _table("residual", name, step.residuals)
         lines.append("")
-        fig = _FIGURES.get(name)
+        producer = step_for_record(name)
+        last = producer is not None and [r for r in producer.produces if r in present][-1] == name
+        fig = resolve(producer.figure) if last else None
         if fig is not None:
-            path = figs / f"{name}.png"
+            path = figs / f"{producer.name}.png"
             try:
                 fig(cal, path)
             except (KeyError, ValueError) as exc:
                 lines.append(f"(figure not drawn: {exc})")
             if path.exists():
-                lines += [f"![{name}](figures/{name}.png)", ""]
+                lines += [f"![{producer.name}](figures/{producer.name}.png)", ""]
+    params = cal.affine_parameters
+    if params is not None:
+        corrected = cal.wavefront is not None and "center_shift_px" in cal.wavefront.values
+        lines += ["## model_to_camera as used", "",
+                  "The geometry's affine" + (" with the wavefront step's centre correction"
+                                             if corrected else "") + " (derived on read)."]
+        lines += _table("value", "geometry", {"model_to_camera": cal.model_to_camera,
+                                              **params})
+        lines.append("")
     lines += _crossover_section(out)
-    report = out / "report.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(report)
-    return report
+    return write_text_atomic(out / "report.md", "\n".join(lines) + "\n")

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from calibration.capture import device_identities
-from calibration.geometry import affine_parameters, check_affine
+from calibration.geometry import check_affine
 from calibration.imaging_layout import affine_from_fourier
 from calibration.store import CalibrationError, CalibrationSet, StepResult, file_sha256
 
@@ -183,8 +183,7 @@ def _geometry(data: dict[str, Any], bench: Any, size: int, prov: dict) -> StepRe
                            "slmsuite fourier calibration M, b")
     return StepResult(
         name="geometry",
-        values={"model_to_camera": a_model, "size": int(size), "block": block,
-                **affine_parameters(a_model, size), **prov,
+        values={"model_to_camera": a_model, "size": int(size), "block": block, **prov,
                 "slmsuite_M_kxy_to_cam": m, "slmsuite_b_cam": b,
                 "note": "camera orientation transform not recorded by slmsuite: identity"},
         residuals={}, data={}, devices=device_identities(bench))

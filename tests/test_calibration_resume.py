@@ -176,8 +176,8 @@ def test_steps_show_progress_with_capture_counts(tmp_path, capsys):
                         report=False)
         err = capsys.readouterr().err
         # a bar counting the step's captures: 4 dark frames at each of 2 exposures (the
-        # background model) + 2 exposures x 1 pair x 2
-        assert re.search(r"dark: .*\d/12 ", err), err[-500:]
+        # background model) + 2 exposures x (1 pair x 2 + 1 frame binning the pixels)
+        assert re.search(r"dark: .*\d/14 ", err), err[-500:]
         run_calibration(bench, tmp_path, steps="dark", options=FAST, progress=False,
                         report=False)
         assert "dark" not in capsys.readouterr().err

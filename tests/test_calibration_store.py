@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -45,7 +47,8 @@ def test_round_trip(tmp_path):
     assert back.zernike_noll_rad == {4: 0.1, 7: -0.2}
     assert back.geometry.devices == {"camera": {"shape": [8, 8]}}
     assert back.devices == {"slm": {"device_id": "sim:slm"}}
-    assert back.geometry.code_version and back.geometry.time > 0
+    assert back.geometry.code_version == cal.geometry.code_version
+    assert back.geometry.time == cal.geometry.time  # the record's time, not the load's
     # an .h5 path is used as is
     p2 = cal.save(tmp_path / "x.h5")
     assert CalibrationSet.load(p2).steps() == back.steps()
@@ -101,6 +104,138 @@ def test_failed_save_leaves_old_file(tmp_path, monkeypatch):
         cal.save(tmp_path)
     assert path.read_bytes() == before
     assert not list(tmp_path.glob(".calibration-*"))
+
+
+V1_FILE = Path(__file__).parent / "data" / "calibration_v1.h5"
+
+
+def test_a_file_written_before_the_step_registry_loads():
+    """``tests/data/calibration_v1.h5`` was written by the code before the registry and
+    typed attributes (commit c28c6cf: a 256 px simulated bench, seed 0, steps dark,
+    geometry, lut, wavefront with reduced settings, plus a settle and a decoders record
+    with nested, ragged, mixed and None values): JSON string attributes, and the geometry
+    record holding the wavefront's centre correction (``model_to_camera``) beside its spot
+    fit (``model_to_camera_spots``)."""
+    import json
+
+    with h5py.File(V1_FILE, "r") as f:
+        assert int(f.attrs["format_version"]) == 1
+        corrected = f["geometry/values/model_to_camera"][()]
+        spots = f["geometry/values/model_to_camera_spots"][()]
+        old_geo = json.loads(f["geometry/values"].attrs["json"])
+    cal = CalibrationSet.load(V1_FILE)
+    assert cal.steps() == ["settle", "dark", "geometry", "lut", "source", "wavefront",
+                           "decoders"]
+    # the geometry record is its spot fit again; the correction is applied on read
+    np.testing.assert_array_equal(cal.geometry["model_to_camera"], spots)
+    np.testing.assert_array_equal(cal.model_to_camera, corrected)
+    assert set(cal.geometry.values) == {"model_to_camera", "size", "block",
+                                        "diffraction_order", "inputs_sha256"}
+    assert "model_to_camera" not in cal.wavefront.values
+    params = cal.affine_parameters
+    for k in ("center_x", "center_y", "scale", "rotation_deg", "shear"):
+        assert params[k] == pytest.approx(old_geo[k], rel=1e-12, abs=1e-12), k
+    assert cal.geometry["rotation_deg"] == pytest.approx(old_geo["rotation_deg"])
+    assert cal.dark_frame.shape == (256, 256) and cal.dark_model is not None
+    assert sorted(cal.zernike_noll_rad)[:2] == [4, 5]
+    assert cal.decoders["decoder_files"]["twin"]["path"] == "decoder_twin.pt"
+    assert cal.decoders["ragged"] == [[1, 2], [3]] and cal.decoders["mixed"] == [1, "a"]
+    assert cal.settle["none_value"] is None and cal.settle_time_s == 0.012
+    assert cal.devices["slm"]["shape"] == [256, 256]
+
+
+def test_v1_file_whose_wavefront_was_replaced_keeps_the_map_in_use(tmp_path):
+    """A version-1 geometry corrected by a wavefront step whose record was later replaced
+    (an slmsuite import: no ``center_shift_px``) keeps the corrected map it was using."""
+    import json
+    import shutil
+
+    path = tmp_path / "v1.h5"
+    shutil.copy(V1_FILE, path)
+    with h5py.File(path, "a") as f:
+        corrected = f["geometry/values/model_to_camera"][()]
+        attrs = f["wavefront/values"].attrs
+        values = json.loads(attrs["json"])
+        del values["center_shift_px"]
+        attrs["json"] = json.dumps(values)
+    cal = CalibrationSet.load(path)
+    np.testing.assert_array_equal(cal.model_to_camera, corrected)
+    assert "model_to_camera_spots" not in cal.geometry.values
+
+
+def _values_of(cal: CalibrationSet) -> dict:
+    return {n: (cal.record(n).values, cal.record(n).residuals, cal.record(n).devices)
+            for n in cal.steps()}
+
+
+def _assert_same(a, b, where=""):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), (where, a, b)
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, tuple):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert type(a) is type(b) and a == b, (where, a, b)
+
+
+def test_v1_file_saved_again_reads_back_the_same(tmp_path):
+    cal = CalibrationSet.load(V1_FILE)
+    back = CalibrationSet.load(cal.save(tmp_path))
+    _assert_same(_values_of(cal), _values_of(back))
+    _assert_same(cal.devices, back.devices)
+    np.testing.assert_array_equal(back.model_to_camera, cal.model_to_camera)
+
+
+def test_values_are_native_typed_attributes_with_units(tmp_path):
+    """No JSON text where HDF5 has a type (issue 11 item 6): numbers, strings, bools and
+    lists are typed attributes, with ``<name>_units`` / a dataset's ``units``."""
+    cal = _full_set()
+    cal.set("settle", StepResult("settle", values={
+        "settle_time_s": 0.02, "method": "fit", "flag": True, "none_value": None,
+        "names": ["a", "bc"], "pair_px": [1.5, -2.0], "empty": [], "ragged": [[1], [2, 3]],
+        "nested": {"inner": {"x_rad": 1.0, "7": "seven"}}, "big": list(range(2000)),
+        "count": 3}))
+    path = cal.save(tmp_path)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == 2
+        texts = []
+        f.visititems(lambda name, obj: texts.extend(
+            f"{name}:{k}" for k in obj.attrs if k == "json"))
+        assert texts == []  # the version-1 layout is gone
+        s = f["settle/values"].attrs
+        assert isinstance(s["settle_time_s"], np.float64) and s["settle_time_s_units"] == "s"
+        assert isinstance(s["count"], np.int64) and "count_units" not in s
+        assert s["method"] == "fit" and isinstance(s["flag"], np.bool_)
+        np.testing.assert_array_equal(s["pair_px"], [1.5, -2.0])
+        assert s["pair_px_units"] == "px"
+        assert list(s["_json_keys"]) == ["ragged"] and isinstance(s["none_value"], h5py.Empty)
+        assert f["settle/values/nested/inner"].attrs["x_rad_units"] == "rad"
+        assert f["settle/values/big"].shape == (2000,)  # a long list is a dataset
+        assert f["dark/values/dark_frame"].attrs["units"] == "counts"
+        assert f["geometry/values/model_to_camera"].attrs["units"] == "px"
+        assert f["wavefront/values/zernike_noll_rad"].attrs["4_units"] == "rad"
+        assert f["geometry"].attrs["time_units"].startswith("s since")
+        assert f["provenance"].attrs["package"] == "hil-diffraction"
+    back = CalibrationSet.load(path)
+    v = back.settle.values
+    assert v["names"] == ["a", "bc"] and v["pair_px"] == [1.5, -2.0] and v["empty"] == []
+    assert v["ragged"] == [[1], [2, 3]] and v["none_value"] is None and v["flag"] is True
+    assert v["nested"] == {"inner": {"x_rad": 1.0, "7": "seven"}} and v["count"] == 3
+    np.testing.assert_array_equal(v["big"], np.arange(2000))
+    assert back.zernike_noll_rad == {4: 0.1, 7: -0.2}
+    assert back.geometry.code_version == cal.geometry.code_version
+
+
+def test_a_huge_attribute_is_refused_unread(tmp_path):
+    path = _full_set().save(tmp_path)
+    with h5py.File(path, "a") as f:
+        f["geometry/values"].attrs["huge"] = np.zeros(1 << 17)
+    with pytest.raises(CalibrationError, match="huge.*refused unread"):
+        CalibrationSet.load(path)
 
 
 def test_camera_to_model_samples_through_the_affine():

@@ -71,7 +71,7 @@ def test_import_matches_truth(slmsuite_files):
         cal = import_slmsuite(bench, list(files.values()))
         err = errors_vs_truth(cal, bench)
         truth = bench.truth
-    assert cal.steps() == ["geometry", "lut", "source", "wavefront", "settle"]
+    assert cal.steps() == ["settle", "geometry", "lut", "source", "wavefront"]
     # geometry: slmsuite's affine converted to the model grid (pixel systems, k units)
     assert err["center_error_px"] < 0.5
     assert abs(err["scale_error_pct"]) < 0.5
@@ -109,7 +109,7 @@ def test_cli_import_saves_and_reloads(slmsuite_files, tmp_path, capsys):
     rc = main(["calibrate", str(bench_file), "--out", str(out), "--resume",
                "--import-slmsuite", str(files["settle"])])
     assert rc == 0
-    assert CalibrationSet.load(out).steps() == ["geometry", "lut", "settle"]
+    assert CalibrationSet.load(out).steps() == ["settle", "geometry", "lut"]
 
 
 def test_refuses_other_devices(slmsuite_files, tmp_path, capsys):
@@ -175,11 +175,11 @@ def test_resume_of_all_steps_keeps_imported_ones(slmsuite_files, tmp_path, monke
     bench_file, files = slmsuite_files
     ran = []
 
-    def fake_step(name, bench, cal, size, options, out):  # records, measures nothing
-        ran.append(name)
-        cal.set(name, StepResult(name, values={"measured": True}))
+    def fake_step(step, ctx, options):  # records, measures nothing
+        ran.append(step.name)
+        return {r: StepResult(r, values={"measured": True}) for r in step.produces}
 
-    monkeypatch.setattr(pipeline, "_run_step", fake_step)
+    monkeypatch.setattr(pipeline, "run_step", fake_step)
     with open_bench(bench_file) as bench:
         cal = import_slmsuite(bench, [files["fourier"], files["pixel"]])
         run_calibration(bench, tmp_path, calibration=cal, resume=True, progress=False,
