@@ -1,4 +1,6 @@
-"""Step 6: decoders for the bench, both ways (DESIGN.md §4), compared on captures.
+"""Step 6: decoders for the bench, both ways, compared on captures.
+
+The two ways (docs/architecture.md §Twin-and-bench-decoders):
 
 * ``twin``: simulated patterns of synthetic speckles (``simulation.speckle``), through the
   fitted model (source amplitude of step 4, residual warp and blur of step 5), fitted in
@@ -107,15 +109,11 @@ def averaging_rule(noise_var: float, signal_var: float, image_s: float, frame_s:
 
 
 def ssim_error(size: int) -> Any:
-    """``val_error`` for ``LinearDecoder.fit_toward``: 1 - mean SSIM of flattened
-    (m, size²) predictions against targets (the score the decoders are picked by)."""
-    from simulation import ssim
+    """1 - mean SSIM of flattened (m, size²) predictions against targets: the score the
+    decoders are picked by (``LinearDecoder(val_error="ssim")`` scores α by the same)."""
+    from simulation.decoder_params import ssim_error as _ssim_error
 
-    def error(pred: torch.Tensor, target: torch.Tensor) -> float:
-        shape = (-1, size, size)
-        return 1.0 - float(np.mean(ssim(target.reshape(shape), pred.reshape(shape))))
-
-    return error
+    return _ssim_error((size, size))
 
 
 def _check_count(name: str, v: Any, lo: int = 1) -> int:
@@ -214,11 +212,12 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
 
     twin_imgs = speckle(n_twin, gamma, seed=seed, batch_size=CHUNK)
     twin_pats = twin_training_patterns(cal, twin_imgs, enc, block)
-    twin_dec = LinearDecoder(alpha=alpha).fit(twin_pats, twin_imgs, method="ridge", encoder=enc)
+    twin_dec = LinearDecoder(alpha=alpha, method="ridge").fit(twin_pats, twin_imgs, encoder=enc)
     val_error = ssim_error(size)
-    twin_noise = LinearDecoder().fit_toward(twin_pats, twin_imgs, noise_var=noise,
-                                            encoder=enc, val_patterns=val_pats,
-                                            val_images=val_imgs, val_error=val_error)
+    # α of the decoders below: chosen by 1 - SSIM on the validation captures (recorded)
+    twin_noise = LinearDecoder(val_error="ssim").fit_toward(
+        twin_pats, twin_imgs, noise_var=noise, encoder=enc, val_patterns=val_pats,
+        val_images=val_imgs)
     # the prior: whichever twin-trained decoder does better on the validation captures
     prior = min((twin_dec, twin_noise), key=lambda d: float(val_error(
         d.predict(val_pats).reshape(n_val, -1), val_imgs.reshape(n_val, -1))))
@@ -234,12 +233,12 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         have = sum(len(c) for c in chunks)
         chunks.append(capture(train_imager, cap_imgs[have:n], f"decoders: training to {n}"))
         pats, imgs = torch.cat(chunks), cap_imgs[:n]
-        prior_dec = LinearDecoder().fit_toward(pats, imgs, prior=prior, encoder=enc,
-                                               noise_var=train_noise, val_patterns=val_pats,
-                                               val_images=val_imgs, val_error=val_error)
-        cap_dec = LinearDecoder().fit_toward(pats, imgs, encoder=enc, noise_var=train_noise,
-                                             val_patterns=val_pats, val_images=val_imgs,
-                                             val_error=val_error)
+        prior_dec = LinearDecoder(val_error="ssim").fit_toward(
+            pats, imgs, prior=prior, encoder=enc, noise_var=train_noise,
+            val_patterns=val_pats, val_images=val_imgs)
+        cap_dec = LinearDecoder(val_error="ssim").fit_toward(
+            pats, imgs, encoder=enc, noise_var=train_noise, val_patterns=val_pats,
+            val_images=val_imgs)
         errs = [min(d.history_["val_mse"]) for d in (prior_dec, cap_dec)]
         log.info("decoders: %d training captures: validation 1 - SSIM twin-prior %.4f, "
                  "capture-trained %.5f", n, *errs)

@@ -16,7 +16,7 @@ functions puts bench and twin in the same units, so the twin's Jacobian applies.
 ``fine_tune_on_bench`` trains the decoder (it sees the real captures: with fixed masks
 a closed-form ridge pulled toward the starting weight, else Adam) and, optionally, a
 learned mask (through the twin) on synthetic speckle shown on the bench: the bench
-generates its own training set, no test image is needed. ``hil train --on-bench`` calls
+generates its own training set, no test image is needed. ``hil bench-train`` calls
 ``train_on_bench_cli``: it starts from the calibration's best decoder and keeps the
 result only if a held-out captured score improves.
 """
@@ -33,6 +33,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from simulation.atomic import write_text_atomic
+from simulation.ridge_prior import ridge_toward
 
 log = logging.getLogger(__name__)
 
@@ -117,32 +120,6 @@ def _decoder_input(p: torch.Tensor) -> torch.Tensor:
     return p.permute(0, 2, 1, 3).reshape(b, c * h * w)
 
 
-def ridge_toward(X: torch.Tensor, Y: torch.Tensor, prior: torch.Tensor,
-                 alphas: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
-                 val_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, float]:
-    """argmin_W ||X W - Y||² + α||W - prior||², α chosen on a held-out split.
-
-    Dual form (n samples << d inputs): W = prior + Xᵀ(XXᵀ + αI)⁻¹(Y - X·prior).
-    """
-    X, Y, P = X.double(), Y.double(), prior.double()
-    R = Y - X @ P
-    n = len(X)
-    n_val = max(1, int(round(val_fraction * n))) if n >= 5 else 0
-    best = alphas[len(alphas) // 2]
-    if n_val:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        va, tr = perm[:n_val], perm[n_val:]
-        K = X[tr] @ X[tr].T
-        errs = []
-        for a in alphas:
-            D = X[tr].T @ torch.linalg.solve(K + a * torch.eye(len(tr), dtype=K.dtype), R[tr])
-            errs.append(float(((X[va] @ D - R[va]) ** 2).mean()))
-        best = alphas[min(range(len(alphas)), key=errs.__getitem__)]
-    K = X @ X.T
-    D = X.T @ torch.linalg.solve(K + best * torch.eye(n, dtype=K.dtype), R)
-    return (P + D).float(), float(best)
-
-
 def fine_tune_on_bench(
     encoder: BenchEncoder,
     weight: torch.Tensor,
@@ -159,11 +136,14 @@ def fine_tune_on_bench(
 
     Each step shows ``batch`` fresh speckle images (density ``gamma``, seeded) on the bench.
     Fixed masks: the decoder is refitted in closed form on every capture so far, as a
-    ridge regression pulled toward the twin-trained weight (``ridge_toward``): exact and
-    cheap, since the decoder is linear. Learnable masks: one Adam step per batch on both,
-    the decoder's gradient exact (it sees the captures), the masks' through the twin
-    (``physics_aware``). Returns {"weight", "masks_rad", "loss", "alpha", "captures",
-    "seconds"}; ``loss`` is each batch's MSE before that step's update.
+    ridge regression pulled toward the twin-trained weight (``ridge_toward``, α from the
+    decoders' one grid on a 20 % split): exact and cheap, since the decoder is linear.
+    Learnable masks: one Adam step per batch on both, the decoder's gradient exact (it sees
+    the captures), the masks' through the twin (``physics_aware``). Returns {"weight",
+    "masks_rad", "loss", "alpha", "alpha_search", "captures", "seconds"}: ``alpha`` and
+    ``alpha_search`` (``ridge_toward``'s history: ``alpha_grid``, ``val_mse``) are the
+    last refit's, None and {} with learnable masks; ``loss`` is each batch's MSE before
+    that step's update.
     """
     from simulation import speckle
 
@@ -180,7 +160,7 @@ def fine_tune_on_bench(
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="bench training", unit="step")
-    losses, xs, ys, alpha, t0 = [], [], [], None, time.perf_counter()
+    losses, xs, ys, alpha, search, t0 = [], [], [], None, {}, time.perf_counter()
     for step in it:
         imgs = speckle(batch, gamma, size=n, seed=seed * 100003 + step + 1)
         target = imgs.reshape(len(imgs), -1)
@@ -195,12 +175,14 @@ def fine_tune_on_bench(
                 loss = ((x @ W - target) ** 2).mean()
                 xs.append(x)
                 ys.append(target)
-                w, alpha = ridge_toward(torch.cat(xs), torch.cat(ys), prior, seed=seed)
+                w, alpha, search = ridge_toward(torch.cat(xs), torch.cat(ys), prior,
+                                                seed=seed)
                 W.data.copy_(w)
         losses.append(float(loss.detach()))
         log.debug("bench step %d: loss %.5g", step, losses[-1])
     return {"weight": W.detach(), "masks_rad": encoder.masks_rad.detach().clone(),
-            "loss": losses, "alpha": alpha, "captures": encoder.captures,
+            "loss": losses, "alpha": alpha, "alpha_search": search,
+            "captures": encoder.captures,
             "seconds": time.perf_counter() - t0}
 
 
@@ -226,9 +208,9 @@ def _start_decoder(args: Any, cal: Any, bench: Any) -> tuple[Any, Any, str]:
         what = f"a twin {args.method} fit through the calibration's model"
     else:
         pats, what = encode_batched(enc, imgs), f"a twin {args.method} fit"
-    dec = LinearDecoder(alpha=getattr(args, "alpha", None)).fit(
-        pats, imgs, method=args.method, encoder=enc,
-        epochs=getattr(args, "epochs", 5000), seed=args.seed)
+    dec = LinearDecoder(alpha=getattr(args, "alpha", None), method=args.method,
+                        epochs=getattr(args, "epochs", 5000), seed=args.seed
+                        ).fit(pats, imgs, encoder=enc)
     return dec, enc, what
 
 
@@ -244,7 +226,8 @@ def heldout_score(imager: Any, decoder: Any, weight: torch.Tensor, images: torch
 
 
 def train_on_bench_cli(args: Any) -> int:
-    """``hil train --on-bench BENCH [--calibration DIR] --steps N [--learn-mask]``.
+    """``hil bench-train BENCH [--calibration DIR] --iterations N [--learn-mask]`` (N comes
+    as ``args.steps``; ``hil.commands_bench_train``).
 
     Starts from the calibration's best decoder (``best_decoder``; without a decoders step,
     a twin fit through its model), fine-tunes it on the bench (and the masks with
@@ -279,7 +262,8 @@ def train_on_bench_cli(args: Any) -> int:
         layer = BenchEncoder(imager, enc.masks_rad, learnable=learn,
                              phase_depth=float(enc.phase_depth))
         result = fine_tune_on_bench(layer, dec.weight_.cpu(), steps=steps, gamma=args.gamma,
-                                    seed=args.seed, mask_lr=getattr(args, "mask_lr", 1e-2))
+                                    seed=args.seed, mask_lr=getattr(args, "mask_lr", 1e-2),
+                                    progress=not getattr(args, "no_progress", False))
         if learn:
             imager.set_encoder_masks(result["masks_rad"])
         after = heldout_score(imager, dec, result["weight"], held)
@@ -287,6 +271,7 @@ def train_on_bench_cli(args: Any) -> int:
     kept = after > before
     hist = {"start": start, "loss": result["loss"], "captures": result["captures"],
             "seconds": result["seconds"], "steps": steps, "bench": str(args.on_bench),
+            "alpha": result["alpha"],
             "calibration": None if args.calibration is None else str(args.calibration),
             "heldout": {"n": n_hold, "score": "mean SSIM on captured speckles",
                         "before": before, "after": after},
@@ -294,13 +279,19 @@ def train_on_bench_cli(args: Any) -> int:
             "devices": devices}
     side = Path(args.out).with_suffix(".bench.json")
     if not kept:
-        side.write_text(json.dumps(hist, indent=2, default=str))
+        write_text_atomic(side, json.dumps(hist, indent=2, default=str))
         print(f"bench training did not improve the held-out captured SSIM ({before:.4f} -> "
               f"{after:.4f} on {n_hold} speckles): kept {start}; no decoder written to "
               f"{args.out} (history in {side})")
         return 0
+    # the saved decoder records the bench's fit: its α and α search (None and no search
+    # after Adam steps with --learn-mask), with the starting decoder's fit under "start"
+    start_fit = {"method": dec.method_, "alpha": dec.alpha_, "history": dec.history_}
     dec.weight_ = result["weight"].to(dec.weight_.device)
     dec.method_ = f"{dec.method_}+bench"
+    dec.alpha_ = result["alpha"]
+    dec.history_ = {**result["alpha_search"], "start": start_fit, "bench_steps": steps,
+                    "bench_captures": result["captures"]}
     if learn:
         from .masks import mask_from_encoder, save_mask
 
@@ -317,7 +308,7 @@ def train_on_bench_cli(args: Any) -> int:
         save_mask(mask, args.mask_out)
         hist["mask"] = str(args.mask_out)
     dec.save(args.out)
-    side.write_text(json.dumps(hist, indent=2, default=str))
+    write_text_atomic(side, json.dumps(hist, indent=2, default=str))
     print(f"decoder written to {args.out} (from {start}, {steps} bench steps, "
           f"{result['captures']} captures, held-out captured SSIM {before:.4f} -> "
           f"{after:.4f}, {result['seconds']:.0f} s)"

@@ -1,13 +1,20 @@
-"""The electronic decoder: one linear layer, sensor pattern -> image (paper-spec §3).
+"""The electronic decoder: one linear layer, sensor pattern -> image (docs/paper.md §Decoder).
 
-`LinearDecoder` follows scikit-learn's estimator shape (``fit`` returns self,
-fitted attributes end in ``_``). Two ways to fit the same 2048 -> 1024 map (no bias):
+`LinearDecoder` has scikit-learn's estimator shape, as `simulation.classify`'s classifier
+does: the constructor holds the settings (α or how to choose it, the solver, hold-out
+share, seed, Adam's schedule, device), ``get_params``/``set_params`` read and change them,
+``fit(patterns, images, *, encoder=None)`` and ``fit_toward(...)`` take data only, return
+``self`` and set the fitted attributes, which end in ``_`` (``weight_``, ``alpha_``,
+``method_``, ``history_`` with the α search ``alpha_grid``/``val_mse``, ...) and exist only
+after a fit. Two ways to fit the same 2048 -> 1024 map (no bias):
 
 - ``method="ridge"``: the closed-form ridge solution (XᵀX + αI)W = XᵀY, with α
   given or chosen on a held-out split: one eigendecomposition, then every
   candidate α is a cheap diagonal rescaling. XᵀX and XᵀY are float64 sums of
   float32 products of mean-centred blocks (`ridge_linalg.centred_gram`), the solve float64
-  Cholesky: within 1e-4 of an all-float64 fit even at the smallest α tried.
+  Cholesky: within 1e-4 of an all-float64 fit even at the smallest α tried. With fewer
+  training samples than inputs (XᵀX has a null space) the products, the eigendecomposition
+  and the α scores are float64, as the float64 closed form scores them.
 - ``method="adam"``: the paper's protocol: full batch, Adam (lr 1e-3, eps 1e-7),
   MSE, 5,000 epochs, the last 1 % held out for validation (as Keras'
   ``validation_split``), Glorot-uniform initialisation, loss history kept.
@@ -15,33 +22,48 @@ fitted attributes end in ``_``). Two ways to fit the same 2048 -> 1024 map (no b
   XᵀX and XᵀY: the gradient and loss are the same numbers (up to rounding),
   at d/n of the cost.
 
+Every α search, here, in ``fit_toward`` and on the bench (``ridge_prior.ridge_toward``),
+takes its candidates from one grid rule, ``ridge_linalg.alpha_grid``.
+
 A fitted decoder remembers its encoder's ``signature()`` when given one and
-refuses patterns from another encoder; saved files carry it too, with a SHA-256
-of the weights (`simulation.weightfile`): a file that changed is refused.
+refuses patterns from another encoder; saved files (`simulation.decoder_file`) carry it
+too, with the settings and a SHA-256 of the weights: a file that changed is refused.
 """
 
 from __future__ import annotations
 
-import math
 import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
-from ._checks import as_tensor, check_choice, check_images, check_positive
+from ._checks import as_tensor, check_images
 from ._checks import default_device as _default_device
-from .ridge_linalg import alpha_scan, centred_gram, eigh_cpu_one_thread
+from .decoder_adam import fit_adam
+from .decoder_file import (
+    FORMAT_VERSION,
+    decoder_metadata,
+    read_decoder_file,
+    write_decoder_file,
+)
+from .decoder_params import PARAM_NAMES, callable_name, check_params, ssim_error
+from .ridge_linalg import (
+    PRIOR_DECADES,
+    RIDGE_DECADES,
+    alpha_scan,
+    centred_gram,
+    eigh_cpu_one_thread,
+)
 from .sensor import normalise_channels, normalise_for_decoder
-from .weightfile import load_weight_file, save_weight_file, weights_sha256
 
-__all__ = ["LinearDecoder", "EncoderMismatchError"]
+__all__ = ["LinearDecoder", "EncoderMismatchError", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 2  # 2: weights in a checksummed `simulation.weightfile` file
-_KIND = "LinearDecoder"
-_REMAKE = ("make it again with `hil train` (or `hil calibrate` for a calibration's "
-           "decoders, LinearDecoder.fit(...).save(path) in Python)")
+ValError = Literal["mse", "ssim"] | Callable[[torch.Tensor, torch.Tensor], float]
+_FIT_KEYWORDS = ("method", "alpha", "val_fraction", "epochs", "lr", "eps", "seed", "progress")
+_TOWARD_KEYWORDS = ("alpha", "val_error", "seed")
 
 
 class EncoderMismatchError(ValueError):
@@ -57,17 +79,77 @@ def _signature_diff(a: dict, b: dict) -> list[str]:
 class LinearDecoder:
     """Linear map from normalised sensor patterns (B, C, H, W) to images (B, H, W).
 
-    Parameters
-    ----------
-    alpha : ridge regularisation; ``None`` chooses it on a held-out split.
-    device : where to compute; default CUDA when present, else CPU.
+    Settings (keyword-only; ``get_params``/``set_params``; saved with the decoder):
+        alpha: ridge regularisation; None chooses it on held-out data (``alpha_`` is the
+            α the weights were solved with, recorded after every fit).
+        method: "ridge" (closed form) or "adam" (the paper's protocol), for ``fit``.
+        val_fraction: the held-out share: None is 0.1 to choose α, 0.01 for Adam.
+        seed: the hold-out split's and Adam's initialisation's seed.
+        alpha_decades: the α grid, powers of ten of the mean eigenvalue of XᵀX
+            (``ridge_linalg.alpha_grid``); None is ``RIDGE_DECADES`` (-8, 2) for ``fit``
+            and ``PRIOR_DECADES`` (-8, 4) for ``fit_toward``.
+        val_error: how a candidate α is scored on held-out data: "mse", "ssim" (1 - mean
+            SSIM of the images) or a function ``(predictions, targets) -> float`` of
+            flattened images (lower is better; a file records only its name). ``fit``'s
+            ridge search scores by MSE only.
+        epochs, lr, eps, progress: Adam's schedule and progress bar.
+        device: where to compute; default CUDA when present, else CPU.
+
+    Fitted attributes (after ``fit``, ``fit_toward`` or ``load``): ``weight_`` (C·H·W,
+    H'·W') float32 in the paper's side-by-side input layout, ``alpha_``, ``method_``,
+    ``history_`` (the α search: ``alpha_grid``, ``val_mse``; Adam: loss curves),
+    ``train_mse_``, ``image_shape_``, ``pattern_shape_``, ``n_features_in_``,
+    ``encoder_signature_``.
     """
 
-    def __init__(self, *, alpha: float | None = None, device: str | torch.device | None = None):
-        if alpha is not None:
-            check_positive(alpha, "alpha", allow_zero=True)
-        self.alpha = alpha
-        self.device = _default_device(device)
+    def __init__(self, *, alpha: float | None = None, method: Literal["ridge", "adam"] = "ridge",
+                 val_fraction: float | None = None, seed: int = 0,
+                 alpha_decades: tuple[float, float] | None = None,
+                 val_error: ValError = "mse", epochs: int = 5000, lr: float = 1e-3,
+                 eps: float = 1e-7, progress: bool = True,
+                 device: str | torch.device | None = None) -> None:
+        self.set_params(alpha=alpha, method=method, val_fraction=val_fraction, seed=seed,
+                        alpha_decades=alpha_decades, val_error=val_error, epochs=epochs,
+                        lr=lr, eps=eps, progress=progress, device=device)
+
+    # ---------------------------------------------------------------- settings
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's settings by name (``deep`` is scikit-learn's; nothing nests)."""
+        return {name: getattr(self, name) for name in PARAM_NAMES}
+
+    def set_params(self, **params: Any) -> LinearDecoder:
+        """Change settings (checked as the constructor checks them); returns ``self``.
+
+        Fitted attributes stay as they are until the next fit (a new ``device`` moves the
+        weights there)."""
+        p = check_params(params)
+        if "device" in p:
+            p["device"] = _default_device(p["device"])
+            if hasattr(self, "weight_"):
+                self.weight_ = self.weight_.to(p["device"])
+        for name, value in p.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"LinearDecoder({args})"
+
+    def _legacy(self, where: str, legacy: dict[str, Any], allowed: tuple[str, ...]) -> None:
+        """Settings given to a fit method the old way: set them, with a DeprecationWarning."""
+        if not legacy:
+            return
+        unknown = sorted(set(legacy) - set(allowed))
+        if unknown:
+            raise TypeError(f"LinearDecoder.{where}() got unexpected keyword argument(s) "
+                            f"{unknown}")
+        given = ", ".join(f"{k}=..." for k in legacy)
+        warnings.warn(f"LinearDecoder.{where}({given}): settings belong to the constructor, "
+                      f"LinearDecoder({given}), or set_params({given}); passing them to "
+                      f"{where}() is deprecated", DeprecationWarning, stacklevel=3)
+        # None meant "the constructor's value" in the old signature
+        self.set_params(**{k: v for k, v in legacy.items()
+                           if not (v is None and k in ("alpha", "val_fraction", "val_error"))})
 
     # ----------------------------------------------------------------- helpers
     def _inputs(self, patterns) -> torch.Tensor:
@@ -95,77 +177,74 @@ class LinearDecoder:
             )
 
     # --------------------------------------------------------------------- fit
-    def fit(
-        self,
-        patterns,
-        images,
-        method: Literal["ridge", "adam"] = "ridge",
-        *,
-        encoder=None,
-        alpha: float | None = None,
-        val_fraction: float | None = None,
-        epochs: int = 5000,
-        lr: float = 1e-3,
-        eps: float = 1e-7,
-        seed: int = 0,
-        progress: bool = True,
-    ) -> LinearDecoder:
-        """Fit the map from ``patterns`` (B, C, H, W) to ``images`` (B, H, W) in [0, 1].
-
-        ``encoder`` (optional) is recorded so that patterns of another encoder are
-        refused later. ``val_fraction`` is the held-out share: default 0.1 for
-        choosing the ridge α, 0.01 for Adam (the paper). Returns ``self``.
-        """
-        check_choice(method, "method", ("ridge", "adam"))
+    def _data(self, patterns, images) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Decoder inputs (B, C·H·W), flattened images, and the shapes a fit records."""
         X = self._inputs(patterns)
         Y = check_images(images, "images", ndim=(3,), device=self.device)
         if Y.shape[0] != X.shape[0]:
             raise ValueError(
                 f"images: expected {X.shape[0]} images (one per pattern), got {Y.shape[0]}"
             )
-        self.image_shape_ = tuple(int(s) for s in Y.shape[1:])
-        self.pattern_shape_ = tuple(int(s) for s in as_tensor(patterns, "patterns").shape[1:])
-        Y = Y.reshape(Y.shape[0], -1)
-        if val_fraction is not None and not (0.0 <= val_fraction < 1.0):
-            raise ValueError(f"val_fraction: expected a number in [0, 1), got {val_fraction}")
+        shapes = {"image_shape_": tuple(int(s) for s in Y.shape[1:]),
+                  "pattern_shape_": tuple(int(s) for s in
+                                          as_tensor(patterns, "patterns").shape[1:]),
+                  "n_features_in_": int(X.shape[1])}
+        return X, Y.reshape(Y.shape[0], -1), shapes
+
+    def _record(self, shapes: dict[str, Any], encoder, method: str) -> None:
+        """Set the fitted attributes that describe the data. Called after the solve, which
+        sets the others last: a fit that fails leaves the decoder as it was."""
+        for name, value in shapes.items():
+            setattr(self, name, value)
         self.encoder_signature_ = encoder.signature() if encoder is not None else None
         self.method_ = method
-        if method == "ridge":
-            a = alpha if alpha is not None else self.alpha
-            if a is not None:
-                check_positive(a, "alpha", allow_zero=True)
-            self._fit_ridge(X, Y, a, 0.1 if val_fraction is None else val_fraction, seed)
+
+    def fit(self, patterns, images, *, encoder=None, **deprecated: Any) -> LinearDecoder:
+        """Fit the map from ``patterns`` (B, C, H, W) to ``images`` (B, H, W) in [0, 1].
+
+        Data only: the settings (``method``, ``alpha``, ``val_fraction``, ``seed``, Adam's
+        ``epochs``/``lr``/``eps``/``progress``) are the constructor's. ``encoder``
+        (optional) is recorded so that patterns of another encoder are refused later.
+        The old keywords (``method=``, ``alpha=``, ...) still work: they set the settings,
+        with a DeprecationWarning. Returns ``self``.
+        """
+        self._legacy("fit", deprecated, _FIT_KEYWORDS)
+        X, Y, shapes = self._data(patterns, images)
+        vf = self.val_fraction
+        if self.method == "ridge":
+            if self.alpha is None and self.val_error != "mse":
+                raise ValueError(f"val_error: fit(method='ridge') chooses alpha by mean "
+                                 f"squared error, got {self.val_error!r}; use fit_toward, "
+                                 f"or val_error='mse'")
+            self._fit_ridge(X, Y, self.alpha, 0.1 if vf is None else vf, self.seed,
+                            self.alpha_decades or RIDGE_DECADES)
         else:
-            check_positive(epochs, "epochs", integer=True)
-            check_positive(lr, "lr")
-            self._fit_adam(X, Y, epochs, lr, eps, 0.01 if val_fraction is None else val_fraction,
-                           seed, progress)
+            self._fit_adam(X, Y, self.epochs, self.lr, self.eps, 0.01 if vf is None else vf,
+                           self.seed, self.progress)
+        self._record(shapes, encoder, self.method)
         return self
 
     def fit_toward(self, patterns, images, *, prior=None, noise_var=None, encoder=None,
-                   alpha: float | None = None, val_patterns=None, val_images=None,
-                   val_error=None, seed: int = 0) -> LinearDecoder:
+                   val_patterns=None, val_images=None, **deprecated: Any) -> LinearDecoder:
         """Ridge fit pulled toward a ``prior`` decoder, with an input-noise term.
 
         Solves (XᵀX + n·diag(``noise_var``) + αI)W = XᵀY + α·W_prior
         (``simulation.ridge_prior.ridge_with_prior``): ``prior`` is a fitted
         ``LinearDecoder`` of the same shapes (or its weight), None for plain ridge;
         ``noise_var`` the per-input variance (C·H·W,) the inputs will carry beyond the
-        training data's (``capture_noise_variance``). α is picked on
-        (``val_patterns``, ``val_images``) when given, else on a 10 % split, unless
-        ``alpha`` (or the constructor's) is given, by the mean squared error or
-        ``val_error(predictions, targets)`` (flattened images). ``method_`` is "ridge-prior"; the
-        α search, whether a prior was used and the noise level are kept in ``history_``
-        (saved with the file). Returns ``self``.
+        training data's (``capture_noise_variance``). Both are data (as scikit-learn's
+        ``coef_init``), so they come here, not to the constructor. The setting ``alpha``
+        None: α is picked on (``val_patterns``, ``val_images``) when given, else on a
+        ``val_fraction`` (default 10 %) split, by ``val_error``, from the grid of
+        ``alpha_decades`` (default ``PRIOR_DECADES``). ``method_`` is "ridge-prior"; the α
+        search, whether a prior was used and the noise level are kept in ``history_``
+        (saved with the file). The old keywords ``alpha=``, ``val_error=``, ``seed=`` still
+        work (they set the settings, with a DeprecationWarning). Returns ``self``.
         """
         from .ridge_prior import ridge_with_prior
 
-        X = self._inputs(patterns)
-        Y = check_images(images, "images", ndim=(3,), device=self.device)
-        if Y.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"images: expected {X.shape[0]} images (one per pattern), got {Y.shape[0]}"
-            )
+        self._legacy("fit_toward", deprecated, _TOWARD_KEYWORDS)
+        X, Y, shapes = self._data(patterns, images)
         W0 = None
         if prior is not None:
             W0 = prior.weight_ if isinstance(prior, LinearDecoder) else prior
@@ -178,31 +257,41 @@ class LinearDecoder:
             Xv = self._inputs(val_patterns)
             Yv = check_images(val_images, "val_images", ndim=(3,), device=self.device)
             Yv = Yv.reshape(len(Yv), -1)
-        a = alpha if alpha is not None else self.alpha
-        W, a, hist = ridge_with_prior(X, Y.reshape(len(Y), -1), prior=W0,
-                                      noise_var=noise_var, alpha=a, X_val=Xv, Y_val=Yv,
-                                      seed=seed, val_error=val_error)
-        self.image_shape_ = tuple(int(s) for s in Y.shape[1:])
-        self.pattern_shape_ = tuple(int(s) for s in as_tensor(patterns, "patterns").shape[1:])
-        self.encoder_signature_ = encoder.signature() if encoder is not None else None
-        self.method_ = "ridge-prior"
+        vf = 0.1 if self.val_fraction is None else self.val_fraction
+        W, a, hist = ridge_with_prior(X, Y, prior=W0, noise_var=noise_var, alpha=self.alpha,
+                                      X_val=Xv, Y_val=Yv, val_fraction=vf, seed=self.seed,
+                                      decades=self.alpha_decades or PRIOR_DECADES,
+                                      val_error=self._val_error_fn(shapes["image_shape_"]))
+        self._record(shapes, encoder, "ridge-prior")
         self.alpha_ = a
         self.weight_ = W.to(self.device)
-        nv = None if noise_var is None else float(torch.as_tensor(noise_var).mean())
-        self.history_ = {**hist, "prior": W0 is not None, "noise_var_mean": nv}
+        nv = None if noise_var is None else float(torch.as_tensor(
+            noise_var, dtype=torch.float64,
+            device=noise_var.device if isinstance(noise_var, torch.Tensor) else "cpu").mean())
+        ve = self.val_error if isinstance(self.val_error, str) else callable_name(self.val_error)
+        self.history_ = {**hist, "prior": W0 is not None, "noise_var_mean": nv,
+                         "val_error": ve}
         with torch.no_grad():
-            self.train_mse_ = float(((X @ self.weight_ - Y.reshape(len(Y), -1)) ** 2).mean())
+            self.train_mse_ = float(((X @ self.weight_ - Y) ** 2).mean())
         return self
 
-    def _fit_ridge(self, X, Y, alpha, val_fraction, seed) -> None:
+    def _val_error_fn(self, image_shape: tuple[int, ...]
+                      ) -> Callable[[torch.Tensor, torch.Tensor], float] | None:
+        """``val_error`` as a function of flattened (predictions, targets); None for MSE."""
+        ve = self.val_error
+        if callable(ve):
+            return ve
+        if ve == "mse":
+            return None
+        if ve == "ssim":
+            return ssim_error(image_shape)
+        raise ValueError(f"val_error: this decoder was fitted with the function {ve}, which a "
+                         f"decoder file records by name only; set_params(val_error=...) with "
+                         f"the function, 'mse' or 'ssim' before fitting again")
+
+    def _fit_ridge(self, X, Y, alpha, val_fraction, seed, decades) -> None:
         d, n = X.shape[1], len(X)
-        # Gram matrices in float64 from float32 products of centred blocks
-        # (`ridge_linalg.centred_gram`): about 4x faster than a float64 XᵀX, and centring keeps the
-        # float32 rounding far below the smallest eigenvalue (see its docstring).
-        cx = X.double().mean(0).to(X.dtype)
-        cy = Y.double().mean(0).to(Y.dtype)
-        Xc, Yc = X - cx, Y - cy
-        self.history_ = {}
+        n_val = 0
         if alpha is None:
             n_val = max(1, int(round(val_fraction * n))) if val_fraction > 0 else 0
             if n_val == 0 or n_val >= n:
@@ -210,23 +299,38 @@ class LinearDecoder:
                     "val_fraction: choosing alpha needs a held-out split; give alpha or "
                     f"a val_fraction in (0, 1), got {val_fraction}"
                 )
+        # Gram matrices in float64 from float32 products of centred blocks
+        # (`ridge_linalg.centred_gram`): about 4x faster than a float64 XᵀX, and centring keeps the
+        # float32 rounding far below the smallest eigenvalue (see its docstring). Not so with
+        # fewer training rows than inputs: XᵀX then has a null space, which float32 products
+        # and a float32 eigh fill with rounding (~6e-8 of its largest eigenvalue) that the
+        # grid's small α turn into held-out scores of noise; there the products, the eigh
+        # and the α scan are float64 (cheap: n < d).
+        work = torch.float64 if n - n_val < d else X.dtype
+        X, Y = X.to(work), Y.to(work)
+        cx = X.double().mean(0).to(X.dtype)
+        cy = Y.double().mean(0).to(Y.dtype)
+        Xc, Yc = X - cx, Y - cy
+        history: dict = {}
+        if alpha is None:
+            # the split is drawn on the CPU (the same rows on every device)
             g = torch.Generator().manual_seed(seed)
-            perm = torch.randperm(n, generator=g).to(X.device)
+            perm = torch.randperm(n, generator=g, device="cpu").to(X.device)
             va, tr = perm[:n_val], perm[n_val:]
             Gt, Bt = centred_gram(Xc[tr], Yc[tr], cx, cy)
             Gv, Bv = centred_gram(Xc[va], Yc[va], cx, cy)
             G, B = Gt + Gv, Bt + Bv  # the split costs nothing extra
-            # float32 eigenvectors are plenty to rank candidate alphas (float64 eigh is
-            # 15x slower on CPU); the final solve below is float64 Cholesky.
-            evals, evecs = eigh_cpu_one_thread(Gt.float())
+            # n >= d: float32 eigenvectors rank the candidate alphas (float64 eigh is ~2.4x
+            # slower on CPU; on 4000 γ = 15 speckles both pick the same α, scores within
+            # 0.2 % there); the final solve below is float64 Cholesky. n < d: float64.
+            evals, evecs = eigh_cpu_one_thread(Gt.to(work))
             evals = evals.double().clamp_min(0)
             # (d, p): the ridge solution is evecs·diag(1/(λ+α))·proj. The products that
-            # only rank the candidates run in float32 (their inputs are float32 already);
-            # the final solve below is float64.
-            proj = evecs.T @ Bt.float()
-            grid, errs, best = alpha_scan(evals, evecs, proj, X[va], Y[va])
+            # only rank the candidates run in the working dtype; the final solve is float64.
+            proj = evecs.T @ Bt.to(work)
+            grid, errs, best = alpha_scan(evals, evecs, proj, X[va], Y[va], decades)
             alpha = grid[best]
-            self.history_ = {"alpha_grid": grid, "val_mse": errs}
+            history = {"alpha_grid": grid, "val_mse": errs}
         else:
             G, B = centred_gram(Xc, Yc, cx, cy)
         del Xc, Yc
@@ -238,6 +342,7 @@ class LinearDecoder:
                                    driver="gelsd").solution.to(X.device)
         self.alpha_ = float(alpha)
         self.weight_ = W.to(torch.float32)
+        self.history_ = history
         # training MSE without another pass over X: ‖XW − Y‖² = tr WᵀGW − 2 tr WᵀB + ‖Y‖²,
         # and the solve gives GW = B − αW, so it is ‖Y‖² − tr WᵀB − α‖W‖² (float64; the
         # solve's residual moves it by ~1e-12 relative).
@@ -245,43 +350,10 @@ class LinearDecoder:
         self.train_mse_ = max(sse, 0.0) / Y.numel()
 
     def _fit_adam(self, X, Y, epochs, lr, eps, val_fraction, seed, progress) -> None:
-        n = len(X)
-        n_val = int(math.floor(val_fraction * n))  # Keras: the last samples, before shuffling
-        Xt, Yt, Xv, Yv = X[: n - n_val], Y[: n - n_val], X[n - n_val :], Y[n - n_val :]
-        d, p = X.shape[1], Y.shape[1]
-        g = torch.Generator().manual_seed(seed)
-        limit = math.sqrt(6.0 / (d + p))  # Glorot uniform, Keras' default
-        W = ((torch.rand((d, p), generator=g) * 2 - 1) * limit).to(self.device)
-        W = W.requires_grad_()
-        opt = torch.optim.Adam([W], lr=lr, eps=eps)
-        m = Xt.shape[0] * p
-        gram = Xt.shape[0] > d
-        if gram:
-            G, B, yy = Xt.T @ Xt, Xt.T @ Yt, float((Yt.double() ** 2).sum())
-        train_hist, val_hist = [], []
-        bar = tqdm(range(epochs), desc="adam", disable=not progress, leave=False)
-        for _ in bar:
-            if gram:
-                # MSE = (tr WᵀGW − 2 tr WᵀB + ‖Y‖²)/m, gradient 2(GW − B)/m: one matmul a step
-                with torch.no_grad():
-                    GW = G @ W
-                    loss = ((W * GW).sum() - 2 * (W * B).sum() + yy) / m
-                    W.grad = (GW - B).mul_(2.0 / m)
-            else:
-                opt.zero_grad(set_to_none=True)
-                loss = ((Xt @ W - Yt) ** 2).mean()
-                loss.backward()
-            opt.step()
-            train_hist.append(float(loss.detach()))
-            if n_val:
-                with torch.no_grad():
-                    val_hist.append(float(((Xv @ W - Yv) ** 2).mean()))
-            if progress and len(train_hist) % 50 == 0:
-                bar.set_postfix(loss=f"{train_hist[-1]:.4g}")
-        self.weight_ = W.detach()
+        self.weight_, self.history_, self.train_mse_ = fit_adam(
+            X, Y, epochs=epochs, lr=lr, eps=eps, val_fraction=val_fraction, seed=seed,
+            progress=progress)
         self.alpha_ = None
-        self.history_ = {"train_mse": train_hist, "val_mse": val_hist}
-        self.train_mse_ = float(((Xt @ self.weight_ - Yt) ** 2).mean())
 
     # ----------------------------------------------------------------- predict
     @torch.no_grad()
@@ -331,73 +403,45 @@ class LinearDecoder:
 
     # --------------------------------------------------------------- save/load
     def metadata(self) -> dict:
-        """What the decoder is: format, fit, shapes, encoder signature, weights' SHA-256."""
+        """What the decoder is: format, settings (``params``), fit, shapes, encoder
+        signature, weights' SHA-256 (`simulation.decoder_file`)."""
         self._check_fitted()
-        return {"format_version": FORMAT_VERSION, "method": self.method_, "alpha": self.alpha_,
-                "image_shape": list(self.image_shape_),
-                "pattern_shape": list(self.pattern_shape_),
-                "encoder": self.encoder_signature_, "train_mse": self.train_mse_,
-                "weights_sha256": weights_sha256({"weight": self.weight_})}
+        return decoder_metadata(self)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the weights and metadata to ``path`` (.pt); atomic (temp file, rename).
+        """Write the weights, settings and fitted attributes to ``path`` (.pt); atomic.
 
-        The file (`simulation.weightfile`) holds only tensors and JSON, with the SHA-256 of
-        the weights; `load` recomputes it and refuses a file that changed.
+        The file (`simulation.decoder_file`) holds only tensors and JSON, with the SHA-256
+        of the weights; `load` recomputes it and refuses a file that changed.
         """
         self._check_fitted()
-        meta = self.metadata()
-        meta["history"] = getattr(self, "history_", {})
-        return save_weight_file(path, _KIND, {"weight": self.weight_}, meta)
+        return write_decoder_file(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, encoder=None,
              device: str | torch.device | None = None) -> LinearDecoder:
         """Read a decoder written by `save`; with ``encoder``, refuse a mismatch.
 
+        Settings come back as saved and fitted attributes as fitted, neither from the other
+        (a format-2 file, which recorded no settings, gets the constructor's defaults). A
+        ``val_error`` function comes back as its name (refit needs ``set_params``).
         Raises FileNotFoundError for a missing file and ValueError naming the file for one
         that is not a decoder file, holds Python objects (nothing in it is run), fails its
         checksum ("file corrupted"), holds non-finite weights, or whose metadata does not
         agree with its weights.
         """
-        path = Path(path)
-        tensors, meta = load_weight_file(path, _KIND, remake=_REMAKE)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported decoder format "
-                             f"{meta.get('format_version')!r}; {_REMAKE}")
-        weight = tensors.get("weight")
+        weight, params, fitted = read_decoder_file(path)
+        params = dict(params or {})
+        ve = params.pop("val_error", "mse")
+        named_fn = isinstance(ve, str) and ve.startswith("<callable ")
         try:
-            image_shape = _shape(meta["image_shape"], 2)
-            pattern_shape = _shape(meta["pattern_shape"], 3)
-            method = meta["method"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: inconsistent decoder metadata ({exc})") from exc
-        want = (math.prod(pattern_shape), math.prod(image_shape))
-        if weight is None or weight.dtype != torch.float32 or tuple(weight.shape) != want:
-            got = (None if weight is None
-                   else f"{weight.dtype} {tuple(weight.shape)}")
-            raise ValueError(f"{path}: inconsistent decoder file: pattern shape "
-                             f"{pattern_shape} and image shape {image_shape} need float32 "
-                             f"weights of shape {want}, the file holds {got}")
-        encoder_sig = meta.get("encoder")
-        if encoder_sig is not None and not isinstance(encoder_sig, dict):
-            raise ValueError(f"{path}: inconsistent decoder metadata (encoder: expected a "
-                             f"signature object, got {type(encoder_sig).__name__})")
-        dec = cls(alpha=meta.get("alpha"), device=device)
+            dec = cls(**params, val_error="mse" if named_fn else ve, device=device)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: inconsistent decoder metadata (params: {exc})") from exc
+        if named_fn:
+            dec.val_error = ve
         dec.weight_ = weight.to(dec.device)
-        dec.method_, dec.alpha_ = method, meta.get("alpha")
-        dec.image_shape_ = image_shape
-        dec.pattern_shape_ = pattern_shape
-        dec.encoder_signature_ = encoder_sig
-        dec.train_mse_ = meta.get("train_mse")
-        dec.history_ = meta.get("history") or {}
+        for name, value in fitted.items():
+            setattr(dec, name, value)
         dec._check_encoder(encoder)
         return dec
-
-
-def _shape(value, ndim: int) -> tuple[int, ...]:
-    """A JSON list of `ndim` positive integers as a tuple; ValueError otherwise."""
-    if (not isinstance(value, list) or len(value) != ndim
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        raise ValueError(f"expected {ndim} positive integers, got {value!r}")
-    return tuple(value)

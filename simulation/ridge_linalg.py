@@ -1,16 +1,36 @@
 """The linear algebra of the closed-form (ridge) decoder fits, in one home.
 
 ``centred_gram`` forms XᵀX and XᵀY accurately from float32 data with a large common mean;
-``eigh_cpu_one_thread`` is the eigen-decomposition the α search diagonalises them with.
-``simulation.decoders`` (ridge) and ``simulation.ridge_prior`` (ridge toward a prior) both
-use them.
+``eigh_cpu_one_thread`` is the eigen-decomposition the α search diagonalises them with;
+``alpha_grid`` is the one rule for the candidate α of every hold-out search (half decades
+times the mean eigenvalue of XᵀX) and ``alpha_scan`` scores a plain ridge on it.
+``simulation.decoders`` (ridge), ``simulation.ridge_prior`` (ridge toward a prior, and
+through it ``hil.bench_training.ridge_toward`` on the bench) all use them.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["centred_gram", "eigh_cpu_one_thread", "alpha_scan"]
+__all__ = ["centred_gram", "eigh_cpu_one_thread", "alpha_grid", "alpha_scan",
+           "RIDGE_DECADES", "PRIOR_DECADES"]
+
+#: α grid of a plain ridge fit, in powers of ten of the mean eigenvalue of XᵀX: past 1e2 the
+#: weights shrink toward zero, which never predicts better.
+RIDGE_DECADES: tuple[float, float] = (-8.0, 2.0)
+#: α grid of a ridge pulled toward a prior: α -> ∞ returns the prior, which can be the best
+#: answer (uninformative captures), so the grid reaches two decades further.
+PRIOR_DECADES: tuple[float, float] = (-8.0, 4.0)
+
+
+def alpha_grid(scale: float, decades: tuple[float, float] = RIDGE_DECADES) -> list[float]:
+    """Candidate α: ``scale`` (the mean eigenvalue of XᵀX) times 10**e, e in half decades
+    from ``decades[0]`` to ``decades[1]`` (both included)."""
+    lo, hi = (float(v) for v in decades)
+    if not -300.0 <= lo <= hi <= 300.0:
+        raise ValueError(f"alpha_decades: expected (low, high) powers of ten with low <= high, "
+                         f"got {decades!r}")
+    return [scale * 10.0**e for e in torch.arange(lo, hi + 0.01, 0.5, device="cpu").tolist()]
 
 
 def eigh_cpu_one_thread(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,22 +84,24 @@ def centred_gram(Xc: torch.Tensor, Yc: torch.Tensor, cx: torch.Tensor, cy: torch
 
 
 def alpha_scan(evals: torch.Tensor, evecs: torch.Tensor, proj: torch.Tensor,
-               Xv: torch.Tensor, Yv: torch.Tensor) -> tuple[list[float], list[float], int]:
+               Xv: torch.Tensor, Yv: torch.Tensor,
+               decades: tuple[float, float] = RIDGE_DECADES
+               ) -> tuple[list[float], list[float], int]:
     """Hold-out MSE of the ridge solution for every candidate α: ``(grid, val_mse, best)``.
 
     ``evals``, ``evecs``: the eigen-decomposition of the training XᵀX; ``proj`` = evecsᵀ·XᵀY
-    (training); ``Xv``, ``Yv``: the held-out rows. The grid is half decades from 1e-8 to 1e2
-    times the mean eigenvalue. val MSE(α) = (dᵀKd − 2·dᵀc + ‖Yv‖²)/m with d = 1/(λ+α):
-    every candidate costs O(d²) after two Gram-sized products (run in the inputs' dtype,
-    accumulated in float64), not an (n_val × d × p) matmul. ``best`` is the first minimum.
+    (training); ``Xv``, ``Yv``: the held-out rows. The grid is ``alpha_grid`` (default: half
+    decades from 1e-8 to 1e2 times the mean eigenvalue).
+    val MSE(α) = (dᵀKd − 2·dᵀc + ‖Yv‖²)/m with d = 1/(λ+α): every candidate costs O(d²) after
+    two Gram-sized products (run in the inputs' dtype, accumulated in float64), not an
+    (n_val × d × p) matmul. ``best`` is the first minimum.
     """
     evals = evals.double()
     A = Xv @ evecs
     K = (A.T @ A).double() * (proj @ proj.T).double()
     c = ((A.T @ Yv).double() * proj.double()).sum(1)
     yy, m = float((Yv.double() ** 2).sum()), Yv.numel()
-    scale = float(evals.mean())
-    grid = [scale * 10.0**e for e in torch.arange(-8, 2.01, 0.5).tolist()]
+    grid = alpha_grid(float(evals.mean()), decades)
     errs = []
     for a in grid:
         dv = 1.0 / (evals + a)

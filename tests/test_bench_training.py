@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from session_helpers import bench_toml, small_bench
 
@@ -78,10 +79,39 @@ def test_bench_encoder_gives_mask_gradients_and_learns():
 def test_ridge_toward_prior():
     g = torch.Generator().manual_seed(1)
     X, W = torch.randn(40, 30, generator=g), torch.randn(30, 5, generator=g)
-    w, alpha = ridge_toward(X, X @ W, torch.zeros(30, 5), alphas=(1e-6,))
+    w, alpha, _ = ridge_toward(X, X @ W, torch.zeros(30, 5), alpha=1e-6)
     np.testing.assert_allclose(X @ w, X @ W, atol=1e-3)  # tiny alpha: interpolates
-    w_prior, _ = ridge_toward(X, X @ W, W.clone(), alphas=(1e3,))
+    w_prior, _, _ = ridge_toward(X, X @ W, W.clone(), alpha=1e3)
     np.testing.assert_allclose(w_prior, W, atol=1e-4)  # prior already right: kept
+
+
+def test_ridge_toward_searches_the_decoders_grid():
+    """The bench's α search uses the decoders' one grid rule (relative to the mean
+    eigenvalue of XᵀX), not a list of absolute values: scaling the inputs by 100 scales
+    every candidate by 10⁴ and picks the same point of the grid. Before, the grid was
+    (0.3 ... 100) whatever the inputs' scale, and the choice was not returned."""
+    from simulation.ridge_linalg import PRIOR_DECADES, alpha_grid
+
+    g = torch.Generator().manual_seed(2)
+    X, W = torch.randn(60, 200, generator=g), torch.randn(200, 4, generator=g)
+    Y = X @ W + 0.5 * torch.randn(60, 4, generator=g)
+    prior = W + 0.3 * torch.randn(W.shape, generator=g)
+    w, a, hist = ridge_toward(X, Y, prior, seed=3)
+    scale = float((X.double()[hist_rows(60, 0.2, 3)] ** 2).sum()) / 200
+    np.testing.assert_allclose(hist["alpha_grid"], alpha_grid(scale, PRIOR_DECADES), rtol=1e-9)
+    assert a == hist["alpha_grid"][int(np.argmin(hist["val_mse"]))]
+    w100, a100, hist100 = ridge_toward(100 * X, Y, prior / 100, seed=3)
+    assert a100 == pytest.approx(a * 1e4, rel=1e-6)
+    assert int(np.argmin(hist100["val_mse"])) == int(np.argmin(hist["val_mse"]))
+    # too few captures for a split (a first bench step of < 5 images): the grid's unit
+    w3, a3, hist3 = ridge_toward(X[:3], Y[:3], prior)
+    assert hist3 == {"val": "none"} and a3 == pytest.approx(float((X[:3] ** 2).sum()) / 200)
+
+
+def hist_rows(n: int, val_fraction: float, seed: int) -> torch.Tensor:
+    """The training rows of ``ridge_toward``'s seeded split."""
+    n_val = round(val_fraction * n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[n_val:]
 
 
 def test_bench_fine_tuning_beats_twin_only_training():
@@ -116,11 +146,17 @@ def test_train_on_bench_cli(tmp_path):
 
     bench = bench_toml(tmp_path / "bench.toml")
     out = tmp_path / "dec.pt"
-    rc = main(["train", "--count", "300", "--alpha", "1.0", "--on-bench", str(bench),
-               "--steps", "1", "--out", str(out)])
+    rc = main(["bench-train", str(bench), "--count", "300", "--alpha", "1.0",
+               "--iterations", "1", "--out", str(out)])
     assert rc == 0 and out.is_file()
     hist = json.loads(out.with_suffix(".bench.json").read_text())
     assert hist["captures"] == 32 and len(hist["loss"]) == 1
     from simulation import LinearDecoder
 
-    assert LinearDecoder.load(out).method_ == "ridge+bench"
+    dec = LinearDecoder.load(out)
+    assert dec.method_ == "ridge+bench"
+    # the α chosen on the bench is the saved decoder's, with its search; the start's fit
+    # (the twin ridge at --alpha 1.0) is kept under "start"; the setting alpha is untouched
+    assert dec.alpha_ == hist["alpha"] and dec.alpha_ != 1.0
+    assert dec.alpha_ == dec.history_["alpha_grid"][int(np.argmin(dec.history_["val_mse"]))]
+    assert dec.history_["start"]["alpha"] == 1.0 and dec.alpha == 1.0

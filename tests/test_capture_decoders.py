@@ -36,6 +36,39 @@ def test_ridge_with_prior_is_the_closed_form():
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
 
 
+def test_dual_form_is_the_closed_form():
+    """With fewer samples than inputs and no noise term (the bench's few captures) the (n, n)
+    dual form gives the float64 closed form (XᵀX + αI)⁻¹(XᵀY + αP), scores every α of the
+    decoders' grid as the closed form does on the held-out rows, and is what "auto" takes.
+    (The float32 primal ranking does not: its smallest α score rounding in XᵀX's null
+    space, which is why the bench's ``ridge_toward`` solves the dual.)"""
+    from simulation.ridge_linalg import PRIOR_DECADES, alpha_grid
+
+    X, Y, W, g = _linear_problem(25, d=120)
+    Y = Y + 0.05 * torch.randn(Y.shape, generator=g)
+    P = W + 0.2 * torch.randn(W.shape, generator=g)
+    wd, ad, hd = ridge_with_prior(X, Y, prior=P, form="dual", val_fraction=0.2, seed=1)
+    wa, aa, _ = ridge_with_prior(X, Y, prior=P, val_fraction=0.2, seed=1, form="auto")
+    assert torch.equal(wa, wd) and aa == ad
+    Xd, Yd, Pd = X.double(), Y.double(), P.double()
+    perm = torch.randperm(25, generator=torch.Generator().manual_seed(1))
+    va, tr = perm[:5], perm[5:]
+
+    def closed(rows, a):
+        x = Xd[rows]
+        return torch.linalg.solve(x.T @ x + a * torch.eye(120, dtype=torch.float64),
+                                  x.T @ Yd[rows] + a * Pd)
+
+    grid = alpha_grid(float((Xd[tr] ** 2).sum()) / 120, PRIOR_DECADES)
+    assert hd["alpha_grid"] == pytest.approx(grid, rel=1e-9)
+    want = [float(((Xd[va] @ closed(tr, a) - Yd[va]) ** 2).mean()) for a in grid]
+    assert hd["val_mse"] == pytest.approx(want, rel=1e-6)
+    torch.testing.assert_close(wd.double(), closed(torch.arange(25), ad), rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="form: the dual form is exact only without"):
+        ridge_with_prior(X, Y, noise_var=torch.ones(120), form="dual", alpha=1.0)
+
+
 def test_prior_wins_over_useless_captures():
     """Injected failure: captures that carry no information (pure noise inputs). The α picked
     on held-out captures must return (about) the prior, not a fit to noise."""
@@ -185,7 +218,7 @@ def _fake_fine_tune(weight_out: torch.Tensor | None, seen: list):
         seen.append(weight.clone())
         w = torch.zeros_like(weight) if weight_out is None else weight_out.clone()
         return {"weight": w, "masks_rad": layer.masks_rad.detach().clone(), "loss": [1.0],
-                "alpha": None, "captures": 0, "seconds": 0.0}
+                "alpha": None, "alpha_search": {}, "captures": 0, "seconds": 0.0}
 
     return fine_tune
 
@@ -287,7 +320,7 @@ def test_train_on_bench_learned_masks_kept_only_when_better(tmp_path, monkeypatc
         g = torch.Generator().manual_seed(1)
         m = layer.masks_rad.detach() + 3.0 * torch.randn(layer.masks_rad.shape, generator=g)
         return {"weight": good.clone(), "masks_rad": m, "loss": [1.0], "alpha": None,
-                "captures": 0, "seconds": 0.0}
+                "alpha_search": {}, "captures": 0, "seconds": 0.0}
 
     seen: list = []
     for name, fake in (("bad", scrambled), ("good", _fake_fine_tune(good, seen))):
@@ -309,6 +342,7 @@ def test_resume_reruns_decoders_when_any_decoder_file_is_missing(tmp_path):
     """Resume checked only the twin and capture files: a missing twin-prior decoder (the
     one `hil run` may use) was taken for a complete step."""
     from calibration.pipeline import _complete
+    from calibration.step_registry import get_step
     from calibration.store import CalibrationSet, StepResult
 
     for name in ("twin", "capture", "twin_prior"):
@@ -317,6 +351,106 @@ def test_resume_reruns_decoders_when_any_decoder_file_is_missing(tmp_path):
     cal.set("decoders", StepResult("decoders", values={
         "inputs_sha256": "abc", **{f"{n}_path": f"decoder_{n}.pt"
                                    for n in ("twin", "capture", "twin_prior")}}))
-    assert _complete("decoders", cal, "abc", tmp_path)
+    step = get_step("decoders")
+    assert _complete(step, cal, "abc", tmp_path)
     (tmp_path / "decoder_twin_prior.pt").unlink()
-    assert not _complete("decoders", cal, "abc", tmp_path)
+    assert not _complete(step, cal, "abc", tmp_path)
+
+
+# ------------------------------------------- α ranking and devices (issue 10 part 3, ridgefix)
+@pytest.mark.parametrize("form, noise", [("primal", None), ("primal", "zeros"),
+                                         ("primal", "tiny"), (None, "zeros")])
+def test_alpha_ranking_is_the_float64_closed_forms(form, noise):
+    """Injected failure: fewer samples than inputs and no (or a negligible) noise term, as
+    `calibrate_decoders` fits with ``train_averaging=1`` (ν all zeros). The held-out score
+    of every α of the grid, and so the α picked, must be the float64 closed form's. (The
+    float32 Gram and eigh scored rounding in XᵀX's null space: α ~2e-5 was picked where the
+    closed form's best is ~6.3.)"""
+    X, Y, W, g = _linear_problem(25, d=120)
+    Y = Y + 0.05 * torch.randn(Y.shape, generator=g)
+    P = W + 0.2 * torch.randn(W.shape, generator=g)
+    nu = {None: None, "zeros": torch.zeros(120), "tiny": torch.full((120,), 1e-9)}[noise]
+    how = {} if form is None else {"form": form}  # None: the default, as calibration uses
+    got, a, hist = ridge_with_prior(X, Y, prior=P, noise_var=nu, val_fraction=0.2, seed=1,
+                                    **how)
+    Xd, Yd, Pd = X.double(), Y.double(), P.double()
+    nud = torch.zeros(120, dtype=torch.float64) if nu is None else nu.double()
+    perm = torch.randperm(25, generator=torch.Generator().manual_seed(1))
+    va, tr = perm[:5], perm[5:]
+
+    def closed(rows, alpha):
+        x = Xd[rows]
+        m = x.T @ x + len(rows) * torch.diag(nud) + alpha * torch.eye(120, dtype=torch.float64)
+        return torch.linalg.solve(m, x.T @ Yd[rows] + alpha * Pd)
+
+    want = [float(((Xd[va] @ closed(tr, b) - Yd[va]) ** 2).mean()) for b in hist["alpha_grid"]]
+    assert hist["val_mse"] == pytest.approx(want, rel=1e-6)
+    best = min(want)
+    assert want[hist["alpha_grid"].index(a)] <= best * (1 + 1e-9), a
+    if noise != "tiny":  # ν = 0: the closed form's best is α ~6.3 (2.7e-7 with ν = 1e-9)
+        assert 1 < a < 100, a
+    torch.testing.assert_close(got.double(), closed(torch.arange(25), a), rtol=1e-5, atol=1e-6)
+
+
+class _UnnamedDeviceIsMeta(torch.overrides.TorchFunctionMode):
+    """Tensors built without naming a device go to "meta", as on a CUDA run they would go
+    to the CPU; a tensor handed to ``torch.as_tensor`` keeps its device, as it does there.
+    A tensor that the solve builds anywhere but on the data's device then fails to mix."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        from torch.utils._device import _device_constructors
+
+        kwargs = dict(kwargs or {})
+        if func in _device_constructors() and kwargs.get("device") is None and not (
+                args and isinstance(args[0], torch.Tensor)):
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def test_ridge_fits_build_every_tensor_on_the_datas_device():
+    """Issue 10 part 3: ``fit_toward`` on CUDA built the prior, ν and torch.eye on the CPU
+    next to GPU data. Without a GPU: every tensor the solves build without naming a device
+    lands on "meta" (``_UnnamedDeviceIsMeta``), where it cannot meet the CPU data. Every
+    path (α given or searched, split or given held-out set, primal or dual form, the
+    bench's ``ridge_toward``, ``LinearDecoder.fit``/``fit_toward``) must run and give
+    the numbers it gives without the mode."""
+    from simulation import DualVortexEncoder, speckle
+    from simulation.ridge_prior import ridge_toward
+
+    X, Y, W, g = _linear_problem(60, d=40)
+    P = W + 0.1 * torch.randn(W.shape, generator=g)
+    nu = torch.full((40,), 1e-3)
+    enc = DualVortexEncoder(size=8)
+    imgs = speckle(90, 4.0, size=8, seed=5)
+    pats = enc(imgs)
+    start = LinearDecoder(alpha=1.0, device="cpu").fit(pats, imgs)
+    nu0 = torch.zeros(128)  # inputs are made outside the mode: only the solves run in it
+    cases = {
+        "split, primal": lambda: ridge_with_prior(X, Y, prior=P, noise_var=nu)[0],
+        "split, dual": lambda: ridge_with_prior(X[:30], Y[:30], prior=P, form="dual")[0],
+        "given val, no prior": lambda: ridge_with_prior(X[:30], Y[:30], noise_var=nu,
+                                                        X_val=X[30:], Y_val=Y[30:])[0],
+        "alpha, primal": lambda: ridge_with_prior(X, Y, prior=P, noise_var=nu, alpha=0.5)[0],
+        "alpha, dual": lambda: ridge_with_prior(X[:30], Y[:30], alpha=0.5, form="dual")[0],
+        "alpha 0, singular": lambda: ridge_with_prior(X[:30], Y[:30], alpha=0.0,
+                                                      form="primal")[0],
+        "ridge_toward": lambda: ridge_toward(X[:30], Y[:30], P)[0],
+        "ridge_toward, 4 samples": lambda: ridge_toward(X[:4], Y[:4], P)[0],
+        "noise variance": lambda: capture_noise_variance(pats[:4], pats[4:8]),
+        "fit": lambda: LinearDecoder(device="cpu").fit(pats, imgs).weight_,
+        "fit, n < d": lambda: LinearDecoder(device="cpu").fit(pats[:60], imgs[:60]).weight_,
+        "fit_toward": lambda: LinearDecoder(device="cpu", val_error="ssim").fit_toward(
+            pats[:60], imgs[:60], prior=start, noise_var=nu0, val_patterns=pats[60:],
+            val_images=imgs[60:]).weight_,
+    }
+    failed = {}
+    for name, run in cases.items():
+        want = run()
+        try:
+            with _UnnamedDeviceIsMeta():
+                got = run()
+            assert got.device == want.device
+            torch.testing.assert_close(got, want)
+        except (RuntimeError, NotImplementedError, AssertionError) as exc:
+            failed[name] = f"{type(exc).__name__}: {str(exc)[:120]}"
+    assert not failed, failed

@@ -188,3 +188,193 @@ def test_fast_gram_ridge_matches_float64_at_smallest_alpha(case, small_set):
     assert dec.train_mse_ == pytest.approx(float(((X @ W64 - Y) ** 2).mean()), rel=1e-5)
     if case == "speckle":
         assert errors(_plain_float32_solve(X, Y, a))[0] > 10 * w_err
+
+
+# ------------------------------------------------------- scikit-learn shape (issue 11 item 2)
+# tests/data/decoder_v2_*.pt were written by the format-2 LinearDecoder (git c28c6cf, before
+# settings and fitted attributes were split), on this set, by:
+#   ridge = LinearDecoder(device="cpu").fit(pats, imgs, method="ridge", encoder=enc, seed=1)
+#   start = LinearDecoder(alpha=30.0, device="cpu").fit(pats[:60], imgs[:60], encoder=enc)
+#   prior = LinearDecoder(device="cpu").fit_toward(pats[:150], imgs[:150], prior=start,
+#       noise_var=torch.full((128,), 1e-3), encoder=enc, val_patterns=pats[200:],
+#       val_images=imgs[200:])
+#   adam = LinearDecoder(device="cpu").fit(pats, imgs, method="adam", encoder=enc, epochs=20,
+#                                          seed=3, progress=False)
+# and each saved with .save("tests/data/decoder_v2_<name>.pt").
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+FITTED = ("weight_", "alpha_", "method_", "history_", "train_mse_", "image_shape_",
+          "pattern_shape_", "n_features_in_", "encoder_signature_")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    enc = DualVortexEncoder(size=8)
+    imgs = speckle(300, 4.0, size=8, seed=5)
+    return enc, imgs, enc(imgs)
+
+
+def _new_fits(tiny) -> dict:
+    """The fits of the format-2 files, written the new way (settings in the constructor)."""
+    enc, imgs, pats = tiny
+    start = LinearDecoder(alpha=30.0, device="cpu").fit(pats[:60], imgs[:60], encoder=enc)
+    return {
+        "ridge": LinearDecoder(seed=1, device="cpu").fit(pats, imgs, encoder=enc),
+        "prior": LinearDecoder(device="cpu").fit_toward(
+            pats[:150], imgs[:150], prior=start, noise_var=torch.full((128,), 1e-3),
+            encoder=enc, val_patterns=pats[200:], val_images=imgs[200:]),
+        "adam": LinearDecoder(method="adam", epochs=20, seed=3, progress=False,
+                              device="cpu").fit(pats, imgs, encoder=enc),
+    }
+
+
+def test_numbers_unchanged_and_format_2_files_read(tiny):
+    """The same fits give the weights, α and α search the format-2 code wrote (bit for bit
+    on CPU; 1e-6 allows another BLAS), and format-2 files load with the default settings:
+    their fitted α stays in ``alpha_`` and does not become the setting ``alpha``."""
+    enc = tiny[0]
+    for name, new in _new_fits(tiny).items():
+        old = LinearDecoder.load(DATA / f"decoder_v2_{name}.pt", encoder=enc, device="cpu")
+        # "prior" moved on purpose: its start (60 samples < 128 inputs) and the ridge toward
+        # it now use float64 products, and its α grid's unit is trace/d, not a float32
+        # eigh's mean (issue 11 follow-up); it is 1000x closer to the float64 closed form
+        # than the format-2 fit (test_capture_decoders::test_primal_ranking_is_the_float64..)
+        close = 1e-4 if name == "prior" else 1e-6
+        torch.testing.assert_close(new.weight_, old.weight_, rtol=close, atol=close / 10)
+        assert old.method_ == new.method_
+        if name != "adam":
+            assert new.alpha_ == pytest.approx(old.alpha_, rel=1e-6 if name == "prior" else 1e-9)
+            assert new.history_["alpha_grid"] == pytest.approx(old.history_["alpha_grid"])
+        assert old.get_params() == LinearDecoder(device="cpu").get_params()
+        assert all(hasattr(old, a) for a in FITTED)
+
+
+def test_settings_live_in_the_constructor():
+    """scikit-learn's shape: every setting is a constructor keyword, readable with
+    get_params and changed with set_params; fit and fit_toward take data only (the old
+    keywords survive only as **deprecated)."""
+    import inspect
+
+    sig = inspect.signature(LinearDecoder.__init__)
+    names = [p for p in sig.parameters if p != "self"]
+    dec = LinearDecoder(alpha=2.0, method="adam", epochs=3, device="cpu")
+    assert sorted(dec.get_params()) == sorted(names)
+    assert LinearDecoder(**dec.get_params()).get_params() == dec.get_params()
+    assert dec.set_params(alpha=None, seed=4) is dec and dec.get_params()["seed"] == 4
+    assert "LinearDecoder(alpha=None, method='adam'" in repr(dec)
+    for fit in (LinearDecoder.fit, LinearDecoder.fit_toward):
+        kinds = {p.name: p.kind for p in inspect.signature(fit).parameters.values()}
+        named = [n for n, k in kinds.items() if k is not inspect.Parameter.VAR_KEYWORD]
+        assert set(named) <= {"self", "patterns", "images", "encoder", "prior", "noise_var",
+                              "val_patterns", "val_images"}, named
+    with pytest.raises(ValueError, match="unknown setting.*'alfa'"):
+        dec.set_params(alfa=1.0)
+    with pytest.raises(ValueError, match="val_fraction: expected a number in \\[0, 1\\)"):
+        LinearDecoder(val_fraction=1.5)
+    with pytest.raises(ValueError, match="alpha_decades"):
+        LinearDecoder(alpha_decades=(2.0, -8.0))
+    with pytest.raises(ValueError, match="val_error: expected 'mse', 'ssim'"):
+        LinearDecoder(val_error="ssmi")
+
+
+def test_fitted_attributes_only_after_fit_and_refit_changes_nothing(tiny):
+    """Fitted attributes end in _, are absent before a fit and present after; a fit leaves
+    the settings as they were (alpha None stays None: α chosen goes to alpha_), so fitting
+    the same data again, or a saved and loaded copy, gives the same decoder."""
+    enc, imgs, pats = tiny
+    dec = LinearDecoder(seed=1, device="cpu")
+    assert not any(hasattr(dec, a) for a in FITTED)
+    before = dec.get_params()
+    dec.fit(pats, imgs, encoder=enc)
+    assert all(hasattr(dec, a) for a in FITTED) and dec.n_features_in_ == 128
+    assert dec.get_params() == before and dec.alpha is None and dec.alpha_ > 0
+    w, hist = dec.weight_.clone(), dec.history_
+    dec.fit(pats, imgs, encoder=enc)
+    assert torch.equal(dec.weight_, w) and dec.history_ == hist
+
+
+def test_settings_and_alpha_recorded_through_save_load(tmp_path, tiny):
+    """A saved decoder comes back with its settings and its fitted α apart: before, load set
+    the setting alpha to the fitted alpha_, so a refit of a loaded decoder skipped the α
+    search (and a chosen α looked like a given one)."""
+    enc, imgs, pats = tiny
+    dec = LinearDecoder(seed=1, alpha_decades=(-6, 1), device="cpu").fit(pats, imgs,
+                                                                          encoder=enc)
+    back = LinearDecoder.load(dec.save(tmp_path / "d.pt"), device="cpu")
+    assert back.get_params() == dec.get_params()
+    assert back.alpha is None and back.alpha_ == dec.alpha_
+    assert back.history_["alpha_grid"] == dec.history_["alpha_grid"]
+    assert len(dec.history_["alpha_grid"]) == 15  # -6 ... 1 in half decades
+    again = LinearDecoder.load(tmp_path / "d.pt", device="cpu").fit(pats, imgs, encoder=enc)
+    assert torch.equal(again.weight_, dec.weight_) and again.history_ == dec.history_
+    fixed = LinearDecoder(alpha=2.5, method="adam", epochs=2, progress=False, device="cpu")
+    back = LinearDecoder.load(fixed.fit(pats, imgs).save(tmp_path / "a.pt"), device="cpu")
+    assert back.get_params() == fixed.get_params() and back.alpha_ is None
+
+
+def test_val_error_setting_saved_and_ssim_matches_the_calibrations(tmp_path, tiny):
+    """val_error="ssim" scores α as calibration.decoders.ssim_error did (same α); a function
+    is recorded by name, and a loaded copy refuses to refit until it is given again."""
+    enc, imgs, pats = tiny
+    kw = dict(val_patterns=pats[200:], val_images=imgs[200:], encoder=enc)
+    named = LinearDecoder(val_error="ssim", device="cpu").fit_toward(pats[:200], imgs[:200],
+                                                                     **kw)
+
+    def fn(pred, target):  # calibration.decoders.ssim_error(8) as it was (git c28c6cf)
+        return 1.0 - float(np.mean(ssim(target.reshape(-1, 8, 8), pred.reshape(-1, 8, 8))))
+
+    given = LinearDecoder(val_error=fn, device="cpu").fit_toward(pats[:200], imgs[:200], **kw)
+    assert named.alpha_ == given.alpha_ and named.history_["val_mse"] == given.history_[
+        "val_mse"]
+    back = LinearDecoder.load(given.save(tmp_path / "f.pt"), device="cpu")
+    assert back.val_error.startswith("<callable tests.test_decoders.") or \
+        back.val_error.startswith("<callable test_decoders.")
+    with pytest.raises(ValueError, match="val_error: .*set_params"):
+        back.fit_toward(pats[:200], imgs[:200], **kw)
+    assert LinearDecoder.load(named.save(tmp_path / "s.pt")).val_error == "ssim"
+    with pytest.raises(ValueError, match="val_error: fit\\(method='ridge'\\) chooses alpha"):
+        LinearDecoder(val_error="ssim").fit(pats, imgs)
+
+
+def test_old_fit_keywords_still_work_with_a_deprecation_warning(tiny):
+    enc, imgs, pats = tiny
+    new = LinearDecoder(seed=1, device="cpu").fit(pats, imgs, encoder=enc)
+    old = LinearDecoder(device="cpu")
+    with pytest.warns(DeprecationWarning, match=r"fit\(method=\.\.\., seed=\.\.\.\).*"
+                                                r"constructor"):
+        old.fit(pats, imgs, method="ridge", encoder=enc, seed=1)
+    assert torch.equal(old.weight_, new.weight_) and old.seed == 1
+    with pytest.warns(DeprecationWarning, match="fit_toward"):
+        LinearDecoder(device="cpu").fit_toward(pats, imgs, alpha=1.0, seed=2)
+    with pytest.raises(TypeError, match="unexpected keyword.*'epoch'"):
+        LinearDecoder().fit(pats, imgs, epoch=3)
+
+
+def test_a_failed_fit_leaves_no_fitted_attributes(tiny):
+    """Injected failure: a hold-out share too small to hold one sample. Before, fit set the
+    shapes, method_, encoder_signature_ and history_ before the solve failed, so a decoder
+    that was never fitted had half its fitted attributes."""
+    enc, imgs, pats = tiny
+    dec = LinearDecoder(val_fraction=0.0, device="cpu")
+    with pytest.raises(ValueError, match="val_fraction: choosing alpha needs a held-out"):
+        dec.fit(pats, imgs, encoder=enc)
+    assert not any(hasattr(dec, a) for a in FITTED)
+
+
+def test_ridge_alpha_search_with_fewer_samples_than_inputs_is_exact(tiny):
+    """Injected failure: 60 patterns for 128 inputs (XᵀX has a null space). The held-out
+    score of every α of the grid must be the float64 closed form's: float32 products and a
+    float32 eigh scored rounding there (40 at the smallest α, where the answer is 0.009)."""
+    _, imgs, pats = tiny
+    n = 60
+    dec = LinearDecoder(seed=1, device="cpu").fit(pats[:n], imgs[:n])
+    X = normalise_for_decoder(pats[:n]).double()
+    Y = imgs[:n].reshape(n, -1).double()
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    va, tr = perm[:6], perm[6:]
+    eye = torch.eye(X.shape[1], dtype=torch.float64)
+    want = []
+    for a in dec.history_["alpha_grid"]:
+        W = torch.linalg.solve(X[tr].T @ X[tr] + a * eye, X[tr].T @ Y[tr])
+        want.append(float(((X[va] @ W - Y[va]) ** 2).mean()))
+    assert dec.history_["val_mse"] == pytest.approx(want, rel=1e-6)
+    assert dec.alpha_ == dec.history_["alpha_grid"][want.index(min(want))]
