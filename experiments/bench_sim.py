@@ -16,6 +16,7 @@ the same process (these machines are shared and noisy: never a bare time).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 import subprocess
@@ -35,7 +36,10 @@ from simulation import (
     speckle,
     ssim,
 )
+from simulation.atomic import write_text_atomic
 from simulation.sensor import normalise_for_decoder
+
+log = logging.getLogger(__name__)
 
 __all__ = ["bench_fit", "bench_predict", "bench_memory", "run_benchmarks"]
 
@@ -48,7 +52,7 @@ def _mnist(n: int = 1000) -> torch.Tensor:
 
 
 def bench_fit(count: int = 10000, gamma: float = 15.0, adam_epochs: int = 5000,
-              timed_steps: int = 3, ridge_repeats: int = 3) -> dict:
+              timed_steps: int = 3, ridge_repeats: int = 3, progress: bool = False) -> dict:
     enc = DualVortexEncoder()
     train = speckle(count, gamma, seed=0)
     patterns = encode_batched(enc, train)
@@ -56,11 +60,11 @@ def bench_fit(count: int = 10000, gamma: float = 15.0, adam_epochs: int = 5000,
 
     # Both sides are timed warm: a small ridge fit first (as Adam gets a warm-up step),
     # then the median of ``ridge_repeats`` full fits.
-    LinearDecoder().fit(patterns[:1000], train[:1000], method="ridge")
+    LinearDecoder(method="ridge").fit(patterns[:1000], train[:1000])
     ridge_times = []
     for _ in range(ridge_repeats):
         t = time.perf_counter()
-        ridge = LinearDecoder().fit(patterns, train, method="ridge", encoder=enc)
+        ridge = LinearDecoder(method="ridge").fit(patterns, train, encoder=enc)
         ridge_times.append(time.perf_counter() - t)
     ridge_s = statistics.median(ridge_times)
     ridge_ssim = float(ssim(test, reconstruct(test, enc, ridge)).mean())
@@ -88,8 +92,8 @@ def bench_fit(count: int = 10000, gamma: float = 15.0, adam_epochs: int = 5000,
     adam_total_s = adam_step_s * 5000
 
     t = time.perf_counter()
-    adam = LinearDecoder().fit(patterns, train, method="adam", encoder=enc, epochs=adam_epochs,
-                               progress=False)
+    adam = LinearDecoder(method="adam", epochs=adam_epochs, progress=progress).fit(
+        patterns, train, encoder=enc)
     adam_run_s = time.perf_counter() - t
     adam_ssim = float(ssim(test, reconstruct(test, enc, adam)).mean())
     return {"train_images": count, "gamma": gamma,
@@ -148,19 +152,23 @@ def bench_memory() -> dict:
             "ratio_demo_to_import": demo / base if base else math.nan}
 
 
-def run_benchmarks(out: Path | None = None, only=None, adam_epochs: int = 5000) -> dict:
+def run_benchmarks(out: Path | None = None, only=None, adam_epochs: int = 5000,
+                   progress: bool = False) -> dict:
+    """Run the benchmarks named in ``only`` (default all); with ``progress`` a bar over them
+    (and one over the Adam epochs, the long part) and a log line as each starts."""
+    from tqdm.auto import tqdm
+
     torch.manual_seed(0)
     todo = set(only or ("fit", "predict", "memory"))
     res: dict = {"torch_threads": torch.get_num_threads()}
-    if "predict" in todo:
-        res["predict"] = bench_predict()
-    if "memory" in todo:
-        res["memory"] = bench_memory()
-    if "fit" in todo:
-        res["fit"] = bench_fit(adam_epochs=adam_epochs)
+    runs = {"predict": bench_predict, "memory": bench_memory,
+            "fit": lambda: bench_fit(adam_epochs=adam_epochs, progress=progress)}
+    names = [name for name in runs if name in todo]
+    for name in tqdm(names, desc="benchmarks", unit="benchmark", disable=not progress):
+        log.info("benchmark %s", name)
+        res[name] = runs[name]()
     if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "bench.json").write_text(json.dumps(res, indent=2))
+        write_text_atomic(Path(out) / "bench.json", json.dumps(res, indent=2))
     return res
 
 

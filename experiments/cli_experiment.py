@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from hil.cli_args import add_json, add_no_progress, add_out, print_json
+
 __all__ = ["register"]
 
 
@@ -27,6 +29,13 @@ def _paper(args: argparse.Namespace) -> int:
     run = run_study(cfg, args.out, executor=args.executor, workers=args.workers,
                     address=args.address, data_dir=args.data_dir,
                     progress=not args.no_progress)
+    if args.json:
+        print_json(args, {"scale": cfg.scale, "out": str(run.out), "computed": run.computed,
+                          "skipped": run.skipped,
+                          "report": os.path.join(str(run.out), "report.md"),
+                          "results": os.path.join(str(run.out), "results.json"),
+                          "verdicts": run.results["verdicts"]})
+        return 0
     print(f"paper study ({cfg.scale}): {run.computed} cells computed, {run.skipped} reused")
     for v in run.results["verdicts"]:
         print(f"  {v['verdict']:<12} {v['claim']}")
@@ -50,7 +59,8 @@ def register(subparsers) -> None:
                        "closed forms (estimated ~1.5 h on 2 cores; a projection is printed "
                        "first); full: the paper's literal Adam protocol (many hours); tiny: a "
                        "smoke test")
-    paper.add_argument("--out", required=True, help="output directory")
+    add_out(paper, "output folder (results.json, report.md, figures, cells/)", required=True,
+            metavar="DIR")
     paper.add_argument("--seeds", type=int, default=None,
                        help="seeds per cell (default: 3; 2 at the tiny scale)")
     paper.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -61,7 +71,8 @@ def register(subparsers) -> None:
                        help="local worker processes (default 2)")
     paper.add_argument("--data-dir", default=None,
                        help="test data folder (default: $HIL_DATA_DIR)")
-    paper.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_no_progress(paper)
+    add_json(paper, "the verdicts and the paths of the report and results")
     paper.set_defaults(func=_paper)
 
     def _usage(args: argparse.Namespace) -> int:

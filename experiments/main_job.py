@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from hil.runs import write_json_atomic
+from simulation.atomic import write_text_atomic
 
 from .demo import run_demo
 
@@ -26,27 +27,29 @@ log = logging.getLogger(__name__)
 __all__ = ["run_main_job"]
 
 
-def _paper(out: Path, scale: str) -> dict:
+def _paper(out: Path, scale: str, progress: bool = True) -> dict:
     from experiments.paper import config_for, run_study
 
-    run = run_study(config_for(scale, None), out, progress=True)
+    run = run_study(config_for(scale, None), out, progress=progress)
     return {"report": str(out / "report.md"),
             "verdicts": [{"claim": v["claim"], "verdict": v["verdict"]}
                          for v in run.results["verdicts"]]}
 
 
-def _bench(out: Path, bench: str, n: int, n_capture: int) -> dict:
+def _bench(out: Path, bench: str, n: int, n_capture: int, progress: bool = True) -> dict:
     from calibration import errors_vs_truth, run_calibration
     from devices import open_bench
     from hil.session import RunConfig, run_session
 
     with open_bench(bench) as b:
         cal = run_calibration(b, out / "calibration",
-                              options={"decoders": {"n_capture": n_capture}})
+                              options={"decoders": {"n_capture": n_capture}},
+                              progress=progress)
         errors = errors_vs_truth(cal, b) if b.truth else {}
     decoder = out / "calibration" / "decoder_twin.pt"
     status = run_session(RunConfig(bench=bench, calibration=out / "calibration",
-                                   decoder=decoder, dataset="mnist", n=n, out=out / "run"))
+                                   decoder=decoder, dataset="mnist", n=n, out=out / "run",
+                                   progress=progress))
     res = json.loads((out / "run" / "results.json").read_text())
     return {"bench": bench, "status": status, "calibration_errors": errors,
             "run_ssim_mean": res.get("ssim_mean"), "n": res.get("n_captured"),
@@ -56,18 +59,19 @@ def _bench(out: Path, bench: str, n: int, n_capture: int) -> dict:
 
 def run_main_job(out: str | Path, *, paper_scale: str | None = "small",
                  bench: str | None = "sim.toml", n_bench: int = 100, n_capture: int = 300,
-                 **demo_kwargs) -> dict:
-    """Run the parts of the main job (``paper_scale=None`` / ``bench=None`` skip one)."""
+                 progress: bool = True, **demo_kwargs) -> dict:
+    """Run the parts of the main job (``paper_scale=None`` / ``bench=None`` skip one;
+    ``progress=False`` hides the progress bars of the study, calibration and run)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     summary: dict = {"simulation": run_demo(out / "simulation", **demo_kwargs)["results"]}
     if paper_scale:
         log.info("paper study (%s scale)", paper_scale)
-        summary["paper"] = _paper(out / "paper", paper_scale)
+        summary["paper"] = _paper(out / "paper", paper_scale, progress)
     if bench:
         log.info("simulated bench: calibrate, capture, decode (%s)", bench)
-        summary["bench"] = _bench(out / "bench", bench, n_bench, n_capture)
+        summary["bench"] = _bench(out / "bench", bench, n_bench, n_capture, progress)
     summary["total_seconds"] = time.perf_counter() - t0
     write_json_atomic(out / "summary.json", summary)
     _index(out, summary)
@@ -91,4 +95,4 @@ def _index(out: Path, s: dict) -> None:
         lines.append(f"- [Bench run](bench/run/report.md): {b['n']} MNIST test images "
                      f"captured and decoded, mean SSIM {b['run_ssim_mean']:.3f}")
     lines += ["", f"Total time {s['total_seconds']:.0f} s."]
-    (out / "index.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "index.md", "\n".join(lines) + "\n")

@@ -6,15 +6,21 @@ the ones of this package are listed in ``COMMAND_MODULES``; packages above
 ``hil.commands`` entry-point group, so nothing here imports upward.
 
 A sub-command's handler is stored as ``func`` on its parser and returns an
-exit status. Errors a user can fix (bad arguments, missing or unwritable files,
-refused values, a device that failed) print one line, ``hil: error: ...``, and exit
-with status 2 (``user_error_message``); programming errors (``TypeError``,
-``KeyError``, ``AttributeError``, ...) keep their traceback.
+exit status. It runs with log lines routed through ``tqdm.write`` (so they print above
+progress bars, not through them) and, with ``--json``, with stdout sent to stderr but for
+the JSON result (``hil.cli_args.print_json``). The options every command shares
+(``--out``/``-o``, ``--json``, ``--no-progress``, ``--seed``) are made by ``hil.cli_args``.
+Errors a user can fix (missing or unwritable files, refused values, a device that
+failed) print one line, ``hil: error: ...``, and exit with status 2
+(``user_error_message``); what argparse itself refuses (an unknown option, a malformed
+number) prints the usage and ``hil CMD: error: ...``, also with status 2. Programming
+errors (``TypeError``, ``KeyError``, ``AttributeError``, ...) keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -24,6 +30,7 @@ __all__ = ["main", "build_parser", "UserError", "user_error_message"]
 
 COMMAND_MODULES = (
     "hil.commands_sim",
+    "hil.commands_bench_train",
     "hil.commands_devices",
     "hil.commands_session",
     "hil.commands_mask",
@@ -88,10 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from hil.safety import exit_status, signal_name, signals_as_interrupt
 
+    # --json: the result alone on stdout (cli_args.print_json writes it to this stream);
+    # anything else printed there while the command runs (drivers, libraries) goes to stderr
+    args.result_stream = sys.stdout
+    to_stderr = (contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False)
+                 else contextlib.nullcontext())
     try:
-        with signals_as_interrupt():  # SIGTERM/SIGHUP take Ctrl-C's path (laser off)
+        # log lines go through tqdm.write, above any progress bar, instead of through it
+        with signals_as_interrupt(), to_stderr, logging_redirect_tqdm():
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         print(f"hil: interrupted ({signal_name(exc)})", file=sys.stderr)

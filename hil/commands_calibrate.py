@@ -5,9 +5,10 @@ Opens the bench, runs the calibration steps in bench-day order with progress
 writes ``DIR/report.md`` with figures. ``--resume`` continues the calibration already in
 DIR: a step it holds that ran with the same device identities, settings and earlier
 steps is skipped (one log line each), any other step named runs. Every step shows a
-progress bar of its captures (``--no-progress``/``--quiet``: none); log lines are
-routed through tqdm so they do not break the bars. On a simulated bench the achieved
-errors against the hidden truth are printed too.
+progress bar of its captures (``--no-progress``, or its older spelling ``--quiet``:
+none); log lines are routed through tqdm so they do not break the bars. On a simulated
+bench the achieved errors against the hidden truth are printed too; ``--json`` prints
+the calibration file, its steps, the report and those errors as JSON.
 
 ``--import-slmsuite FILE...`` measures nothing: it converts calibrations that slmsuite
 saved (``calibration.slmsuite_import``) into steps of DIR's calibration, after checking
@@ -17,12 +18,12 @@ that they were taken on this bench's SLM and camera.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hil.cli import UserError
+from hil.cli_args import add_json, add_no_progress, add_out, positive_int, print_json
 from hil.output_paths import check_output_dir
 
 if TYPE_CHECKING:
@@ -48,9 +49,28 @@ def _output_and_previous(args: argparse.Namespace, resume_does: str
     return out, None
 
 
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from tqdm.contrib.logging import logging_redirect_tqdm
+def _print_result(args: argparse.Namespace, path: Path, cal: CalibrationSet,
+                  errors: dict[str, float], report: Path | None,
+                  imported: dict[str, str] | None = None) -> None:
+    """The outcome: JSON with ``--json``, else lines."""
+    if args.json:
+        result = {"calibration": str(path), "steps": list(cal.steps()),
+                  "report": None if report is None else str(report),
+                  "errors_vs_truth": errors}
+        if imported is not None:
+            result["imported"] = imported
+        print_json(args, result)
+        return
+    print(f"calibration: {path} (steps: {', '.join(cal.steps())})")
+    if report is not None:
+        print(f"report: {report}")
+    for name, what in (imported or {}).items():
+        print(f"  {name}: imported from slmsuite {what}")
+    for k, v in errors.items():
+        print(f"  {k}: {v:.4g}")
 
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration import parse_steps, run_calibration
     from calibration.truth import errors_vs_truth
     from devices import DeviceError, open_bench
@@ -68,22 +88,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                             f"({exc})") from None
     try:
         with open_bench(args.bench) as bench:
-            # log lines go through tqdm.write while the bars are up, so they do not break them
-            progress = not args.quiet
-            redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
-            with redirect:
-                # args.steps (None = all): a resume of all steps keeps imported ones
-                cal = run_calibration(bench, out, steps=args.steps, size=args.size,
-                                      calibration=previous, options=options,
-                                      progress=progress, resume=args.resume)
+            # log lines go through tqdm.write (hil.cli.main), so they do not break the bars;
+            # args.steps (None = all): a resume of all steps keeps imported ones
+            cal = run_calibration(bench, out, steps=args.steps, size=args.size,
+                                  calibration=previous, options=options,
+                                  progress=not args.no_progress, resume=args.resume)
             truth = getattr(bench, "truth", None)
             errors = errors_vs_truth(cal, bench) if truth else {}
     except DeviceError as exc:
         raise UserError(f"device: {exc}") from None
-    print(f"calibration: {out / 'calibration.h5'} (steps: {', '.join(cal.steps())})")
-    print(f"report: {out / 'report.md'}")
-    for k, v in errors.items():
-        print(f"  {k}: {v:.4g}")
+    _print_result(args, out / "calibration.h5", cal, errors, out / "report.md")
     return 0
 
 
@@ -105,14 +119,12 @@ def _cmd_import_slmsuite(args: argparse.Namespace) -> int:
     except DeviceError as exc:
         raise UserError(f"device: {exc}") from None
     path = cal.save(out)
-    print(f"calibration: {path} (steps: {', '.join(cal.steps())})")
+    imported = {}
     for name in cal.steps():
         step = getattr(cal, name)
         if step.values.get("imported_from") == "slmsuite":
-            print(f"  {name}: imported from slmsuite {step.values['slmsuite_kind']} "
-                  f"{step.values['slmsuite_file']}")
-    for k, v in errors.items():
-        print(f"  {k}: {v:.4g}")
+            imported[name] = f"{step.values['slmsuite_kind']} {step.values['slmsuite_file']}"
+    _print_result(args, path, cal, errors, None, imported)
     return 0
 
 
@@ -121,12 +133,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "calibrate", help="calibrate a bench (dark, geometry, LUT, wavefront, model, decoders)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bench", help="bench TOML file (or a shipped name such as sim.toml)")
-    p.add_argument("--out", required=True, help="output directory (calibration.h5, report)")
-    p.add_argument("--steps", default=None,
-                   help="comma-separated steps (default: all but the optional ones): "
-                        "dark,geometry,lut,wavefront,model,decoders; optional: settle "
-                        "(measures the SLM settle time, which later steps and runs use)")
-    p.add_argument("--size", type=int, default=32, help="model grid N (default 32)")
+    add_out(p, "output folder (calibration.h5, report.md, figures)", required=True,
+            metavar="DIR")
+    from calibration.step_registry import steps_help  # light: no torch
+
+    p.add_argument("--steps", default=None, help=steps_help().replace("%", "%%"))
+    p.add_argument("--size", type=positive_int, default=32, help="model grid N (default 32)")
     p.add_argument("--resume", action="store_true",
                    help="continue the calibration in --out: steps already complete with the "
                         "same devices and settings are skipped, the others run")
@@ -137,6 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="import calibrations saved by slmsuite's FourierSLM.save_calibration "
                         "(.h5: fourier -> geometry, pixel -> lut, settle -> settle, "
                         "wavefront_superpixel -> source + wavefront) instead of measuring")
-    p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
-                   help="no progress bars (log lines only)")
+    add_no_progress(p, quiet_alias=True)
+    add_json(p, "the calibration file, its steps, the report and the errors against a "
+             "simulated bench's hidden truth")
     p.set_defaults(func=_cmd_calibrate)

@@ -1,5 +1,11 @@
 """Device sub-commands: `hil devices list`, `hil devices check BENCH`, `hil devices schema`.
 
+``list`` says which backends are usable here. For VISA instruments that is what pyvisa
+itself finds: ``pyvisa.ResourceManager()`` (the default: an IVI library such as NI-VISA,
+else pyvisa-py) and ``ResourceManager("@py")`` are opened and closed, and a backend is
+usable only if its resource manager opened (``visa_libraries``); the error pyvisa gave
+is reported otherwise.
+
 ``check`` opens the bench and reports what a bench day starts with (``measure_bench``):
 one frame's saturation, the dark level (laser output off, then restored), the frame rate
 against the camera's bound and the power meter's reading; ``--json`` for machines.
@@ -10,17 +16,51 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import sys
 import time
 from typing import Any
 
-from hil.cli_args import positive_int
+from hil.cli_args import add_json, positive_int, print_json
+
+# the bench file's visa_library values probed by `hil devices list`: (value, what it is)
+VISA_LIBRARIES = (("", "IVI VISA or pyvisa-py"), ("@py", "pyvisa-py"))
+
+
+def visa_libraries() -> list[dict[str, Any]]:
+    """What pyvisa really finds here, for each ``visa_library`` value of a bench file.
+
+    Each is opened as ``pyvisa.ResourceManager(spec)`` and closed again; one row per value:
+    ``{"visa_library", "usable", "library", "error"}``. pyvisa reports a missing library as
+    ``ValueError`` ("Could not locate a VISA implementation", "Wrapper not found: No package
+    named pyvisa_py") and a library it found but could not load as ``OSError``
+    (``pyvisa.errors.LibraryError``); those make the row unusable, with pyvisa's message.
+    Without pyvisa itself every row is unusable.
+    """
+    rows = []
+    try:
+        import pyvisa
+    except ImportError as exc:  # pragma: no cover - pyvisa is a dependency
+        return [{"visa_library": spec, "usable": False, "library": None,
+                 "error": f"pyvisa is not installed ({exc})"} for spec, _ in VISA_LIBRARIES]
+    for spec, _ in VISA_LIBRARIES:
+        try:
+            rm = pyvisa.ResourceManager(spec) if spec else pyvisa.ResourceManager()
+        except (ValueError, OSError) as exc:
+            rows.append({"visa_library": spec, "usable": False, "library": None,
+                         "error": " ".join(str(exc).split())})
+            continue
+        try:
+            lib = rm.visalib
+            rows.append({"visa_library": spec, "usable": True, "error": None,
+                         "library": f"{type(lib).__name__} {lib.library_path}".strip()})
+        finally:
+            rm.close()
+    return rows
 
 
 def _ours() -> list[dict[str, Any]]:
     have_sim = importlib.util.find_spec("pyvisa_sim") is not None
-    have_py = importlib.util.find_spec("pyvisa_py") is not None
+    visa = visa_libraries()
     rows = [
         {"kind": k, "backend": "sim", "sdk": "slmsuite (simulated)", "available": True,
          "note": "slmsuite Simulated* + noise, flaws, faults"}
@@ -29,10 +69,11 @@ def _ours() -> list[dict[str, Any]]:
     for k in ("laser", "power_meter"):
         rows.append({"kind": k, "backend": "sim", "sdk": "pyvisa-sim", "available": have_sim,
                      "note": "shipped YAML (devices/sim/instruments.yaml)"})
-        rows.append({"kind": k, "backend": "visa:<resource>", "sdk": "pyvisa + a VISA library",
-                     "available": True,
-                     "note": "pyvisa-py installed" if have_py else "needs NI-VISA, or pyvisa-py "
-                     "with visa_library = \"@py\""})
+        for v, (_, what) in zip(visa, VISA_LIBRARIES, strict=True):
+            found = f"found {v['library']}" if v["usable"] else f"pyvisa: {v['error']}"
+            rows.append({"kind": k, "backend": "visa:<resource>", "sdk": f"pyvisa + {what}",
+                         "available": v["usable"], "visa_library": v["visa_library"],
+                         "note": f"visa_library = \"{v['visa_library']}\": {found}"})
     return rows
 
 
@@ -61,7 +102,7 @@ def backend_table() -> list[dict[str, Any]]:
 def _cmd_list(args: argparse.Namespace) -> int:
     rows = backend_table()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(args, rows)
         return 0
     print(f"{'kind':<12}{'backend':<28}{'usable':<8}{'SDK':<44}note")
     for r in rows:
@@ -150,7 +191,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from devices import open_bench
 
     t0 = time.perf_counter()
-    # --json: stdout carries the JSON only (drivers that print go to stderr)
+    # --json: stdout carries the JSON only (drivers that print go to stderr; hil.cli.main
+    # does this too, this covers a direct call)
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     # a DeviceError leaves the block with the laser off; hil.cli prints it in one line
     with quiet, open_bench(args.bench) as bench:
@@ -158,7 +200,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         measured = measure_bench(bench, frames=args.frames, averaging=args.averaging)
     report = {"bench": info, **measured, "seconds": round(time.perf_counter() - t0, 3)}
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print_json(args, report)
         return 0
     stats, capture, rate, dark = (report[k] for k in ("frame", "capture", "frame_rate", "dark"))
     print(f"bench {info['name']!r} from {info['source']}"
@@ -210,8 +252,11 @@ def register(sub: Any) -> None:
     dsub = p.add_subparsers(dest="devices_command", metavar="ACTION")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
-    pl = dsub.add_parser("list", help="every backend and whether its SDK is importable here")
-    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl = dsub.add_parser("list", help="every backend and whether it is usable here",
+                         description="Every backend a bench file can name and whether it is "
+                         "usable here: slmsuite backends whose SDK imports, VISA instruments "
+                         "for each visa_library whose pyvisa resource manager opens.")
+    add_json(pl, "one record per backend")
     pl.set_defaults(func=_cmd_list)
 
     pc = dsub.add_parser("check", help="open a bench: identities, saturation, dark level, "
@@ -222,7 +267,7 @@ def register(sub: Any) -> None:
     pc.add_argument("--averaging", type=positive_int, default=1, help="frames to average")
     pc.add_argument("--frames", type=positive_int, default=5,
                     help="frames grabbed to measure the frame rate (default 5)")
-    pc.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(pc, "the bench's identities and measurements")
     pc.set_defaults(func=_cmd_check)
 
     ps = dsub.add_parser("schema", help="every key a bench file may hold, with defaults")

@@ -17,7 +17,8 @@ as ``DIR/live_00000.png`` ... and ``DIR/live.json`` (one record per frame: expos
 peak, saturated fraction, expected and measured spot, offset), ``--frames`` of them
 (default 10 headless, until quit with a window). ``--laser-on`` switches the laser output
 on for the session. However it ends (the last frame, ``q``, Ctrl-C, SIGTERM, a device
-error) the bench is closed with the laser output off.
+error) the bench is closed with the laser output off. ``--json`` prints, at the end, the
+folder and the per-frame records that ``live.json`` holds.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from hil.cli import UserError
-from hil.cli_args import positive_int
+from hil.cli_args import add_json, add_out, positive_float, positive_int, print_json
 from hil.output_paths import check_output_dir
+from simulation.atomic import write_image_atomic, write_text_atomic
 
 __all__ = ["register", "render_overlay", "LivePatterns"]
 
@@ -169,7 +171,6 @@ def _cmd_live(args: argparse.Namespace) -> int:
     out = None if args.out is None else Path(args.out)
     if out is not None:
         check_output_dir(out, "--out")
-        out.mkdir(parents=True, exist_ok=True)
     frames = args.frames if args.frames is not None else (None if show else 10)
     cal = CalibrationSet.load(args.calibration) if args.calibration else None
     records: list[dict[str, Any]] = []
@@ -177,13 +178,14 @@ def _cmd_live(args: argparse.Namespace) -> int:
         _live(args, cal, out, show, frames, records)
     finally:  # records of an interrupted session are kept too
         if out is not None and records:
-            from simulation.atomic import write_text_atomic
-
             write_text_atomic(out / "live.json", json.dumps({"bench": str(args.bench),
                                                              "frames": records}, indent=1))
     if show:
         cv2.destroyAllWindows()
-    if out is not None:
+    if args.json:
+        print_json(args, {"out": None if out is None else str(out), "bench": str(args.bench),
+                          "frames": records})
+    elif out is not None:
         print(f"live: {len(records)} frames in {out} (live_*.png, live.json)")
     return 0
 
@@ -243,8 +245,7 @@ def _live(args: argparse.Namespace, cal: Any, out: Path | None, show: bool,
                                  measured=measured, lines=lines)
             if out is not None:
                 path = out / f"live_{i:05d}.png"
-                if not cv2.imwrite(str(path), img):
-                    raise OSError(f"--out: could not write {path}")
+                write_image_atomic(path, img)
             else:
                 cv2.imshow("hil live", img)
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -256,16 +257,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "live", help="live camera frames with model windows and expected spots overlaid",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bench", help="bench TOML file (or a shipped name such as sim.toml)")
-    p.add_argument("--calibration", default=None,
+    p.add_argument("--calibration", default=None, metavar="DIR",
                    help="calibration directory or .h5 (geometry, dark frame, imaging config)")
     p.add_argument("--pattern", choices=("spots", "encoder", "flat"), default="spots",
                    help="what the SLM shows (default spots: four gratings, expected spots)")
     p.add_argument("--frames", type=positive_int, default=None,
                    help="frames to show (default: 10 to --out, until q with a window)")
-    p.add_argument("--out", default=None, help="write PNG frames and live.json here")
+    add_out(p, "folder for the PNG frames and live.json (needed without a display)",
+            metavar="DIR")
     p.add_argument("--size", type=positive_int, default=32,
                    help="model grid N without a calibration (default 32)")
-    p.add_argument("--exposure", type=float, default=None, help="camera exposure, seconds")
+    p.add_argument("--exposure", type=positive_float, default=None,
+                   help="camera exposure, seconds (default: the bench's)")
     p.add_argument("--laser-on", action="store_true",
                    help="switch the laser output on (off again on exit)")
+    add_json(p, "the folder and the per-frame records (as in live.json), at the end,")
     p.set_defaults(func=_cmd_live)

@@ -9,7 +9,8 @@
   blocks, centred, zero phase around it), as the PNG or BMP vendor software loads.
 
 Every grey level comes from ``devices.base.SLM.set_phase`` (sign convention, wavelength
-scaling, LUT): the same path for runs, calibration, push and export.
+scaling, LUT): the same path for runs, calibration, push and export. Each action takes
+``--json`` (what it wrote or showed, as JSON); ``hil mask`` alone prints this help.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import UserError
-from .cli_args import positive_float, positive_int
+from .cli_args import add_json, add_out, positive_float, positive_int, print_json
 
 __all__ = ["register"]
 
@@ -35,8 +36,15 @@ def _mask_path(text: str) -> Path:
 
 
 def register(sub) -> None:
-    m = sub.add_parser("mask", help="phase-mask files: new, show, push, export").add_subparsers(
-        dest="mask_command", metavar="ACTION")
+    top = sub.add_parser("mask", help="phase-mask files: new, show, push, export",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = top.add_subparsers(dest="mask_command", metavar="ACTION")
+
+    def _usage(args: argparse.Namespace) -> int:  # `hil mask` alone: this help, not hil's
+        top.print_help()
+        return 2
+
+    top.set_defaults(func=_usage)
 
     n = m.add_parser("new", help="write the twin's vortex + lens encoder as a mask file",
                      description="Write the dual-vortex encoder of the digital twin (vortex "
@@ -51,13 +59,16 @@ def register(sub) -> None:
                    help="object phase depth, radians (default π/2)")
     n.add_argument("--wav-um", type=positive_float, default=0.633,
                    help="wavelength the mask is for, µm (default 0.633)")
-    n.add_argument("--out", "-o", type=_mask_path, required=True, help="mask file (.npz/.h5)")
+    n.add_argument("--out", "-o", type=_mask_path, required=True, metavar="FILE",
+                   help="mask file to write (.npz/.h5)")
     n.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    add_json(n, "the file written, its charges, grid and signature hash")
     n.set_defaults(func=cmd_mask_new)
 
     s = m.add_parser("show", help="plot a mask file to PNG and print its metadata")
-    s.add_argument("file", type=Path)
-    s.add_argument("--out", "-o", type=Path, default=None, help="PNG (default: FILE.png)")
+    s.add_argument("file", type=Path, help="mask file (.npz/.h5)")
+    add_out(s, "PNG to write (default: FILE with .png)", metavar="PNG")
+    add_json(s, "the metadata (provenance included) and the figure's path")
     s.set_defaults(func=cmd_mask_show)
 
     p = m.add_parser("push", help="show one mask channel on a bench's SLM, as `hil run` does",
@@ -75,6 +86,7 @@ def register(sub) -> None:
                    help="keep the mask shown this long before closing the bench (Ctrl-C ends)")
     p.add_argument("--save", type=Path, default=None, metavar="IMAGE",
                    help="also write the grey levels shown, as PNG or BMP")
+    add_json(p, "what was shown (SLM, block, mode, grating, LUT, correction, grey range)")
     p.set_defaults(func=cmd_mask_push)
 
     e = m.add_parser("export", help="write the grey-level image(s) vendor SLM software loads",
@@ -92,9 +104,9 @@ def register(sub) -> None:
                    help="wavelength at which the SLM's grey range is 2π (default: the mask's)")
     e.add_argument("--channel", type=int, default=None,
                    help="one channel only (default: every channel, one file each)")
-    e.add_argument("--out", "-o", type=Path, default=None,
-                   help="image file; with several channels, _c<k> is added to its name "
-                   "(default: MASK's name)")
+    add_out(e, "image file; with several channels, _c<k> is added to its name "
+            "(default: MASK's name)", metavar="IMAGE")
+    add_json(e, "one record per image written")
     e.set_defaults(func=cmd_mask_export)
 
 
@@ -109,6 +121,10 @@ def cmd_mask_new(args: argparse.Namespace) -> int:
                        phase_depth=args.phase_depth, wav_um=args.wav_um)
     mask.provenance["command"] = "hil mask new"
     save_mask(mask, args.out)
+    if args.json:
+        print_json(args, {"mask": str(args.out), "charges": list(mask.charges),
+                          "grid": mask.grid, "signature_hash": mask.signature_hash})
+        return 0
     print(f"mask written to {args.out}: charges {mask.charges}, {mask.grid}x{mask.grid}, "
           f"sha256 {mask.signature_hash}")
     return 0
@@ -120,6 +136,9 @@ def cmd_mask_show(args: argparse.Namespace) -> int:
     mask = load_mask(args.file)
     out = plot_mask(mask, args.out or args.file.with_suffix(".png"))
     meta = mask.metadata()
+    if args.json:
+        print_json(args, {**meta, "file": str(args.file), "figure": str(out)})
+        return 0
     meta.pop("provenance", None)
     print(json.dumps(meta))
     print(f"figure: {out}")
@@ -178,13 +197,24 @@ def cmd_mask_push(args: argparse.Namespace) -> int:
                                      channel=args.channel, mode=args.mode)
             if args.save is not None:
                 write_grey_image(grey, args.save)
-            print(f"mask {args.mask} channel {args.channel} on '{bench.slm.name}' "
-                  f"({bench.slm.shape[0]}x{bench.slm.shape[1]}): block {imager.block}, "
-                  f"mode {imager.mode}, grating {imager.gratings[0]}, LUT "
-                  f"{'yes' if imager.lut_applied else 'no'}, aberration correction "
-                  f"{'yes' if imager.correction_applied else 'no'}, grey "
-                  f"{int(grey.min())}..{int(grey.max())}"
-                  + (f"; saved {args.save}" if args.save is not None else ""))
+            if args.json:
+                print_json(args, {
+                    "mask": str(args.mask), "channel": args.channel, "slm": bench.slm.name,
+                    "slm_shape": [int(v) for v in bench.slm.shape],
+                    "block": int(imager.block), "mode": imager.mode,
+                    "grating": [float(v) for v in imager.gratings[0]],
+                    "lut": bool(imager.lut_applied),
+                    "aberration_correction": bool(imager.correction_applied),
+                    "grey_min": int(grey.min()), "grey_max": int(grey.max()),
+                    "saved": None if args.save is None else str(args.save)})
+            else:
+                print(f"mask {args.mask} channel {args.channel} on '{bench.slm.name}' "
+                      f"({bench.slm.shape[0]}x{bench.slm.shape[1]}): block {imager.block}, "
+                      f"mode {imager.mode}, grating {imager.gratings[0]}, LUT "
+                      f"{'yes' if imager.lut_applied else 'no'}, aberration correction "
+                      f"{'yes' if imager.correction_applied else 'no'}, grey "
+                      f"{int(grey.min())}..{int(grey.max())}"
+                      + (f"; saved {args.save}" if args.save is not None else ""))
             if args.hold_s:
                 time.sleep(args.hold_s)  # the SLM keeps the mask until the bench closes
     except DeviceError as exc:
@@ -216,11 +246,18 @@ def cmd_mask_export(args: argparse.Namespace) -> int:
     channels = [args.channel] if args.channel is not None else list(range(mask.channels))
     base = args.out if args.out is not None else args.mask.with_suffix("")
     base = base.with_suffix(f".{fmt}")
+    written = []
     for k in channels:
         grey = mask_grey_levels(mask, (rows, cols), channel=k, bitdepth=args.bitdepth,
                                 wav_design_um=args.wav_design_um)
         path = base if len(channels) == 1 else base.with_name(f"{base.stem}_c{k}{base.suffix}")
         write_grey_image(grey, path, fmt)
-        print(f"channel {k}: {path} ({rows}x{cols}, {args.bitdepth}-bit, grey "
-              f"{int(grey.min())}..{int(grey.max())})")
+        written.append({"channel": k, "file": str(path), "shape": [rows, cols],
+                        "bitdepth": args.bitdepth, "format": fmt, "grey_min": int(grey.min()),
+                        "grey_max": int(grey.max())})
+        if not args.json:
+            print(f"channel {k}: {path} ({rows}x{cols}, {args.bitdepth}-bit, grey "
+                  f"{int(grey.min())}..{int(grey.max())})")
+    if args.json:
+        print_json(args, written)
     return 0

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from .cli_args import nonnegative_int, positive_float, positive_int
+from .cli_args import (
+    add_json,
+    add_no_progress,
+    add_out,
+    add_seed,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    print_json,
+)
 from .commands_sim import DATASETS
 
 
@@ -27,8 +37,9 @@ def register(sub) -> None:
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--n", type=positive_int, default=500, help="number of images")
-    p.add_argument("--seed", type=int, default=0, help="random subset seed")
-    p.add_argument("--out", "-o", type=Path, required=True, help="run directory")
+    add_seed(p, help="seed of the random subset of --n images")
+    add_out(p, "run folder (run.json, captures.h5, results.json, report.md)", required=True,
+            metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--mode", choices=("sequential", "split"), default=None,
                    help="dual vortex as two captures or two SLM halves (default: the "
@@ -47,7 +58,8 @@ def register(sub) -> None:
     p.add_argument("--classifier", type=Path, default=None,
                    help="a LinearSoftmaxClassifier.save file (weights + JSON; nothing in it "
                    "runs), to report the accuracy of the reconstructions")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
+    add_json(p, "the run's results.json, with the run folder, report and exit status")
     p.add_argument("--drift-every", type=nonnegative_int, default=0, metavar="K",
                    help="show a reference pattern every K images, measure the drift of the "
                    "camera image against the one shown first and correct the geometry on the "
@@ -81,10 +93,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                     pipelined=not args.serial)
     status = run_session(cfg)
     res = (args.out / "results.json")
-    if res.is_file():
-        import json
-
-        r = json.loads(res.read_text())
+    r = json.loads(res.read_text()) if res.is_file() else {}
+    if args.json:
+        print_json(args, {"out": str(args.out), "exit_status": status,
+                          "report": str(args.out / "report.md"), **r})
+    elif res.is_file():
         if "ssim_mean" in r:
             print(f"{r['n_captured']} of {r['n_planned']} images: mean SSIM {r['ssim_mean']:.4f}"
                   + (f", accuracy {r['accuracy']:.4f}" if "accuracy" in r else "")

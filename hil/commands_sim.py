@@ -1,16 +1,41 @@
-"""Simulation sub-commands: ``hil train``, ``hil eval``, ``hil stats``."""
+"""Simulation sub-commands: ``hil train``, ``hil eval``, ``hil stats``.
+
+``hil train --on-bench BENCH`` is the deprecated spelling of ``hil bench-train BENCH``
+(``hil.commands_bench_train``): it still runs, with a warning. ``--steps`` (the bench
+iterations of that old spelling) is now ``--iterations``; ``--steps`` names calibration
+steps only (``hil calibrate --steps``), and the old spelling here is refused with a
+message that says so.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from simulation.atomic import write_text_atomic
+
 from .cli import UserError
-from .cli_args import positive_float, positive_int
+from .cli_args import (
+    add_json,
+    add_no_progress,
+    add_out,
+    add_seed,
+    positive_float,
+    positive_int,
+    print_json,
+)
+from .commands_bench_train import (
+    add_bench_training_options,
+    add_twin_fit_options,
+    check_train_outputs,
+    cmd_bench_train,
+    refuse_old_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,35 +45,16 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "digits")
 def register(sub) -> None:
     p = sub.add_parser("train", help="fit a decoder on synthetic speckle (simulated optics)",
                        description="Generate speckle of density γ, encode it with the dual-vortex "
-                       "twin and fit a linear decoder; write the decoder file.")
-    p.add_argument("--gamma", type=positive_float, default=15.0, help="speckle γ (default 15)")
-    p.add_argument("--count", type=positive_int, default=10000, help="training images")
-    p.add_argument("--method", choices=("ridge", "adam"), default="ridge",
-                   help="ridge: closed form (default); adam: the paper protocol")
-    p.add_argument("--epochs", type=positive_int, default=5000, help="Adam epochs (paper: 5000)")
-    p.add_argument("--alpha", type=float, default=None,
-                   help="ridge regularisation (default: chosen on a held-out split)")
-    p.add_argument("--charges", type=int, nargs="+", default=[1, 3],
-                   help="vortex charges, one channel each (default 1 3)")
+                       "twin and fit a linear decoder; write the decoder file. Fine-tuning "
+                       "on a bench is `hil bench-train`.")
+    add_twin_fit_options(p)
     p.add_argument("--intensity", action="store_true", help="intensity sensor, not magnitude")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", "-o", type=Path, required=True, help="decoder file to write (.pt)")
-    p.add_argument("--on-bench", type=Path, default=None, metavar="BENCH_TOML",
-                   help="fine-tune on a bench (forward on the bench, backward through the twin), "
-                   "starting from --calibration's best decoder; the result is kept only if "
-                   "the SSIM on held-out captured speckles improves")
-    p.add_argument("--holdout", type=positive_int, default=None,
-                   help="--on-bench: held-out captured speckles that decide whether the "
-                   "result is kept (default 32)")
-    p.add_argument("--calibration", type=Path, default=None, metavar="DIR",
-                   help="calibration directory for --on-bench")
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="--on-bench: number of hardware-in-the-loop steps")
+    add_seed(p, help="seed of the speckle set, the held-out split and the fit")
+    add_out(p, "decoder file to write (.pt)", required=True, metavar="FILE")
     p.add_argument("--learn-mask", action="store_true",
                    help="learn the phase masks end to end through the twin (started from the "
                    "vortex of --charges), fit the decoder for them, and write the mask file "
-                   "next to the decoder; with --on-bench, learn them on the bench (kept only "
-                   "if the held-out captured SSIM improves)")
+                   "next to the decoder")
     p.add_argument("--mask-steps", type=positive_int, default=100,
                    help="--learn-mask: Adam steps on masks and decoder together (default 100)")
     p.add_argument("--mask-lr", type=positive_float, default=1e-2,
@@ -58,21 +64,29 @@ def register(sub) -> None:
                    "(default 256, at most --count)")
     p.add_argument("--mask-out", type=Path, default=None,
                    help="--learn-mask: mask file to write (default: --out with .mask.npz)")
+    add_json(p, "the decoder written and its fit")
+    add_no_progress(p)
+    p.add_argument("--on-bench", type=Path, default=None, metavar="BENCH",
+                   help="deprecated: the old spelling of `hil bench-train BENCH` (same "
+                   "options; --steps is now --iterations)")
+    add_bench_training_options(p, shown=False)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="reconstruct a dataset with a decoder: SSIM, PSNR, MSE",
                        description="Encode a real image set with the decoder's encoder, decode it "
                        "and report SSIM/PSNR/MSE; write a PNG grid of originals and "
                        "reconstructions.")
-    p.add_argument("decoder", type=Path, help="decoder file from `hil train`")
+    p.add_argument("decoder", type=Path, help="decoder file (.pt) from `hil train`, `hil "
+                   "bench-train` or a calibration")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--n", type=positive_int, default=1000, help="number of images")
     p.add_argument("--colour", choices=("grey", "channels"), default="grey",
                    help="CIFAR as grey (mean of RGB) or channel by channel")
-    p.add_argument("--seed", type=int, default=None, help="random subset (default: the first n)")
-    p.add_argument("--out", "-o", type=Path, default=None, help="directory for the PNG and json")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_seed(p, default=None, help="seed of a random subset of --n images (default: the "
+             "first --n)")
+    add_out(p, "folder for the PNG grid and the JSON of the results", metavar="DIR")
+    add_json(p, "the metrics")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("stats", help="H_SVD and Ω_k of a dataset or a synthetic set",
@@ -84,38 +98,25 @@ def register(sub) -> None:
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--n", type=positive_int, default=500, help="images per set")
     p.add_argument("--power", action="store_true", help="power (σ², |F|²) normalisation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_seed(p, help="seed of the image subset or the speckle sets")
+    add_json(p, "one record per set")
     p.set_defaults(func=cmd_stats)
 
 
 def cmd_train(args) -> int:
     from simulation import DualVortexEncoder, LinearDecoder, SensorModel, encode_batched, speckle
 
-    if args.out.suffix != ".pt":
-        raise UserError(f"--out: expected a .pt file name, got {args.out}")
-    mask_out = None
-    if args.on_bench is None and args.holdout is not None:
-        raise UserError("--holdout: only with --on-bench")
-    if args.learn_mask:
-        mask_out = args.mask_out or args.out.with_suffix(".mask.npz")
-        if mask_out.suffix not in (".npz", ".h5", ".hdf5"):
-            raise UserError(f"--mask-out: expected a .npz or .h5 file name, got {mask_out}")
-    elif args.mask_out is not None:
-        raise UserError("--mask-out: only with --learn-mask")
-    if args.method == "ridge" and args.alpha is None and args.count < 2:
-        raise UserError(f"--count: choosing the ridge alpha on a held-out split needs at least "
-                        f"2 images, got {args.count}; give more, or --alpha")
-    from .output_paths import check_output_file
-
-    check_output_file(args.out, "--out")  # before any work, not after it
-    if mask_out is not None:
-        check_output_file(mask_out, "--mask-out")
+    refuse_old_steps(args)
     if args.on_bench is not None:
-        from .bench_training import train_on_bench_cli
-
-        args.mask_out = mask_out
-        return train_on_bench_cli(args)
+        print("hil: warning: `hil train --on-bench BENCH` is deprecated; use `hil bench-train "
+              "BENCH` (same options)", file=sys.stderr)
+        args.bench = args.on_bench
+        return cmd_bench_train(args)
+    for name in ("calibration", "holdout", "iterations"):
+        if getattr(args, name) is not None:
+            raise UserError(f"--{name}: only with `hil bench-train`")
+    mask_out = check_train_outputs(args)
+    progress = not args.no_progress
     t0 = time.perf_counter()
     sensor = SensorModel("intensity" if args.intensity else "magnitude")
     enc = DualVortexEncoder(tuple(args.charges), sensor=sensor)
@@ -124,10 +125,11 @@ def cmd_train(args) -> int:
     if args.learn_mask:
         learned_from = enc
         enc, losses = learn_masks(enc, imgs[:args.mask_count], steps=args.mask_steps,
-                                  lr=args.mask_lr, alpha=args.alpha, seed=args.seed)
+                                  lr=args.mask_lr, alpha=args.alpha, seed=args.seed,
+                                  progress=progress)
     patterns = encode_batched(enc, imgs)
-    dec = LinearDecoder(alpha=args.alpha).fit(patterns, imgs, method=args.method, encoder=enc,
-                                              epochs=args.epochs, seed=args.seed)
+    dec = LinearDecoder(alpha=args.alpha, method=args.method, epochs=args.epochs,
+                        seed=args.seed, progress=progress).fit(patterns, imgs, encoder=enc)
     if mask_out is not None:
         from .masks import mask_from_encoder, save_mask
 
@@ -141,6 +143,16 @@ def cmd_train(args) -> int:
         save_mask(mask, mask_out)
     dec.save(args.out)
     dt = time.perf_counter() - t0
+    if args.json:
+        result = {"decoder": str(args.out), "method": args.method, "gamma": args.gamma,
+                  "count": args.count, "charges": list(args.charges), "seed": args.seed,
+                  "alpha": dec.alpha_, "train_mse": float(dec.train_mse_), "seconds": dt,
+                  "mask": None if mask_out is None else str(mask_out)}
+        if mask_out is not None:
+            result.update(mask_steps=args.mask_steps, mask_loss_first=losses[0],
+                          mask_loss_last=losses[-1])
+        print_json(args, result)
+        return 0
     alpha = f", alpha {dec.alpha_:.3g}" if dec.alpha_ is not None else ""
     print(f"decoder written to {args.out} ({args.method}, γ={args.gamma:g}, {args.count} images"
           f"{alpha}, train MSE {dec.train_mse_:.4g}, {dt:.1f} s)")
@@ -151,23 +163,25 @@ def cmd_train(args) -> int:
 
 
 def learn_masks(start, images, *, steps: int = 100, lr: float = 1e-2,
-                lr_decoder: float = 1e-4, alpha: float | None = None, seed: int = 0):
+                lr_decoder: float = 1e-4, alpha: float | None = None, seed: int = 0,
+                progress: bool = False):
     """Masks learned end to end through the twin, started from the encoder ``start``.
 
     As the paper study's learned design (experiments/paper/designs.py): a ridge decoder
     for ``start`` on ``images``, then Adam on the masks and the decoder weights together
-    (mean squared error of the reconstruction), ``steps`` full-batch steps. Returns
+    (mean squared error of the reconstruction), ``steps`` full-batch steps (a tqdm bar
+    with ``progress``). Returns
     (a fixed ``PhaseEncoder`` named "learned" with the learned masks, the loss per step);
     refit the decoder for it afterwards (closed form).
     """
     import torch
+    from tqdm.auto import tqdm
 
     from simulation import LinearDecoder, PhaseEncoder, encode_batched, normalise_for_decoder
 
     torch.manual_seed(seed)
-    first = LinearDecoder(alpha=alpha, device="cpu").fit(
-        encode_batched(start, images), images, method="ridge", encoder=start, seed=seed,
-        progress=False)
+    first = LinearDecoder(alpha=alpha, method="ridge", seed=seed, progress=False,
+                          device="cpu").fit(encode_batched(start, images), images, encoder=start)
     enc = PhaseEncoder(start.masks_rad.detach().clone(), learnable=True,
                        phase_depth=start.phase_depth, sensor=start.sensor, name="learned")
     w = first.weight_.detach().clone().to(torch.float32).requires_grad_(True)
@@ -175,7 +189,8 @@ def learn_masks(start, images, *, steps: int = 100, lr: float = 1e-2,
                             {"params": [w], "lr": lr_decoder}])
     x, y = images, images.reshape(len(images), -1)
     losses = []
-    for _ in range(int(steps)):
+    for _ in tqdm(range(int(steps)), desc="learn masks", unit="step", disable=not progress,
+                  leave=False):
         opt.zero_grad(set_to_none=True)
         loss = ((normalise_for_decoder(enc(x)) @ w - y) ** 2).mean()
         loss.backward()
@@ -219,7 +234,7 @@ def evaluate(decoder_path: Path, dataset: str, split: str, n: int, colour: str =
                                title=f"{dataset} {split}: mean SSIM {s.mean():.3f}",
                                captions=[f"SSIM {v:.2f}" for v in s[:8]])
         result["figure"] = str(grid)
-        (out / f"eval_{dataset}.json").write_text(json.dumps(result, indent=2))
+        write_text_atomic(out / f"eval_{dataset}.json", json.dumps(result, indent=2))
     return result
 
 
@@ -230,7 +245,7 @@ def cmd_eval(args) -> int:
         check_output_dir(args.out, "--out")
     r = evaluate(args.decoder, args.dataset, args.split, args.n, args.colour, args.seed, args.out)
     if args.json:
-        print(json.dumps(r, indent=2))
+        print_json(args, r)
     else:
         print(f"{r['dataset']} {r['split']} ({r['n']} images): SSIM {r['ssim_mean']:.4f} "
               f"± {r['ssim_std']:.4f}, PSNR {r['psnr_mean_db']:.2f} dB, MSE {r['mse_mean']:.5f}")
@@ -259,7 +274,7 @@ def cmd_stats(args) -> int:
                      "h_svd_std": float(h.std()), "omega_k_mean": float(w.mean()),
                      "omega_k_std": float(w.std()), "normalisation": weighting})
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(args, rows)
     else:
         print(f"{'set':<24} {'n':>6} {'H_SVD (log2)':>16} {'Ω_k (cyc/px)':>18}")
         for r in rows:

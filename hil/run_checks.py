@@ -1,5 +1,5 @@
 """What ``hil run`` checks before the first capture: do its decoder, mask, calibration,
-bench and imaging configuration belong together (DESIGN.md §6)?
+bench and imaging configuration belong together (docs/architecture.md §Bench-day)?
 
 ``resolve_run_inputs`` picks what a run uses when the user leaves it out (the
 calibration's best decoder, ``best_decoder``: the one of its decoders that scored highest on
@@ -14,7 +14,7 @@ way the pieces disagree, one line each, naming the setting and both values:
   not fitted through the calibration's bench model (its illumination, blur and gain): a
   decoder from ``hil train`` reconstructs MNIST at about half the SSIM of the calibration's
   own on the simulated bench (0.196 against 0.397). A decoder fine-tuned on this bench
-  (``hil train --on-bench --calibration``, its ``.bench.json`` names the calibration) is
+  (``hil bench-train --calibration``, its ``.bench.json`` names the calibration) is
   accepted;
 * imaging config vs the calibration's (``ImagingConfig.differences``: mode, grating,
   margin, mask sampling, envelope, LUT and aberration use);

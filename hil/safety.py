@@ -1,8 +1,8 @@
 """Signals that end a bench command: SIGINT, SIGTERM and SIGHUP take one path.
 
 ``signals_as_interrupt()`` is wrapped by ``hil.cli.main`` around every sub-command, so
-every command that opens a bench (``hil run``, ``hil calibrate``, ``hil train
---on-bench``, ``hil devices check``, ``hil mask push``) handles ``kill`` (SIGTERM) and
+every command that opens a bench (``hil run``, ``hil calibrate``, ``hil
+bench-train``, ``hil devices check``, ``hil mask push``) handles ``kill`` (SIGTERM) and
 a closed terminal (SIGHUP) exactly like Ctrl-C: the first of these signals raises
 ``Interrupted`` (a ``KeyboardInterrupt``) in the main thread, so the bench's context
 manager switches the laser off and closes the devices, and ``hil run`` records

@@ -5,17 +5,39 @@ naming the argument or file, exit status 2 and no traceback: special files as be
 files, upper limits on times, output paths inside a file or on a read-only file system,
 bad decoder files, device errors. Programming errors keep their traceback.
 
-Each case runs ``python -m hil.cli`` in a subprocess, as a user would (a hang is caught
-by the subprocess time-out, generous so the test is never flaky).
+The cases run in this process (``hil.cli.main(argv)``, a python + torch start saved per
+case), under the conditions of a fresh ``hil`` process, so that the checks are as strict
+as a subprocess's (``_hil_in_process``):
+
+* stdout and stderr are captured at the file-descriptor level (``capfd``): what C code or
+  a child process writes counts as well as ``sys.stderr``;
+* logging is configured by ``main`` itself, as in a fresh process (the root logger's
+  handlers, pytest's included, are set aside while it runs), so a WARNING log line is one
+  more line on stderr, and INFO lines are what a user sees;
+* Python's default warning filters apply, and every warning shown counts as lines on
+  stderr (pytest would otherwise swallow them into its summary);
+* an exception out of ``main`` is a traceback on stderr with status 1; ``SystemExit``
+  gives its code; threads the command started and left running are waited for, as at
+  the exit of a process, and a hang (in ``open`` of a FIFO, say) is cut by an alarm.
+
+``SUBPROCESS`` names the few cases that still run ``python -m hil.cli`` in a subprocess,
+each with the reason it needs a real process.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import traceback
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,21 +58,22 @@ def _tiny_decoder(path: Path) -> None:
 
     enc = DualVortexEncoder()
     imgs = speckle(64, 15.0, seed=0)
-    LinearDecoder(alpha=1.0).fit(encode_batched(enc, imgs), imgs, method="ridge",
-                                 encoder=enc).save(path)
+    LinearDecoder(alpha=1.0, method="ridge").fit(encode_batched(enc, imgs), imgs,
+                                                 encoder=enc).save(path)
 
 
 def _inconsistent_decoder(path: Path, pattern_shape=(3, 7, 7), encoder=None) -> None:
     """A well-formed, checksummed weight file whose metadata contradicts itself."""
     import torch
 
-    from simulation import decoders
+    from simulation.decoder_file import KIND
     from simulation.weightfile import save_weight_file
 
-    meta = {"format_version": decoders.FORMAT_VERSION, "method": "ridge", "alpha": 1.0,
+    # format 2 (no "params"): still readable, so the check that refuses it is the shapes'
+    meta = {"format_version": 2, "method": "ridge", "alpha": 1.0,
             "image_shape": [32, 32], "pattern_shape": list(pattern_shape), "encoder": encoder,
             "train_mse": 0.0}
-    save_weight_file(path, decoders._KIND, {"weight": torch.zeros(2048, 1024)}, meta)
+    save_weight_file(path, KIND, {"weight": torch.zeros(2048, 1024)}, meta)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +118,7 @@ def readonly_dir(work) -> Path:
 
 
 def _hil(args: list[str], cwd: Path, data_dir: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m hil.cli ARGS`` in a subprocess, as a user runs it."""
     env = dict(os.environ)
     env.pop("HIL_DATA_DIR", None)
     if data_dir is not None:
@@ -103,12 +127,98 @@ def _hil(args: list[str], cwd: Path, data_dir: str | None = None) -> subprocess.
                           capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
+@dataclass
+class _Result:
+    """What ``_assert_one_line`` reads of a run (as of a ``subprocess.CompletedProcess``)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _Hang(BaseException):  # noqa: N818 - not an error of the code under test: a time-out
+    """Raised by the alarm in a command still running after ``TIMEOUT_S``."""
+
+
+#: Python's default warning filters (a process started without -W or PYTHONWARNINGS)
+_IGNORED_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
+                       ResourceWarning)
+
+
+def _hil_in_process(args: list[str], capfd: pytest.CaptureFixture[str],
+                    monkeypatch: pytest.MonkeyPatch, cwd: Path,
+                    data_dir: str | None = None) -> _Result:
+    """``hil.cli.main(args)`` in this process, seen as a fresh ``hil`` process would be.
+
+    Stdout and stderr are read at the file-descriptor level; ``main`` configures logging
+    itself (pytest's handlers are set aside meanwhile); the warnings Python shows by
+    default are added to stderr; an exception out of ``main`` is a traceback on stderr and
+    status 1, ``SystemExit`` its code; threads the command left running are waited for (a
+    process waits for them at exit); a command still running after ``TIMEOUT_S`` fails.
+    """
+    from hil.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("HIL_DATA_DIR", raising=False)
+    if data_dir is not None:
+        monkeypatch.setenv("HIL_DATA_DIR", data_dir)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    threads_before = set(threading.enumerate())
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise _Hang
+
+    old_alarm = signal.signal(signal.SIGALRM, on_alarm)
+    extra = io.StringIO()
+    capfd.readouterr()  # only what the command writes
+    try:
+        root.handlers.clear()  # so that main's logging.basicConfig takes effect
+        root.setLevel(logging.WARNING)
+        signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.resetwarnings()
+            warnings.simplefilter("default")
+            for category in _IGNORED_BY_DEFAULT:
+                warnings.filterwarnings("ignore", category=category)
+            try:
+                status = main(list(args))
+            except SystemExit as exc:  # argparse, --version, sys.exit in a command
+                if exc.code is None or isinstance(exc.code, int):
+                    status = exc.code or 0
+                else:  # sys.exit("text"): the text on stderr, status 1
+                    print(exc.code, file=extra)
+                    status = 1
+            except Exception:  # noqa: BLE001 - what the interpreter would print and exit with
+                extra.write(traceback.format_exc())
+                status = 1
+        for w in shown:
+            extra.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno,
+                                               w.line))
+        for t in set(threading.enumerate()) - threads_before:
+            if not t.daemon:  # the process would not exit before it ends
+                t.join(TIMEOUT_S)
+                assert not t.is_alive(), f"hil {args}: thread {t.name} still running"
+    except _Hang:
+        pytest.fail(f"hil {' '.join(args)} still running after {TIMEOUT_S} s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_alarm)
+        for h in root.handlers[:]:
+            if h not in saved_handlers:
+                root.removeHandler(h)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    out, err = capfd.readouterr()
+    return _Result(int(status), out, err + extra.getvalue())
+
+
 # progress, not errors: tqdm's "3/10 [00:01<...]", its blank erase, INFO log lines of the
-# steps a command ran before a device failed mid-way
-_PROGRESS = re.compile(r"\d+/\d+ \[|^\s*$|^INFO ")
+# steps a command ran before a device failed mid-way, a deprecated spelling's warning
+_PROGRESS = re.compile(r"\d+/\d+ \[|^\s*$|^INFO |^hil: warning: ")
 
 
-def _assert_one_line(r: subprocess.CompletedProcess, needles: tuple[str, ...]) -> None:
+def _assert_one_line(r: subprocess.CompletedProcess | _Result, needles: tuple[str, ...]) -> None:
     """Exit status 2, no traceback, and one line on stderr (besides progress output)."""
     lines = [ln for ln in r.stderr.splitlines() if not _PROGRESS.search(ln)]
     assert "Traceback" not in r.stderr, r.stderr
@@ -154,8 +264,15 @@ CASES = [
     ("train-count-1", ["train", "--count", "1", "--out", "x.pt"], ("--count",)),
     ("train-on-bench-dir", ["train", "--count", "8", "--on-bench", "benchdir", "--out", "x.pt"],
      ("benchdir",)),
-    ("train-on-bench-device-error", ["train", "--count", "8", "--on-bench", "disconnect.toml",
-                                     "--steps", "2", "--out", "x.pt"],
+    ("train-steps-renamed", ["train", "--count", "8", "--steps", "2", "--out", "x.pt"],
+     ("--steps", "--iterations 2")),
+    # hil bench-train
+    ("bench-train-dir", ["bench-train", "benchdir", "--count", "8", "--out", "x.pt"],
+     ("benchdir",)),
+    ("bench-train-out-in-file", ["bench-train", "sim.toml", "--out", "afile/x.pt"],
+     ("--out", "afile")),
+    ("bench-train-device-error", ["bench-train", "disconnect.toml", "--count", "8",
+                                  "--iterations", "2", "--out", "x.pt"],
      ("camera", "disconnect", "laser output off")),
     # hil eval
     ("eval-missing-decoder", ["eval", "missing.pt", "--n", "2"], ("missing.pt",)),
@@ -219,23 +336,80 @@ CASES = [
     ("mask-show-not-a-mask", ["mask", "show", "afile"], ("afile",)),
 ]
 
+#: the cases that run ``python -m hil.cli`` in a subprocess, and why each needs one
+SUBPROCESS: dict[str, str] = {
+    # the end-to-end path: `sys.exit(main())` of `python -m hil.cli` makes the exit status,
+    # and a device that failed mid-command (its bench, files and threads closed on the way
+    # out) adds nothing to the real stderr at interpreter exit (atexit, finalizers)
+    "calibrate-device-error": "exit status and stderr of a real process after a device failed",
+    # a hang in a blocking open() is cut here by killing the process; the in-process alarm
+    # only cuts calls that let a Python signal handler run (the other FIFO cases use it)
+    "bench-fifo": "a hang cut by killing the process, whatever the call that blocks",
+    # the vendor SDK's import fails in a process that imported nothing before: no earlier
+    # case can have left a half-imported driver module behind in sys.modules
+    "run-sdk-missing": "an import-time failure in a fresh interpreter",
+}
+
 XFAIL: dict[str, str] = {
 }
 
 
 @pytest.mark.parametrize(
-    "argv,needles",
-    [pytest.param(a, n, id=i, marks=[_xfail(XFAIL[i])] if i in XFAIL else [])
+    "case_id,argv,needles",
+    [pytest.param(i, a, n, id=i, marks=[_xfail(XFAIL[i])] if i in XFAIL else [])
      for i, a, n in CASES])
-def test_bad_input_is_one_line_naming_it(work, request, argv, needles):
+def test_bad_input_is_one_line_naming_it(work, request, capfd, monkeypatch, case_id, argv,
+                                         needles):
     if "run" in argv[:1] and _shared_data() is None:
         pytest.skip("hil run needs the real data (HIL_DATA_DIR)")
     if any("RO" in a.split("/") for a in argv):
         ro = request.getfixturevalue("readonly_dir")
         argv = ["/".join(str(ro) if p == "RO" else p for p in a.split("/")) for a in argv]
         needles = tuple(str(ro) if n == "RO" else n for n in needles)
-    r = _hil(argv, work, data_dir=_shared_data() if argv[0] == "run" else None)
+    data_dir = _shared_data() if argv[0] == "run" else None
+    if case_id in SUBPROCESS:
+        r = _hil(argv, work, data_dir=data_dir)
+    else:
+        r = _hil_in_process(argv, capfd, monkeypatch, work, data_dir=data_dir)
     _assert_one_line(r, needles)
+
+
+def test_subprocess_cases_are_cases():
+    """Every name in SUBPROCESS is a case (a renamed case must not lose its subprocess)."""
+    assert set(SUBPROCESS) <= {i for i, _, _ in CASES}
+
+
+def test_in_process_runs_show_what_a_process_would(tmp_path, capfd, monkeypatch):
+    """A WARNING log line and a UserWarning reach the stderr the cases check, as in a process."""
+    import logging as logging_
+
+    import devices.config
+
+    real = devices.config.describe_schema
+
+    def noisy() -> str:
+        logging_.getLogger("hil.test").warning("a log line")
+        warnings.warn("a warning", UserWarning, stacklevel=1)
+        return real()
+
+    monkeypatch.setattr(devices.config, "describe_schema", noisy)
+    r = _hil_in_process(["devices", "schema"], capfd, monkeypatch, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "WARNING hil.test: a log line" in r.stderr, r.stderr
+    assert "UserWarning: a warning" in r.stderr, r.stderr
+    assert "exposure_s" in r.stdout
+
+
+def test_in_process_hang_is_cut(tmp_path, capfd, monkeypatch):
+    """A command blocked in open() of a FIFO fails the case after TIMEOUT_S (here 1 s)."""
+    import devices.config
+
+    os.mkfifo(tmp_path / "fifo")
+    monkeypatch.setattr(devices.config, "describe_schema",
+                        lambda: (tmp_path / "fifo").read_text())
+    monkeypatch.setattr(sys.modules[__name__], "TIMEOUT_S", 1)
+    with pytest.raises(pytest.fail.Exception, match="still running after 1 s"):
+        _hil_in_process(["devices", "schema"], capfd, monkeypatch, tmp_path)
 
 
 def test_readonly_fixture_really_refuses_root(readonly_dir):
