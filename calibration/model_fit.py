@@ -79,14 +79,15 @@ class BenchModel(torch.nn.Module):
 
 
 def source_amplitude(cal: CalibrationSet, size: int, block: int) -> torch.Tensor | None:
-    """The fitted Gaussian source (step 4) sampled at the model pixels' block centres."""
+    """The fitted source (step 4: the beam model it kept, ``calibration.source_beam``)
+    sampled at the model pixels' block centres."""
     if cal.source is None:
         return None
-    w = float(cal.source["waist_px"])
-    cx, cy = (float(v) for v in cal.source["center_px"])
+    from calibration.source_beam import amplitude_from_values
+
     u = (torch.arange(size, dtype=torch.float64) + 0.5) * block - size * block / 2
     y, x = torch.meshgrid(u, u, indexing="ij")
-    return torch.exp(-((x - cx) ** 2 + (y - cy) ** 2) / w**2).float()
+    return amplitude_from_values(cal.source.values, x, y).float()
 
 
 def twin_patterns(images: torch.Tensor, encoder: Any, amplitude: torch.Tensor | None

@@ -160,7 +160,13 @@ def calibrate_geometry(bench: Any, *, size: int = 32, dark: Any = None,
     robust fit, camera pixels per model pixel (undersampling) and the rms residual of
     the spots about the affine.
     """
-    from calibration.quality import LIMITS, check_max, check_min, frame_exposure_check
+    from calibration.quality import (
+        LIMITS,
+        check_finite,
+        check_max,
+        check_min,
+        frame_exposure_check,
+    )
 
     slm, cam = bench.slm, bench.camera
     if grid < 2:
@@ -228,6 +234,16 @@ def calibrate_geometry(bench: Any, *, size: int = 32, dark: Any = None,
               "centre the camera on the Fourier plane or lower span")
     model_pts, cam_pts = np.array(model), np.array(camera)
     a, inliers = fit_affine(model_pts, cam_pts)
+    check_finite("geometry", "affine fit of the spots", a,
+                 "the spots found do not determine a map (too few distinct positions): "
+                 "check that the camera sits in the Fourier plane and the gratings diffract")
+    # spots that stay put whatever the grating: the brightest spot is not a first order
+    check_min("geometry", "spot movement (camera px per model px of grating frequency)",
+              float(np.sqrt(abs(np.linalg.det(a[:, :2])))), 0.1 * LIMITS["min_px_per_model_px"],
+              "the spots do not move with the grating: the brightest spot is the zero order "
+              "or a ghost, not the first order (the SLM's grey range far from 2 pi at this "
+              "wavelength: load the vendor's LUT for it; or the patterns do not reach the "
+              "SLM)")
     res = cam_pts - (model_pts @ a[:, :2].T + a[:, 2])
     rms = float(np.sqrt(np.mean(np.sum(res[inliers] ** 2, axis=1))))
     params = affine_parameters(a, size)
