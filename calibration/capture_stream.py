@@ -24,7 +24,7 @@ early write. Without either, the next pattern is written once the frame has arri
 compose thread and the stores still overlap). Averaged captures (``averaging`` > 1)
 never write early.
 
-This module imports ``devices`` only (DESIGN.md §2).
+This module imports ``devices`` only (docs/architecture.md §Direction-of-imports).
 """
 
 from __future__ import annotations

@@ -97,6 +97,9 @@ class Camera(_Device):
         self.timeout_s = _bounded(timeout_s, "timeout_s", MAX_TIMEOUT_S)
         self.flush_frames = int(flush_frames)
         self.last_capture_info: CaptureInfo | None = None
+        # time.perf_counter() at which the last frame's exposure started, where the backend
+        # knows it (the simulated camera); None where it does not
+        self.last_exposure_start: float | None = None
         self.frames_dropped_total = 0
         self.frame_rate_hz: float | None = None  # None: unknown (free-running or triggered)
         self.capture_settings: dict[str, Any] = {}  # what configure_capture applied

@@ -1,4 +1,4 @@
-"""Fast far-field render for the simulated camera (torch FFT, cached sampling).
+"""Fast far-field render for the simulated camera (scipy FFT, cached sampling).
 
 slmsuite's ``SimulatedCamera._render`` stays the reference: this module takes its
 sampling exactly as slmsuite built it (``shape_padded``, the camera pixels' k-space
@@ -8,10 +8,15 @@ those coordinates with nearest-neighbour lookup (scipy's ``map_coordinates(order
 round half up, zero outside [0, n - 1]), averaged over each pixel's sub-samples, times
 the pixel area. Faster because:
 
-* single precision (complex64) and torch's FFT instead of float64 numpy;
+* single precision (complex64) throughout (scipy's pocketfft keeps it), where slmsuite
+  computes in float64;
 * the padded FFT is done as two 1-D passes: the rows of the SLM only (the padding is
   zero), then the columns the camera sees only, then only the rows it sees;
-* the gather indices are integers computed once (again only when the image drifts).
+* the gather indices are integers computed once (again only when the image drifts);
+* one FFT worker by default (``workers``): the render runs in the camera's readout, next
+  to the capture loop's own threads, and a frame this size gains little from more
+  (torch's thread pool, used here before, spent 5 to 20 times the CPU of one worker,
+  spinning, on a loaded two-core machine: ``experiments/bench_sim_camera.py``).
 
 ``tests/test_devices_flaws_render.py`` checks it against slmsuite's own ``get_image()``.
 Nothing here imports ``simulation`` or ``calibration``.
@@ -22,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
+import scipy.fft
 
 __all__ = ["FarFieldRenderer"]
 
@@ -30,8 +35,11 @@ __all__ = ["FarFieldRenderer"]
 class FarFieldRenderer:
     """The far field of a phase on the SLM, sampled on a slmsuite ``SimulatedCamera``."""
 
-    def __init__(self, sim_camera: Any) -> None:
+    def __init__(self, sim_camera: Any, workers: int = 1) -> None:
         sc = sim_camera
+        if not (isinstance(workers, int) and workers >= 1):
+            raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
+        self.workers = workers
         if not getattr(sc, "_interpolate", False):
             raise ValueError("sim_camera: expected a slmsuite SimulatedCamera with an affine "
                              "map set (set_affine), got one without")
@@ -65,13 +73,13 @@ class FarFieldRenderer:
             q0, q1 = int(q[valid].min()), int(q[valid].max()) + 1
         else:
             r0, r1, q0, q1 = 0, 1, 0, 1
-        self._rows = torch.from_numpy((np.arange(r0, r1) - p0 // 2) % p0)  # fftshift
-        self._cols = torch.from_numpy((np.arange(q0, q1) - p1 // 2) % p1)
+        self._rows = (np.arange(r0, r1) - p0 // 2) % p0  # fftshift
+        self._cols = (np.arange(q0, q1) - p1 // 2) % p1
         flat = np.where(valid, (r - r0) * (q1 - q0) + (q - q0), (r1 - r0) * (q1 - q0))
         rows, cols = self.cam_shape
         sv, su = self.supersample  # sub-sample-major order: the average is a sum of slabs
         flat = flat.reshape(rows, sv, cols, su).transpose(1, 3, 0, 2).reshape(-1)
-        self._index = torch.from_numpy(np.ascontiguousarray(flat))
+        self._index = np.ascontiguousarray(flat)
         self._valid = bool(valid.all())
         self._shift = shift_px
 
@@ -80,21 +88,24 @@ class FarFieldRenderer:
         """Far-field intensity on the camera pixels (float64, slmsuite's ``_render`` scale)."""
         self._set_shift((float(shift_px[0]), float(shift_px[1])))
         p0, p1 = self.padded
-        with torch.no_grad():
-            amp = torch.as_tensor(np.asarray(amplitude, dtype=np.float32))
-            ph = torch.as_tensor(np.asarray(phase_rad, dtype=np.float32))
-            field = torch.polar(amp, ph)
-            f = torch.fft.fft(field, n=p1, dim=1, norm="ortho")
-            f = f.index_select(1, self._cols)
-            f = torch.fft.fft(f, n=p0, dim=0, norm="ortho")
-            f = f.index_select(0, self._rows)
-            inten = (f.real.square() + f.imag.square()).reshape(-1)
-            if not self._valid:  # one zero at the end for the samples outside the k-space
-                inten = torch.cat([inten, inten.new_zeros(1)])
-            img = inten.index_select(0, self._index)
-            rows, cols = self.cam_shape
-            sv, su = self.supersample
-            img = img.reshape(sv * su, rows * cols).sum(dim=0) if sv * su > 1 else img
-        out = img.numpy().astype(np.float64).reshape(rows, cols)
+        amp = np.asarray(amplitude, dtype=np.float32)
+        ph = np.asarray(phase_rad, dtype=np.float32)
+        field = np.empty(ph.shape, dtype=np.complex64)
+        np.multiply(amp, np.cos(ph), out=field.real)
+        np.multiply(amp, np.sin(ph), out=field.imag)
+        f = scipy.fft.fft(field, n=p1, axis=1, norm="ortho", workers=self.workers)
+        f = f[:, self._cols]
+        f = scipy.fft.fft(f, n=p0, axis=0, norm="ortho", workers=self.workers)
+        f = f[self._rows]
+        inten = np.square(f.real).reshape(-1)
+        inten += np.square(f.imag).reshape(-1)
+        if not self._valid:  # one zero at the end for the samples outside the k-space
+            inten = np.concatenate([inten, np.zeros(1, inten.dtype)])
+        img = inten[self._index]
+        rows, cols = self.cam_shape
+        sv, su = self.supersample
+        if sv * su > 1:
+            img = img.reshape(sv * su, rows * cols).sum(axis=0)
+        out = img.astype(np.float64).reshape(rows, cols)
         out *= self.pixel_area / (sv * su)
         return out

@@ -10,7 +10,9 @@ seconds per ``camera.get_image()`` of a random phase pattern, for
 * ``fast+flaws``: the bench file as shipped (``sim-realistic`` has every flaw on).
 
 Also the cost of a 10,000-capture set (one get_image per capture) at that rate, and the
-load average. Usage: ``python -m experiments.bench_sim_camera [--frames N] [--threads T]``.
+load average. ``--workers`` sets the fast render's FFT workers (``FarFieldRenderer.workers``,
+default 1); slmsuite's render is numpy's, single-threaded. Usage:
+``python -m experiments.bench_sim_camera [--frames N] [--workers W]``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import tomllib
-import torch
 
 from devices import open_bench
 from devices.config import resolve_bench_path
@@ -41,10 +42,12 @@ def _bench_dict(name: str, flaws: bool) -> dict[str, Any]:
     return raw
 
 
-def frame_cost(name: str, renderer: str, flaws: bool, frames: int) -> dict[str, float]:
+def frame_cost(name: str, renderer: str, flaws: bool, frames: int,
+               workers: int = 1) -> dict[str, float]:
     """Median-free mean CPU-s and wall-s per frame (after one warm-up frame)."""
     with open_bench(_bench_dict(name, flaws)) as b:
         b.camera.renderer = renderer
+        b.camera._fast_renderer().workers = workers
         rng = np.random.default_rng(0)
         pats = [rng.uniform(0, 2 * np.pi, (32, 32)).astype(np.float32) for _ in range(4)]
         b.slm.set_phase(pats[0], settle=False)
@@ -59,15 +62,12 @@ def frame_cost(name: str, renderer: str, flaws: bool, frames: int) -> dict[str, 
             "images_per_cpu_s": 1.0 / cpu, "cpu_h_per_10k": cpu * 1e4 / 3600}
 
 
-def run(frames: int = 10, threads: int | None = None) -> dict[str, Any]:
-    if threads:
-        torch.set_num_threads(threads)
-    out: dict[str, Any] = {"load_avg_start": os.getloadavg(),
-                           "torch_threads": torch.get_num_threads()}
+def run(frames: int = 10, workers: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_start": os.getloadavg(), "fft_workers": workers}
     for name, n in (("sim.toml", frames * 3), ("sim-realistic.toml", frames)):
         r = {"slmsuite": frame_cost(name, "slmsuite", False, n),
-             "fast": frame_cost(name, "fast", False, n),
-             "fast+flaws": frame_cost(name, "fast", True, n)}
+             "fast": frame_cost(name, "fast", False, n, workers),
+             "fast+flaws": frame_cost(name, "fast", True, n, workers)}
         r["speedup_cpu"] = r["slmsuite"]["cpu_s_per_frame"] / r["fast"]["cpu_s_per_frame"]
         out[name] = r
     out["load_avg_end"] = os.getloadavg()
@@ -77,9 +77,10 @@ def run(frames: int = 10, threads: int | None = None) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="FFT workers of the fast render (default 1)")
     a = ap.parse_args()
-    print(json.dumps(run(a.frames, a.threads), indent=1))
+    print(json.dumps(run(a.frames, a.workers), indent=1))
 
 
 if __name__ == "__main__":

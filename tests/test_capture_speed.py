@@ -3,6 +3,7 @@ reordered, faults in the middle of a batch included; SLM refresh and camera fram
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -200,3 +201,46 @@ def test_averaged_captures_never_write_the_next_pattern_early():
         imager = BenchImager(bench, config=ImagingConfig(averaging=3))
         for (i, frames, _), want in zip(imager.capture_stream(images), ref, strict=True):
             np.testing.assert_array_equal(frames, want, err_msg=f"image {i}")
+
+
+def test_the_next_pattern_is_written_while_the_frame_renders():
+    """The simulated camera renders a frame from the SLM as it was when the exposure
+    started, during its readout: the pipelined loop writes the next pattern meanwhile
+    (the old camera rendered inside the exposure, so the SLM waited for every render).
+    The render here goes on only once the next pattern is on the SLM, or after 5 s."""
+    images = _images(3, seed=5)
+    ref = _reference(images)
+    with open_bench(_timed_bench()) as bench:
+        cam, slm = bench.camera, bench.slm
+        imager = BenchImager(bench, config=ImagingConfig(retries=0))
+        n_frames = len(images) * imager.frames_per_image
+        writes = {"n": 0}
+        wrote = threading.Condition()
+        hw = slm._set_phase_hw
+
+        def counted(display):
+            hw(display)
+            with wrote:
+                writes["n"] += 1
+                wrote.notify_all()
+
+        slm._set_phase_hw = counted
+        take, render = cam.exposure_state, cam.render_frame
+        at_start, overlapped = [], []
+
+        def exposure_state():
+            at_start.append(writes["n"])
+            return take()
+
+        def waiting_render(*args):
+            if len(at_start) < n_frames:  # the last frame has no next pattern
+                with wrote:
+                    overlapped.append(wrote.wait_for(lambda: writes["n"] > at_start[-1],
+                                                     timeout=5.0))
+            return render(*args)
+
+        cam.exposure_state, cam.render_frame = exposure_state, waiting_render
+        got = list(imager.capture_stream(images))
+    assert overlapped == [True] * (n_frames - 1)
+    for i, frames, _ in got:
+        np.testing.assert_array_equal(frames, ref[i], err_msg=f"image {i}")

@@ -81,3 +81,16 @@ def test_noisy_frames_match_the_slmsuite_path():
             frames[renderer] = b.camera.get_image().astype(int)
     diff = np.abs(frames["fast"] - frames["slmsuite"])
     assert diff.max() <= 2 and (diff > 0).mean() < 0.01
+
+
+def test_fft_workers_give_the_same_render_and_bad_values_are_named():
+    from devices.sim_render import FarFieldRenderer
+
+    with open_bench(_bench(7)) as b:
+        b.slm.set_phase(np.random.default_rng(2).uniform(0, 6, (16, 16)).astype(np.float32))
+        one = _ours(b)
+        b.camera._fast_renderer().workers = 2
+        np.testing.assert_allclose(_ours(b), one, rtol=0, atol=1e-6 * one.max())
+        for bad in (0, 1.5, "2"):
+            with pytest.raises(ValueError, match=r"workers: expected an integer >= 1"):
+                FarFieldRenderer(b.camera.wrapped, workers=bad)

@@ -1,6 +1,9 @@
-"""The simulated bench: slmsuite equality, photons and laser coupling, flaws, faults, settling."""
+"""The simulated bench: slmsuite equality, photons and laser coupling, flaws, faults, settling,
+the exposure snapshot (a frame shows the SLM as it was when its exposure started)."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -218,3 +221,117 @@ def _shared_bench():
     with open_bench(bench_dict()) as b:
         _CAM["bench"] = b
         yield
+
+
+# exposure snapshot: the render never holds the SLM, and never sees a later pattern
+def _fast_path(**camera):
+    """The rendered path (noise, zero order, SLM- and camera-side flaws drawn per frame)."""
+    return bench_dict(seed=6, noise=True, zero_order_fraction=0.05, **camera,
+                      flaws={"flicker_rad_rms": 0.3, "power_fluctuation_rms": 0.05})
+
+
+@pytest.mark.parametrize("frame_rate_hz", [None, 200.0])
+def test_the_exposure_end_is_signalled_before_the_render(frame_rate_hz):
+    """The old camera rendered inside the exposure and said it was over only after the
+    render, so the SLM could not change while it ran (half the frame rate)."""
+    timing = {} if frame_rate_hz is None else {"frame_rate_hz": frame_rate_hz}
+    with open_bench(bench_dict(**timing)) as b:
+        cam = b.camera
+        cam.exposure_end_event = ended = threading.Event()
+        seen = []
+        render = cam.render_frame
+
+        def spy(*args):
+            seen.append(ended.is_set())
+            return render(*args)
+
+        cam.render_frame = spy
+        cam.get_image()
+        assert seen == [True]
+
+
+class _WriteOnSet:
+    """An ``exposure_end_event`` that writes the next pattern the moment it is set."""
+
+    def __init__(self, slm, phase):
+        self.slm, self.phase, self.writes = slm, phase, 0
+
+    def set(self):
+        self.slm.set_phase(self.phase, settle=False)
+        self.writes += 1
+
+
+@pytest.mark.parametrize("path", ["reference", "rendered"])
+@pytest.mark.parametrize("when", ["exposure-start", "exposure-end"])
+def test_a_frame_shows_the_pattern_displayed_when_its_exposure_started(path, when):
+    """A second pattern written right after the exposure started (or when it is over)
+    does not reach the frame: equal to the same seed's frame without that write."""
+    cfg = bench_dict(seed=6, frame_rate_hz=200.0) if path == "reference" else _fast_path(
+        frame_rate_hz=200.0)
+    frames = []
+    for inject in (False, True):
+        with open_bench(cfg) as b:
+            slm, cam = b.slm, b.camera
+            a, other = blaze(slm, 0.01, 0.0), blaze(slm, -0.008, 0.006)
+            slm.set_phase(a)
+            frames.append(cam.get_image())
+            if inject and when == "exposure-start":
+                take = cam.exposure_state
+
+                def taken(take=take, slm=slm, other=other):
+                    state = take()
+                    slm.set_phase(other, settle=False)  # lands during the exposure
+                    return state
+
+                cam.exposure_state = taken
+            elif inject:
+                cam.exposure_end_event = hook = _WriteOnSet(slm, other)
+            frames.append(cam.get_image())
+            if inject:
+                assert slm.phase[0, 0] == other[0, 0]  # the write happened
+                if when == "exposure-end":
+                    assert hook.writes == 1
+                frames.append(cam.get_image())  # the next frame sees it
+    before, plain, before_i, with_write, after = frames
+    np.testing.assert_array_equal(before_i, before)
+    np.testing.assert_array_equal(with_write, plain)
+    # the next frame shows the new pattern: far more change than the noise between two
+    # frames of the first one (none with the noise off)
+    noise = np.abs(before.astype(float) - plain).sum()
+    assert np.abs(after.astype(float) - plain).sum() > 3 * noise + 1000
+
+
+def test_a_frame_never_sees_half_a_write():
+    """The grey levels of a write are in the buffer before its driver call returns and
+    its time is set; a frame asked for meanwhile waits for the write to finish, so it
+    never shows the new pattern with the old write's (settled) time."""
+    d = bench_dict(seed=7)
+    d["slm"]["settle_time_s"] = 10.0
+    with open_bench(d) as b:
+        slm, cam = b.slm, b.camera
+        a, new = blaze(slm, 0.01, 0.0), blaze(slm, -0.008, 0.006)
+        slm.set_phase(a, settle=False)
+        slm.last_write_time -= 100.0  # settled
+        frame_a = cam.get_image().astype(float)
+        in_write, finish = threading.Event(), threading.Event()
+        hw = slm._set_phase_hw
+
+        def slow_driver(display):
+            in_write.set()
+            finish.wait(timeout=10.0)
+            hw(display)
+
+        slm._set_phase_hw = slow_driver
+        writer = threading.Thread(target=slm.set_phase, args=(new,), kwargs={"settle": False})
+        writer.start()
+        assert in_write.wait(timeout=10.0)
+        timer = threading.Timer(0.2, finish.set)  # the driver returns 0.2 s later
+        timer.start()
+        frame = cam.get_image().astype(float)
+        writer.join()
+        timer.join()
+        del slm._set_phase_hw
+        slm.last_write_time -= 100.0
+        frame_new = cam.get_image().astype(float)
+    # the write had just landed when the frame started: still (almost) all the old pattern
+    assert np.abs(frame - frame_a).sum() < np.abs(frame - frame_new).sum()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from session_helpers import small_bench
 
@@ -47,3 +49,23 @@ def test_capture_path_uses_the_measured_settle_time(tmp_path):
         imager = BenchImager(bench, loaded).prepare()
         assert bench.slm.settle_time_s == pytest.approx(measured)
         assert imager.describe()["settle_source"] == "calibration (settle step)"
+
+
+def test_a_frame_taken_late_by_a_busy_machine_is_taken_again():
+    """The frame for the longest delay comes 80 ms late (the process was not scheduled):
+    it shows a settled SLM. Counted at the time it was asked for, it made a 50 ms SLM
+    pass for one settled within 10 ms; taken again, the step refuses as it should."""
+    with open_bench(_bench(0.05)) as bench:
+        cam = bench.camera
+        get_image, calls = cam.get_image, {"n": 0}
+
+        def late_once(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 3 + 6:  # the 3 settled frames, then the 6th delay's
+                time.sleep(0.08)  # models the busy machine: the frame starts late
+            return get_image(*args, **kwargs)
+
+        cam.get_image = late_once
+        with pytest.raises(CalibrationError, match="max_delay_s"):
+            calibrate_settle(bench, max_delay_s=0.01, n_delays=6)
+        assert calls["n"] >= 3 + 6 + 1  # that frame once more (others too if late)
