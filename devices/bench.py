@@ -64,7 +64,7 @@ class Bench:
 
     def laser_off(self) -> None:
         """Switch the laser output off; never raises (logged instead)."""
-        if self.laser is None or self.laser._closed:
+        if self.laser is None or self.laser.closed:
             return
         try:
             self.laser.output_off()

@@ -49,6 +49,7 @@ from devices.errors import (
     DeviceTimeout,
     SetpointRefused,
 )
+from simulation.atomic import write_text_atomic
 
 __all__ = [
     "LaserController",
@@ -191,6 +192,11 @@ class _Instrument:
             raise DeviceError(f"{self.kind} '{self.name}': {msg!r} answered {reply!r}, "
                               "expected a number") from exc
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` has run (as ``SLM.closed`` and ``Camera.closed``)."""
+        return self._closed
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -299,10 +305,22 @@ class LaserController(_Instrument):
         self._keepalive = None
 
     def close(self) -> None:
-        """Stop the keep-alive, disarm the watchdog, close the resource."""
+        """Switch the output off, stop the keep-alive, disarm the watchdog, close the
+        resource: a closed controller never leaves the beam on (as ``Bench.close``). When
+        the output cannot be switched off, an armed watchdog stays armed (with no
+        keep-alive it switches the output off itself) and the error is logged."""
         if self._closed:
             return
+        off = True
+        try:
+            self.output_off()
+        except DeviceError as exc:  # closing: report, continue
+            off = False
+            log.error("laser '%s': could not switch the output off on close: %s", self.name, exc)
         self.stop_keepalive()
+        if not off:  # leave an armed watchdog armed: with no keep-alive it ends the beam
+            super().close()
+            return
         if self.watchdog_s is not None:
             try:
                 self._write(f"{WATCHDOG_COMMAND} 0.000")
@@ -473,9 +491,7 @@ class SimLaserResource:
         state = {"output": self.output, "watchdog_s": self.watchdog_s,
                  "last_keepalive": self.last_keepalive, "expired": self.expired,
                  "time": time.time(), "pid": os.getpid()}
-        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_file)
+        write_text_atomic(self.state_file, json.dumps(state))
 
 
 def sim_laser_state(path: str | os.PathLike, now: float | None = None) -> dict[str, Any]:

@@ -43,6 +43,8 @@ from typing import Any
 
 import tomllib
 
+from simulation.atomic import write_text_atomic
+
 __all__ = ["measure_child", "bench_file", "run_benchmark", "main"]
 
 STEPS = ("dark", "geometry", "lut", "wavefront", "model", "decoders")
@@ -166,9 +168,7 @@ def bench_file(shape: tuple[int, int], path: Path, source: str = "sim.toml",
     for table, body in cfg.items():
         if isinstance(body, dict):
             lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in body.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _options(n_capture: int, quick: bool) -> dict[str, Any]:
@@ -248,8 +248,8 @@ def run_benchmark(out: Path, *, shapes: tuple[tuple[int, int], ...] = DEFAULT_SH
                 r["goal_mib"] = goal
                 r["within_goal"] = max(peaks) <= goal
         result["shapes"][tag] = r
-    (out / "bench_calibration.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "bench_calibration.md").write_text(_markdown(result))
+    write_text_atomic(out / "bench_calibration.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "bench_calibration.md", _markdown(result))
     return result
 
 

@@ -29,7 +29,6 @@ import argparse
 import copy
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from typing import Any
 import numpy as np
 import tomllib
 import torch
+
+from simulation.atomic import copy_atomic, savefig_atomic, write_text_atomic
 
 log = logging.getLogger("experiments.bench_crossover")
 
@@ -115,9 +116,9 @@ def crossover_seed(cfg: dict[str, Any], *, counts: list[int], n_eval: int, n_twi
         twin_imgs = speckle(n_twin, gamma, seed=3000 + seed)
         twin_pats = twin_training_patterns(cal, twin_imgs, enc, imager.block)
         twin = LinearDecoder().fit(twin_pats, twin_imgs, encoder=enc)
-        twin_noise = LinearDecoder().fit_toward(twin_pats, twin_imgs, noise_var=noise,
-                                                encoder=enc, val_patterns=val_pats,
-                                                val_images=val_imgs, val_error=err)
+        twin_noise = LinearDecoder(val_error="ssim").fit_toward(
+            twin_pats, twin_imgs, noise_var=noise, encoder=enc, val_patterns=val_pats,
+            val_images=val_imgs)
         del twin_pats
         prior = min((twin, twin_noise), key=lambda d: err(
             d.predict(val_pats).reshape(n_val, -1), val_imgs.reshape(n_val, -1)))
@@ -134,12 +135,12 @@ def crossover_seed(cfg: dict[str, Any], *, counts: list[int], n_eval: int, n_twi
     out["ssim"]["twin_noise"] = [score(twin_noise)] * len(counts)
     out["ssim"]["capture"], out["ssim"]["twin_prior"], out["alpha"] = [], [], []
     for n in counts:
-        cap = LinearDecoder().fit_toward(train_pats[:n], train_imgs[:n], encoder=enc,
-                                         val_patterns=val_pats, val_images=val_imgs,
-                                         val_error=err)
-        pri = LinearDecoder().fit_toward(train_pats[:n], train_imgs[:n], prior=prior,
-                                         encoder=enc, val_patterns=val_pats,
-                                         val_images=val_imgs, val_error=err)
+        cap = LinearDecoder(val_error="ssim").fit_toward(
+            train_pats[:n], train_imgs[:n], encoder=enc, val_patterns=val_pats,
+            val_images=val_imgs)
+        pri = LinearDecoder(val_error="ssim").fit_toward(
+            train_pats[:n], train_imgs[:n], prior=prior, encoder=enc, val_patterns=val_pats,
+            val_images=val_imgs)
         out["ssim"]["capture"].append(score(cap))
         out["ssim"]["twin_prior"].append(score(pri))
         out["alpha"].append({"capture": cap.alpha_, "twin_prior": pri.alpha_})
@@ -173,7 +174,7 @@ def run_crossover(bench: str, *, seeds: list[int], counts: list[int], out: Path,
         except CalibrationError as exc:  # a bench the calibration refuses: say which, go on
             log.warning("seed %d: calibration refused the bench (%s)", s, exc)
             result.setdefault("refused", []).append({"seed": s, "error": str(exc)})
-        (out / "crossover.json").write_text(json.dumps(result, indent=1, default=str))
+        write_text_atomic(out / "crossover.json", json.dumps(result, indent=1, default=str))
     return result
 
 
@@ -228,21 +229,20 @@ def figure(result: dict[str, Any], path: Path) -> Path:
     flaws = " + twin-unmodelled flaws" if result.get("flaws_from") else ""
     fig.suptitle(f"{Path(result['bench']).name}{flaws}: {len(result['seeds'])} seed(s)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return savefig_atomic(fig, path, dpi=100)
 
 
 def write_outputs(result: dict[str, Any], out: Path, report_dir: Path | None = None) -> None:
     """``crossover.md`` and ``crossover.png`` in ``out``; copied beside the calibration report
     of ``report_dir`` (which is rewritten to include them)."""
-    (out / "crossover.md").write_text(table(result))
+    write_text_atomic(out / "crossover.md", table(result))
     figure(result, out / "crossover.png")
     for d in [report_dir] if report_dir is not None else []:
         from calibration import CalibrationSet
         from calibration.report import write_report
 
         for name in ("crossover.png", "crossover.md"):
-            shutil.copyfile(out / name, d / name)
+            copy_atomic(out / name, d / name)
         write_report(CalibrationSet.load(d), d)
 
 

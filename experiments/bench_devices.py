@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from simulation.atomic import write_text_atomic
+
 SLM_SHAPE = (1152, 1920)
 CAMERA_SHAPE = (1080, 1440)
 
@@ -155,11 +157,7 @@ def run(out_dir: str | Path | None = None, *, quick: bool = False) -> dict[str, 
     ours_slm.close()
     cam.close()
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "bench_devices.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out / "bench_devices.json")
+        write_text_atomic(Path(out_dir) / "bench_devices.json", json.dumps(result, indent=2))
     return result
 
 

@@ -33,6 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from simulation.atomic import write_text_atomic
+
 __all__ = ["ShiftingCamera", "ShiftingBench", "main"]
 
 
@@ -220,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(unreliable {row.get('n_unreliable', 0)})  correction "
               f"{row.get('correction_px')}  {row['wall_s']:.0f} s", flush=True)
     record = {"args": {k: str(v) for k, v in vars(a).items()}, "runs": rows}
-    (a.out / f"drift-{'-'.join(names) or 'cal'}.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(a.out / f"drift-{'-'.join(names) or 'cal'}.json",
+                      json.dumps(record, indent=2))
     return 0
 
 

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulation.atomic import write_text_atomic
+
 __all__ = ["ROWS", "run_row", "run_table", "markdown", "main"]
 
 log = logging.getLogger(__name__)
@@ -201,8 +203,8 @@ def _write(out: Path, results: list[dict[str, Any]], base: str, seed: int, n: in
     doc = {"base": base, "shape": shape, "seed": seed, "n": n, "ratio": ratio,
            "rows": results,
            "load": os.getloadavg()}
-    (out / "robustness.json").write_text(json.dumps(doc, indent=1, default=str))
-    (out / "robustness.md").write_text(markdown(doc))
+    write_text_atomic(out / "robustness.json", json.dumps(doc, indent=1, default=str))
+    write_text_atomic(out / "robustness.md", markdown(doc))
     return doc
 
 

@@ -31,6 +31,7 @@ from simulation import (
     ssim,
     svd_entropy,
 )
+from simulation.atomic import write_text_atomic
 from simulation.datasets import available_datasets
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ def run_demo(out: Path, *, gamma: float = 15.0, count: int = 10000, n_test: int 
     enc = DualVortexEncoder()
     log.info("generating %d speckles (γ=%g) and encoding them", count, gamma)
     train = speckle(count, gamma, seed=seed)
-    dec = LinearDecoder().fit(encode_batched(enc, train), train, method="ridge", encoder=enc,
-                              seed=seed)
+    dec = LinearDecoder(method="ridge", seed=seed).fit(encode_batched(enc, train), train,
+                                                       encoder=enc)
     fit_s = time.perf_counter() - t0
     log.info("ridge decoder fitted in %.1f s (alpha %.3g)", fit_s, dec.alpha_)
     dec.save(out / "decoder.pt")
@@ -83,7 +84,7 @@ def run_demo(out: Path, *, gamma: float = 15.0, count: int = 10000, n_test: int 
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     record = {"command": " ".join(sys.argv), "git_commit": git_commit(), "versions": versions(),
               "device": str(dec.device), "results": results}
-    (out / "results.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(out / "results.json", json.dumps(record, indent=2))
     _write_report(out, results, figures)
     return record
 
@@ -106,4 +107,4 @@ def _write_report(out: Path, r: dict, figures: list[str]) -> None:
     lines += [f"![{f}]({f})" for f in figures]
     lines += ["", f"Total time {r['total_seconds']:.1f} s, "
               f"peak memory {r['peak_rss_mib']:.0f} MiB."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simulation.atomic import savefig_atomic
 from simulation.figures import new_figure
 
 __all__ = ["save_image_grid"]
@@ -47,6 +48,5 @@ def save_image_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return savefig_atomic(fig, path, dpi=110)
 
