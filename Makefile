@@ -31,13 +31,17 @@ install-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(VENV)/bin/hil demo --out $(OUT)
 
+# The tests run in parallel, one pytest-xdist worker per core, the long ones stolen by
+# whichever worker is free; `make test XDIST=` runs them in one process.
+XDIST ?= -n auto --dist worksteal
+
 test: $(VENV)/.installed-test
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q $(XDIST)
 
 # the edit loop: everything but the tests marked slow (full calibrations, the notebook, the
 # main job, large fits); `make test` runs them all
 test-fast: $(VENV)/.installed-test
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q -m "not slow" $(XDIST)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

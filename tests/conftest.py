@@ -1,4 +1,8 @@
-"""Shared fixtures: real data through HIL_DATA_DIR, a fitted γ = 15 decoder."""
+"""Shared fixtures: real data through HIL_DATA_DIR, a fitted γ = 15 decoder, the quick test
+decoder as a file. Benches and the quick decoder themselves: ``session_helpers``.
+
+Under pytest-xdist (``make test`` runs ``-n auto``) each worker gets its share of the cores
+for torch, so two workers on two cores do not run four threads."""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // max(1, _WORKERS))))
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +41,14 @@ def gamma15_ridge(encoder):
     dec = LinearDecoder().fit(encode_batched(encoder, imgs), imgs, method="ridge",
                               encoder=encoder)
     return imgs, dec
+
+
+@pytest.fixture
+def decoder_file(tmp_path) -> Path:
+    """The quick twin-trained decoder (``session_helpers.quick_decoder``) saved in this test's
+    own folder: a fresh file per test, fitted once per process."""
+    from session_helpers import quick_decoder
+
+    path = tmp_path / "decoder.pt"
+    quick_decoder(path)
+    return path

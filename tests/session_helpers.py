@@ -1,78 +1,249 @@
-"""Shared pieces of the session tests: a small simulated bench and a quick decoder."""
+"""Shared pieces of the tests: one simulated-bench builder, one quick decoder, fake drivers.
+
+* ``sim_bench(size, laser=..., flaws=..., **camera)`` is the one way to describe a simulated
+  bench (a dict for ``open_bench``, ``RunConfig`` or ``write_bench_toml``); ``small_bench``,
+  ``tiny_sim_bench``, ``laser_bench``, ``SMALL_BENCH`` and ``CALIBRATION_BENCH`` are its presets
+  under the names older test modules import.
+* ``quick_decoder(path)`` is the one test decoder (twin-trained, ridge, fixed alpha), fitted
+  once per process; conftest's ``decoder_path`` fixture gives a fresh file of it per test.
+* ``FakeCameraDriver`` / ``FakeSLMDriver``: just enough of a slmsuite driver to wrap with
+  ``SlmsuiteCamera`` / ``SlmsuiteSLM`` and script failures (the third backend of the
+  device contract, ``test_device_contract.py``).
+
+This is a plain module on the tests' path, never a test module: test modules import from
+here and from nothing else in ``tests/``.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
+import json
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
-SMALL_BENCH = {
-    "name": "small-sim",
-    "seed": 3,
-    "flaws": False,
-    "slm": {"backend": "sim", "shape": [256, 256]},
-    "camera": {"backend": "sim", "shape": [256, 256], "noise": False,
-               "zero_order_fraction": 0.0, "exposure_s": 1e-3},
+import h5py
+import numpy as np
+
+# ------------------------------------------------------------------ the bench builder
+#: the standard simulated laser (power-controlled); a preset may change its set-points
+_LASER = {"backend": "sim", "control": "power", "max_power_mW": 20.0, "setpoint": 10.0,
+          "output": "on"}
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    # 256x256 SLM and camera, flaws, noise and zero order off, 1 ms exposure
+    "small": {
+        "bench": {"name": "small-sim", "seed": 3, "flaws": False,
+                  "slm": {"backend": "sim", "shape": [256, 256]},
+                  "camera": {"backend": "sim", "shape": [256, 256], "noise": False,
+                             "zero_order_fraction": 0.0, "exposure_s": 1e-3}},
+        "laser": {"max_power_mW": 2.0, "setpoint": 1.0, "output": "off"},
+        "reference_power_mW": None,
+    },
+    # a 128x128 SLM and a 96x128 camera (noise and zero order off); flaws as the seed draws
+    "tiny": {
+        "bench": {"seed": 1, "slm": {"backend": "sim", "shape": [128, 128]},
+                  "camera": {"backend": "sim", "shape": [96, 128], "focal_length_mm": 12.0,
+                             "noise": False, "zero_order_fraction": 0.0}},
+        "laser": {},
+        "reference_power_mW": 10.0,
+    },
+    # the calibration bench: hidden random flaws on, noise on, a power-controlled laser
+    "calibration": {
+        "bench": {"name": "ci", "seed": 0,
+                  "slm": {"backend": "sim", "shape": [256, 256]},
+                  "camera": {"backend": "sim", "shape": [256, 256]}},
+        "laser": {},
+        "reference_power_mW": 10.0,
+    },
 }
 
 
-#: the small calibration bench: hidden random flaws on, a power-controlled laser
-CALIBRATION_BENCH = {
-    "name": "ci", "seed": 0,
-    "slm": {"backend": "sim", "shape": [256, 256]},
-    "camera": {"backend": "sim", "shape": [256, 256], "reference_power_mW": 10.0},
-    "laser": {"backend": "sim", "control": "power", "max_power_mW": 20.0, "setpoint": 10.0,
-              "output": "on"},
-}
+def sim_bench(size: str = "small", *, seed: int | None = None, laser: bool | dict = False,
+              power_meter: bool | dict = False, flaws: dict | None = None,
+              **camera: Any) -> dict:
+    """A simulated bench description (a fresh dict) from one of the presets.
 
-
-def tiny_sim_bench(seed: int = 1, laser: bool = False, flaws: dict | None = None,
-                   **camera) -> dict:
-    """A 128x128 SLM and a 96x128 camera (noise and zero order off unless given), with an
-    optional power-controlled laser and an optional [sim_flaws] table."""
-    cam = {"backend": "sim", "shape": [96, 128], "focal_length_mm": 12.0, "noise": False,
-           "zero_order_fraction": 0.0}
-    cam.update(camera)
-    d = {"seed": seed, "slm": {"backend": "sim", "shape": [128, 128]}, "camera": cam}
-    if laser:
-        d["laser"] = {"backend": "sim", "control": "power", "max_power_mW": 20.0,
-                      "setpoint": 10.0, "output": "on"}
-        cam.setdefault("reference_power_mW", 10.0)
-    if flaws is not None:
-        d["sim_flaws"] = flaws
-    return d
-
-
-def small_bench(**camera) -> dict:
-    """The small bench dict, with camera keys overridden (faults, noise, ...)."""
-    cfg = copy.deepcopy(SMALL_BENCH)
+    ``size``: "small", "tiny" or "calibration" (see ``_PRESETS``). ``laser``: True adds the
+    preset's simulated laser, a dict adds it with those keys changed (e.g. ``output``,
+    ``sim_state_file``, ``watchdog_s``); with a laser the camera's ``reference_power_mW``
+    is the preset's (unless given). ``power_meter``: True (or a dict of keys) adds the
+    simulated power meter (in the laser's beam when there is one). ``flaws``: a
+    ``[sim_flaws]`` table. ``camera``: keys of ``[camera]`` to set (faults, noise, ...).
+    """
+    if size not in _PRESETS:
+        raise ValueError(f"size: expected one of {sorted(_PRESETS)}, got {size!r}")
+    preset = _PRESETS[size]
+    cfg = copy.deepcopy(preset["bench"])
+    if seed is not None:
+        cfg["seed"] = int(seed)
     cfg["camera"].update(camera)
+    if laser is not False:
+        cfg["laser"] = {**_LASER, **preset["laser"], **(laser if isinstance(laser, dict) else {})}
+        if preset["reference_power_mW"] is not None:
+            cfg["camera"].setdefault("reference_power_mW", preset["reference_power_mW"])
+    if power_meter is not False:
+        cfg["power_meter"] = {"backend": "sim", "wavelength_nm": 633.0,
+                              **(power_meter if isinstance(power_meter, dict) else {})}
+    if flaws is not None:
+        cfg["sim_flaws"] = dict(flaws) if isinstance(flaws, dict) else flaws  # bad ones too
     return cfg
 
 
-def bench_toml(path: Path, **camera) -> Path:
-    """Write the small bench as a TOML file."""
-    cfg = small_bench(**camera)
-    lines = [f'name = "{cfg["name"]}"', f"seed = {cfg['seed']}", "flaws = false", ""]
-    for table in ("slm", "camera"):
-        lines.append(f"[{table}]")
-        for k, v in cfg[table].items():
-            if isinstance(v, bool):
-                v = "true" if v else "false"
-            elif isinstance(v, str):
-                v = f'"{v}"'
-            lines.append(f"{k} = {v}")
-        lines.append("")
-    path.write_text("\n".join(lines))
+def small_bench(**camera: Any) -> dict:
+    """The small bench, with camera keys overridden (faults, noise, ...)."""
+    return sim_bench("small", **camera)
+
+
+def tiny_sim_bench(seed: int = 1, laser: bool = False, flaws: dict | None = None,
+                   **camera: Any) -> dict:
+    """The tiny bench: a 128x128 SLM and a 96x128 camera, optional laser and [sim_flaws]."""
+    return sim_bench("tiny", seed=seed, laser=laser, flaws=flaws, **camera)
+
+
+def laser_bench(state_file: Path, output: str = "off", **laser: Any) -> dict:
+    """The small bench with a simulated laser whose state goes to ``state_file``."""
+    return sim_bench("small", laser={"output": output, "sim_state_file": str(state_file),
+                                     **laser})
+
+
+#: the presets as constants, for modules that read them (do not mutate: use sim_bench)
+SMALL_BENCH = sim_bench("small")
+CALIBRATION_BENCH = sim_bench("calibration", laser=True)
+
+
+def write_bench_toml(path: Path, cfg: dict) -> Path:
+    """Write a bench dict as a TOML file (top-level keys and flat tables)."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in cfg.items() if not isinstance(v, dict)]
+    for table, body in cfg.items():
+        if isinstance(body, dict):
+            lines += ["", f"[{table}]"] + [f"{k} = {value(v)}" for k, v in body.items()]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def quick_decoder(path: Path | None = None, n: int = 600):
-    """A twin-trained dual-vortex decoder (ridge, fixed alpha: no alpha search)."""
+def bench_toml(path: Path, cfg: dict | None = None, **camera: Any) -> Path:
+    """Write ``cfg`` (default: the small bench with ``camera`` keys) as a TOML file."""
+    if cfg is not None and camera:
+        raise TypeError("bench_toml: give a bench dict or camera keys, not both")
+    return write_bench_toml(path, small_bench(**camera) if cfg is None else cfg)
+
+
+def hil_command(*args: str) -> list[str]:
+    """The ``hil`` command line run by this interpreter (for subprocess tests)."""
+    return [sys.executable, "-m", "hil.cli", *args]
+
+
+#: images of the ``hil run`` that ``run_args`` starts
+RUN_N = 14
+
+
+def run_args(bench: Path, dec: Path, out: Path, *extra: str) -> list[str]:
+    """``hil run`` of ``RUN_N`` digits on ``bench`` with decoder ``dec`` into ``out``."""
+    return hil_command("run", str(bench), "--decoder", str(dec), "--dataset", "digits",
+                       "--n", str(RUN_N), "--seed", "5", "--out", str(out), "--no-progress",
+                       *extra)
+
+
+# ------------------------------------------------------------------- the decoder
+@functools.lru_cache(maxsize=4)
+def _fitted_quick_decoder(n: int):
     from simulation import DualVortexEncoder, LinearDecoder, speckle
 
     enc = DualVortexEncoder()
     imgs = speckle(n, 15, seed=0)
-    dec = LinearDecoder(alpha=1.0, device="cpu").fit(enc(imgs), imgs, encoder=enc)
+    return LinearDecoder(alpha=1.0, device="cpu").fit(enc(imgs), imgs, encoder=enc)
+
+
+def quick_decoder(path: Path | None = None, n: int = 600):
+    """A twin-trained dual-vortex decoder (ridge, fixed alpha: no alpha search), saved to
+    ``path`` when given. Fitted once per process and ``n``; each call returns a copy."""
+    dec = copy.deepcopy(_fitted_quick_decoder(int(n)))
     if path is not None:
         dec.save(path)
     return dec
+
+
+# ------------------------------------------------------------- fake slmsuite drivers
+class FakeCameraDriver:
+    """Just enough of a slmsuite camera to script failures.
+
+    ``script``: one step per frame request: "ok", an exception to raise, or a float (hang
+    that long, ignoring ``timeout_s``, then "ok"). Frames are all 7.
+    """
+
+    shape = (4, 6)
+    bitdepth = 8
+    pitch_um = None
+    name = "fake"
+
+    def __init__(self, script: list | tuple = ()) -> None:
+        self.script = list(script)
+        self.exposure_s = 0.01
+        self.capture_attempts = 5
+        self.closed = False
+
+    def get_image(self, timeout_s: float = 1, averaging: Any = None, hdr: Any = None):
+        step = self.script.pop(0) if self.script else "ok"
+        if isinstance(step, float):
+            time.sleep(step)  # a driver that ignores its time-out
+            step = "ok"
+        if step != "ok":
+            raise step
+        return np.full(self.shape, 7, np.uint8)
+
+    def set_exposure(self, s: float) -> None:
+        self.exposure_s = s
+
+    def flush(self, timeout_s: float = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSLMDriver:
+    """Just enough of a slmsuite SLM: numpy ``display`` / ``phase`` buffers, a frame count."""
+
+    bitdepth = 8
+    pitch_um = (8.0, 8.0)
+    wav_um = 0.633
+    wav_design_um = 0.633
+    settle_time_s = 0.0
+    name = "fake-slm"
+
+    def __init__(self, shape: tuple[int, int] = (40, 56)) -> None:
+        self.shape = tuple(shape)
+        self.display = np.zeros(self.shape, np.uint8)
+        self.phase = np.zeros(self.shape, np.float32)
+        self.frames_shown = 0
+        self.closed = False
+
+    def _set_phase_hw(self, display: np.ndarray) -> None:
+        if self.closed:
+            raise ConnectionError("fake SLM closed")
+        self.frames_shown += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def captures_complete(h5: Path) -> int:
+    """Captures marked complete in a store another process is writing (0 while it cannot
+    be read): the file's size says little once the windows are compressed."""
+    try:
+        with h5py.File(h5, "r", locking=False) as f:
+            return int(f.attrs["n_complete"])
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return 0

@@ -59,7 +59,8 @@ def test_protocol_reports_train_and_test_accuracy():
     assert result["train_accuracy"] > 0.9
     assert result["test_accuracy"] < 0.6
     assert result["train_accuracy"] != result["test_accuracy"]
-    assert 0.0 <= result["last_epoch_accuracy"] <= 1.0
+    # the notebook's number is the memorised training split's, far above the held-out one
+    assert result["last_epoch_accuracy"] > 0.9 > result["test_accuracy"] + 0.2
 
 
 def test_protocol_test_label_unseen_in_training():

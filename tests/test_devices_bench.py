@@ -8,17 +8,23 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from session_helpers import FakeCameraDriver, sim_bench
 
-from devices import ConfigError, DeviceError, load_config, open_bench, shipped_benches
+from devices import (
+    ConfigError,
+    DeviceError,
+    SlmsuiteCamera,
+    load_config,
+    open_bench,
+    shipped_benches,
+)
 from devices.config import SCHEMA
 
 
 def small(**extra):
-    d = {"seed": 2, "slm": {"backend": "sim", "shape": [64, 64]},
-         "camera": {"backend": "sim", "shape": [64, 64], "focal_length_mm": 6.0},
-         "laser": {"backend": "sim", "control": "power", "max_power_mW": 20.0,
-                   "setpoint": 10.0, "output": "on"},
-         "power_meter": {"backend": "sim", "wavelength_nm": 633.0}}
+    """The tiny simulated bench (seed 2) with its laser (on) and power meter; ``extra``
+    tables are merged in."""
+    d = sim_bench("tiny", seed=2, laser=True, power_meter=True)
     for k, v in extra.items():
         d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
     return d
@@ -40,24 +46,24 @@ def test_context_manager_turns_laser_off_and_closes_on_error():
     with pytest.raises(RuntimeError, match="boom"):
         with open_bench(small()) as b:
             assert b.laser.is_output_on()
-            b.slm.set_phase(np.zeros((64, 64), np.float32))
+            b.slm.set_phase(np.zeros(b.slm.shape, np.float32))
             raise RuntimeError("boom")
     writes = [m for k, m in b.laser.transcript if k == "write"]
     assert writes[-1] == "OUTP 0"
     assert b.laser.transcript[-1] == ("reply", '+0,"No error"')  # the instrument accepted it
-    assert all(d.closed if hasattr(d, "closed") else d._closed for d in b.devices())
-    assert b.slm.closed and b.camera.closed and b.laser._closed and b.power_meter._closed
+    assert all(d.closed for d in b.devices()) and len(b.devices()) == 4
 
 
 def test_close_survives_a_failing_device(caplog):
+    class Stuck(FakeCameraDriver):
+        def close(self):
+            raise DeviceError("stuck")
+
     b = open_bench(small())
-
-    def broken():
-        raise DeviceError("stuck")
-
-    b.camera._close_hw = broken
+    b.camera.close()
+    b.camera = SlmsuiteCamera(Stuck())  # a camera whose driver fails to close
     b.close()
-    assert b.slm.closed and b.laser._closed and "stuck" in caplog.text
+    assert b.slm.closed and b.laser.closed and b.power_meter.closed and "stuck" in caplog.text
 
 
 def test_refused_setpoint_in_file_closes_what_was_open():
@@ -70,7 +76,7 @@ def test_info_lists_every_device():
         info = b.info()
     assert info["simulated"] and info["seed"] == 2
     assert info["laser"]["identity"].startswith("Thorlabs,ITC4001")
-    assert info["camera"]["shape"] == [64, 64] and info["slm"]["zero_phase_grey"] == 255
+    assert info["camera"]["shape"] == [96, 128] and info["slm"]["zero_phase_grey"] == 255
 
 
 def test_toml_file(tmp_path):
@@ -168,8 +174,13 @@ def test_simulated_power_meter_reads_the_laser():
         assert ("query", "MEAS:POW?") in b.power_meter.transcript
 
 
+#: simulation's utility modules (files, provenance): any backend may use them
+SIMULATION_UTILITIES = {"simulation.atomic", "simulation.provenance", "simulation.h5attrs"}
+
+
 def test_import_direction():
-    """devices imports no package above it; simulation only in the simulated backends."""
+    """devices imports no package above it; the twin (simulation, other than its file
+    utilities) only in the simulated backends."""
     import ast
     from pathlib import Path
 
@@ -182,7 +193,9 @@ def test_import_direction():
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         tops = {n.split(".")[0] for n in names}
         assert not tops & {"hil", "calibration", "experiments"}, f.name
-        if "simulation" in tops:
-            assert f.name in ("flaws.py", "simulated.py"), f.name
+        twin = {n for n in names if n.split(".")[0] == "simulation"} - SIMULATION_UTILITIES
+        if twin:
+            assert f.name in ("flaws.py", "simulated.py") or f.name.startswith("sim_"), \
+                (f.name, twin)
     zern = Path(root.parent / "simulation" / "zernike.py").read_text()
     assert "from devices" not in zern and "import hil" not in zern

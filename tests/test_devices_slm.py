@@ -33,7 +33,24 @@ def ours():
 
 
 def test_convention_is_written_once():
-    assert PHASE_SIGN == -1 and ZERO_PHASE_GREY == "max"
+    """The two constants say what the conversion does, and nothing else defines them."""
+    import ast
+    from pathlib import Path
+
+    grey = phase_to_grey(np.array([[0.0, 0.5]], np.float32), 8).astype(int)
+    assert ZERO_PHASE_GREY == {255: "max", 0: "min"}.get(int(grey[0, 0]))
+    assert PHASE_SIGN == np.sign(grey[0, 1] - grey[0, 0])  # a larger phase: which way
+    root = Path(__file__).resolve().parents[1]
+    homes = set()
+    for pkg in ("devices", "simulation", "calibration", "hil", "experiments"):
+        for f in (root / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                targets = (node.targets if isinstance(node, ast.Assign) else
+                           [node.target] if isinstance(node, ast.AnnAssign) else [])
+                if any(getattr(t, "id", "") in ("PHASE_SIGN", "ZERO_PHASE_GREY")
+                       for t in targets):
+                    homes.add(f.relative_to(root).as_posix())
+    assert homes == {"devices/phase.py"}
     r = ideal_phase_response(8)
     assert r[255] == 0 and r[0] == pytest.approx(2 * np.pi * 255 / 256)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from session_helpers import sim_bench
 
 from devices import DeviceError, SetpointRefused
 from devices.visa import (
@@ -63,18 +64,21 @@ def test_instrument_error_queue_is_read(laser):
         laser.set_current_mA(500)
 
 
-def test_interlock_blocks_output(laser):
+def test_interlock_blocks_output():
+    res = open_visa(SIM_LASER_RESOURCE, simulated=True)
+    laser = LaserController(res, max_current_mA=80, max_power_mW=5)
     assert laser.interlock_closed()
     laser.output_on()
     assert laser.is_output_on()
     laser.output_off()
-    laser._res.write("SIM:INTL 1")  # trip the simulated interlock
+    res.write("SIM:INTL 1")  # trip the simulated interlock, on the instrument itself
     assert not laser.interlock_closed()
     n = len([m for m in laser.transcript if m[0] == "write"])
     with pytest.raises(DeviceError, match="interlock open"):
         laser.output_on()
     assert len([m for m in laser.transcript if m[0] == "write"]) == n
     assert not laser.is_output_on()
+    laser.close()
 
 
 def test_optical_power_estimate(laser):
@@ -129,7 +133,7 @@ def test_keepalive_holds_the_output_and_the_watchdog_ends_it(tmp_path):
 
     las = _sim_laser(tmp_path, watchdog_s=0.2)
     try:
-        assert las._query("SYST:WDOG?") == "0.200"
+        assert sim_laser_state(tmp_path / "las.json")["watchdog_s"] == 0.2  # the instrument's
         las.output_on()
         kicks = lambda: sum(1 for m in las.transcript if m == ("write", "SYST:WDOG:KICK"))  # noqa: E731
         assert _wait(lambda: kicks() >= 12)  # three watchdog periods of keep-alives
@@ -155,8 +159,31 @@ def test_state_file_knows_a_killed_process_left_the_beam_to_the_watchdog(tmp_pat
     st = sim_laser_state(tmp_path / "las.json")
     assert st["emitting"]
     assert not sim_laser_state(tmp_path / "las.json", now=st["last_keepalive"] + 0.51)["emitting"]
-    las._closed = True  # abandoned as by a killed process (no close, no output off)
+    # abandoned as by a killed process: no close, no output off
     assert not sim_laser_state(tmp_path / "las.json", now=time.time() + 0.6)["emitting"]
+
+
+def test_close_that_cannot_switch_off_leaves_the_watchdog_armed(tmp_path, caplog):
+    """Closing switches the output off; if that fails, the watchdog must not be disarmed."""
+    from devices.visa import SimLaserResource, sim_laser_state
+
+    class OffFails(SimLaserResource):  # a cable that gives out just as the bench closes
+        def write(self, msg: str):
+            if msg.strip() == "OUTP 0":
+                raise ConnectionResetError("USB cable unplugged")
+            return super().write(msg)
+
+    state = tmp_path / "las.json"
+    las = LaserController(OffFails(open_visa(SIM_LASER_RESOURCE, simulated=True), state),
+                          max_current_mA=80, max_power_mW=5, watchdog_s=0.3)
+    las.output_on()
+    las.close()
+    assert "could not switch the output off on close" in caplog.text
+    assert ("write", "SYST:WDOG 0.000") not in las.transcript  # not disarmed
+    st = sim_laser_state(state)
+    assert st["emitting"] and st["watchdog_s"] == pytest.approx(0.3)
+    later = sim_laser_state(state, now=st["last_keepalive"] + 0.3 + 1e-3)
+    assert not later["emitting"]  # the watchdog ends the beam
 
 
 def test_watchdog_refused_for_an_instrument_without_one():
@@ -174,10 +201,8 @@ def test_watchdog_bench_key(tmp_path):
     from devices.config import load_config
     from devices.visa import sim_laser_state
 
-    cfg = {"slm": {"backend": "sim", "shape": [64, 64]},
-           "camera": {"backend": "sim", "shape": [64, 64]},
-           "laser": {"backend": "sim", "watchdog_s": 0.4, "output": "on",
-                     "sim_state_file": str(tmp_path / "las.json")}}
+    cfg = sim_bench("tiny", laser={"watchdog_s": 0.4, "output": "on",
+                                   "sim_state_file": str(tmp_path / "las.json")})
     with open_bench(cfg) as bench:
         assert bench.laser.watchdog_s == 0.4
         assert bench.info()["laser"]["watchdog_s"] == 0.4

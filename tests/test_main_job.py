@@ -26,7 +26,10 @@ def test_main_job_all_parts(tmp_path, data_dir, capsys):
     index = (out / "index.md").read_text()
     for link in ("simulation/report.md", "paper/report.md", "bench/run/report.md"):
         assert link in index and (out / link).is_file()
-    assert json.loads((out / "summary.json").read_text())["total_seconds"] > 0
+    saved = json.loads((out / "summary.json").read_text())  # the file records the result
+    assert saved["total_seconds"] == pytest.approx(s["total_seconds"])
+    assert saved["bench"]["run_ssim_mean"] == pytest.approx(s["bench"]["run_ssim_mean"])
+    assert f"Total time {s['total_seconds']:.0f} s." in index
 
 
 def test_demo_help_names_the_parts(capsys):

@@ -11,55 +11,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import pytest
-from session_helpers import small_bench
+from session_helpers import RUN_N as N
+from session_helpers import bench_toml, captures_complete, hil_command, laser_bench, run_args
 
 from devices.visa import sim_laser_state
 from hil.runs import read_captures
 from hil.safety import Interrupted, exit_status, signals_as_interrupt
-
-N = 14
-CAPTURE_BYTES = 2 * 256 * 256 * 2  # two uint16 256x256 frames
-
-
-def laser_bench(state_file: Path, output: str = "off", **laser) -> dict:
-    """The small simulated bench with a simulated laser whose state goes to ``state_file``."""
-    cfg = small_bench()
-    cfg["laser"] = {"backend": "sim", "control": "power", "max_power_mW": 2.0,
-                    "setpoint": 1.0, "output": output, "sim_state_file": str(state_file),
-                    **laser}
-    return cfg
-
-
-def bench_toml(path: Path, cfg: dict) -> Path:
-    """Write a bench dict as TOML (flat tables only)."""
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        return repr(v) if not isinstance(v, list) else "[" + ", ".join(map(str, v)) + "]"
-
-    lines = [f"{k} = {value(v)}" for k, v in cfg.items() if not isinstance(v, dict)]
-    for table, body in cfg.items():
-        if isinstance(body, dict):
-            lines += ["", f"[{table}]"] + [f"{k} = {value(v)}" for k, v in body.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def hil(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hil.cli", *args]
-
-
-def run_args(bench: Path, dec: Path, out: Path, *extra: str) -> list[str]:
-    return hil("run", str(bench), "--decoder", str(dec), "--dataset", "digits", "--n", str(N),
-               "--seed", "5", "--out", str(out), "--no-progress", *extra)
 
 
 def wait_for(cond, proc: subprocess.Popen, what: str, timeout_s: float = 180.0) -> None:
@@ -134,13 +96,10 @@ def test_second_signal_during_shutdown_is_ignored():
 
 # --------------------------------------------------------------- the commands
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
-def test_hil_run_signal_turns_laser_off_and_records_interrupted(tmp_path, name):
-    from session_helpers import quick_decoder
-
+def test_hil_run_signal_turns_laser_off_and_records_interrupted(tmp_path, decoder_file, name):
     state = tmp_path / "laser.json"
     bench = bench_toml(tmp_path / "bench.toml", laser_bench(state, output="off"))
-    dec = tmp_path / "dec.pt"
-    quick_decoder(dec)
+    dec = decoder_file
     out = tmp_path / "run"
     h5 = out / "captures.h5"
     proc = subprocess.Popen(run_args(bench, dec, out), stdout=subprocess.DEVNULL,
@@ -149,8 +108,7 @@ def test_hil_run_signal_turns_laser_off_and_records_interrupted(tmp_path, name):
     # the first capture
     err = signal_when(proc, getattr(signal, name),
                       (lambda: _emitting(state), "the laser went on for the captures"),
-                      (lambda: h5.exists() and h5.stat().st_size > 2 * CAPTURE_BYTES,
-                       "two captures were written"))
+                      (lambda: captures_complete(h5) >= 2, "two captures were written"))
     assert proc.returncode == 128 + getattr(signal, name), err[-3000:]
     assert "Traceback" not in err
     assert f"hil: interrupted ({name})" in err
@@ -180,7 +138,7 @@ def test_hil_calibrate_sigterm_turns_laser_off(tmp_path):
     out = tmp_path / "cal"
     fast = {"dark": {"n_dark": 8, "n_pairs": 1, "exposures": [0.2, 0.7]},
             "geometry": {"grid": 4, "averaging": 1}, "wavefront": {"averaging": 1}}
-    proc = subprocess.Popen(hil("calibrate", str(bench), "--out", str(out), "--quiet",
+    proc = subprocess.Popen(hil_command("calibrate", str(bench), "--out", str(out), "--quiet",
                                 "--steps", "dark,geometry,lut,wavefront",
                                 "--options", json.dumps(fast)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -195,15 +153,12 @@ def test_hil_calibrate_sigterm_turns_laser_off(tmp_path):
     assert not sim_laser_state(state)["emitting"]
 
 
-def test_run_leaves_the_laser_as_the_bench_file_sets_it_until_a_capture(tmp_path):
+def test_run_leaves_the_laser_as_the_bench_file_sets_it_until_a_capture(tmp_path, decoder_file):
     """Nothing to capture (a finished run resumed): the output stays off."""
-    from session_helpers import quick_decoder
-
     from devices import open_bench
     from hil.session import RunConfig, run_session
 
-    dec = tmp_path / "dec.pt"
-    quick_decoder(dec)
+    dec = decoder_file
     state = tmp_path / "laser.json"
     with open_bench(laser_bench(state, output="off")) as bench:
         assert not bench.laser.is_output_on()
@@ -219,14 +174,11 @@ def test_run_leaves_the_laser_as_the_bench_file_sets_it_until_a_capture(tmp_path
         assert not bench.laser.is_output_on()
 
 
-def test_sigkill_leaves_the_beam_to_the_controller_watchdog(tmp_path):
+def test_sigkill_leaves_the_beam_to_the_controller_watchdog(tmp_path, decoder_file):
     """SIGKILL cannot be handled: the output stays on, and only the watchdog ends it."""
-    from session_helpers import quick_decoder
-
     state = tmp_path / "laser.json"
     bench = bench_toml(tmp_path / "bench.toml", laser_bench(state, watchdog_s=0.5))
-    dec = tmp_path / "dec.pt"
-    quick_decoder(dec)
+    dec = decoder_file
     out = tmp_path / "run"
     proc = subprocess.Popen(run_args(bench, dec, out), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)

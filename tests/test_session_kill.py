@@ -5,39 +5,25 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
-from session_helpers import bench_toml, quick_decoder
+from session_helpers import RUN_N as N
+from session_helpers import bench_toml, captures_complete, run_args
 
 from hil.runs import read_captures
 
-N = 14
-# one capture: two uint16 105x105 model windows (hil run stores windows, not frames) and
-# the float32 patterns
-CAPTURE_BYTES = 2 * 105 * 105 * 2 + 2 * 32 * 32 * 4
-
-
-def _hil(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hil.cli", *args]
-
-
-def _run_args(bench, dec, out, *extra):
-    return _hil("run", str(bench), "--decoder", str(dec), "--dataset", "digits",
-                "--n", str(N), "--seed", "5", "--out", str(out), "--no-progress", *extra)
-
 
 def _kill_after(cmd, h5, captures: int, timeout_s: float = 120.0) -> None:
-    """Start ``cmd``; SIGKILL it once ``h5`` holds about ``captures`` captures' worth."""
+    """Start ``cmd``; SIGKILL it once ``h5`` holds ``captures`` complete captures."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     t0 = time.time()
     try:
         while time.time() - t0 < timeout_s:
-            if h5.exists() and h5.stat().st_size > captures * CAPTURE_BYTES:
+            if h5.exists() and captures_complete(h5) >= captures:
                 break
             if proc.poll() is not None:
                 pytest.fail(f"the run ended before it could be killed: "
@@ -56,21 +42,20 @@ def _count(h5) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume(tmp_path):
+def test_sigkill_mid_run_then_resume(tmp_path, decoder_file):
     bench = bench_toml(tmp_path / "bench.toml")
-    dec = tmp_path / "dec.pt"
-    quick_decoder(dec)
+    dec = decoder_file
     out = tmp_path / "run"
     h5 = out / "captures.h5"
 
-    _kill_after(_run_args(bench, dec, out), h5, captures=3)
+    _kill_after(run_args(bench, dec, out), h5, captures=3)
     first = _count(h5)
     assert 0 < first < N
-    _kill_after(_run_args(bench, dec, out, "--resume"), h5, captures=first + 4)
+    _kill_after(run_args(bench, dec, out, "--resume"), h5, captures=first + 4)
     second = _count(h5)
     assert first <= second < N
 
-    done = subprocess.run(_run_args(bench, dec, out, "--resume"), capture_output=True,
+    done = subprocess.run(run_args(bench, dec, out, "--resume"), capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     caps = read_captures(h5)
@@ -79,7 +64,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
 
     # the same run without interruption records exactly the same captures
     ref = tmp_path / "ref"
-    clean = subprocess.run(_run_args(bench, dec, ref), capture_output=True, text=True,
+    clean = subprocess.run(run_args(bench, dec, ref), capture_output=True, text=True,
                            timeout=240)
     assert clean.returncode == 0, clean.stderr[-2000:]
     ref_caps = read_captures(ref / "captures.h5")

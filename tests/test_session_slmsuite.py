@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import torch
+from session_helpers import quick_decoder
 
 from calibration.imaging import BenchImager, affine_from_fourier
 from calibration.imaging_config import ImagingConfig
@@ -16,11 +17,8 @@ from devices.slmsuite_adapter import SlmsuiteCamera, SlmsuiteSLM
 from hil.session import RunConfig, run_session
 from simulation import (
     DualVortexEncoder,
-    LinearDecoder,
-    encode_batched,
     load_dataset,
     reconstruct,
-    speckle,
     ssim,
 )
 
@@ -30,8 +28,7 @@ def test_session_on_slmsuite_simulated_devices(tmp_path):
     from slmsuite.hardware.slms.simulated import SimulatedSLM
 
     enc = DualVortexEncoder()
-    train = speckle(4000, 15.0, seed=0)
-    dec = LinearDecoder().fit(encode_batched(enc, train), train, encoder=enc)
+    dec = quick_decoder()
     dec_path = dec.save(tmp_path / "dec.pt")
 
     sslm = SimulatedSLM((512, 512), bitdepth=8, pitch_um=(8, 8), wav_um=0.633)

@@ -9,6 +9,7 @@ it. Decoder and classifier files carry a SHA-256 of their weights: a flipped bit
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -19,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from session_helpers import quick_decoder
 
-from simulation import DualVortexEncoder, LinearDecoder, LinearSoftmaxClassifier, speckle
+from simulation import LinearDecoder, LinearSoftmaxClassifier
 from simulation.datasets import load_dataset, read_cifar_python
-from simulation.weightfile import FORMAT, VERSION, _text_sha256, weights_sha256
+from simulation.weightfile import FORMAT, VERSION, weights_sha256
 
 
 # ------------------------------------------------------------------------------- payloads
@@ -67,9 +69,7 @@ def _show_live(path: Path, marker: Path, *, torch_file: bool) -> None:
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def decoder():
-    enc = DualVortexEncoder()
-    imgs = speckle(300, 15, seed=0)
-    return LinearDecoder(alpha=1.0, device="cpu").fit(enc(imgs), imgs, encoder=enc)
+    return quick_decoder()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def _envelope(kind: str, tensors: dict, meta: dict, *, sha: str | None = None) -
     meta = dict(meta, weights_sha256=sha or weights_sha256(tensors))
     text = json.dumps(meta)
     return {"format": FORMAT, "version": VERSION, "kind": kind, "tensors": tensors,
-            "metadata": text, "metadata_sha256": _text_sha256(text)}
+            "metadata": text, "metadata_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 # ---------------------------------------------------------------------------- classifier
@@ -150,9 +150,7 @@ def test_hil_classifier_loader_refuses_before_capture(tmp_path, classifier):
     assert load_classifier(good, (8, 8)).n_classes_ == 2
 
     dec_path = tmp_path / "dec.pt"
-    enc = DualVortexEncoder()
-    imgs = speckle(200, 15, seed=0)
-    LinearDecoder(alpha=1.0, device="cpu").fit(enc(imgs), imgs, encoder=enc).save(dec_path)
+    quick_decoder(dec_path)
     out = tmp_path / "run"
     cfg = RunConfig(bench={"name": "never-opened"}, decoder=dec_path, out=out, n=2,
                     dataset="digits", classifier=evil, progress=False)
