@@ -13,7 +13,7 @@ its ``hil`` sub-commands through the ``hil.commands`` entry-point group; nothing
 
 from __future__ import annotations
 
-from hil.lazy_face import lazy_face
+from simulation.lazy_face import lazy_face
 
 _FACE = {
     "run_study": "experiments.paper", "config_for": "experiments.paper",

@@ -17,7 +17,7 @@ Imports `calibration`, `devices` and `simulation` only.
 
 from __future__ import annotations
 
-from hil.lazy_face import lazy_face
+from simulation.lazy_face import lazy_face
 
 _FACE = {
     "RunConfig": "hil.session", "run_session": "hil.session", "EXIT_STOPPED": "hil.session",
