@@ -84,7 +84,7 @@ def test_fitted_decoder_behind_an_invertible_encoder_is_concentrated():
     onto itself (no bias, so only nearly): concentrated maps, peak on the probed pixel."""
     enc = PixelSensor()
     imgs = speckle(3000, 15.0, seed=1)
-    dec = LinearDecoder(device="cpu").fit(enc(imgs), imgs, alpha=1e-3, progress=False)
+    dec = LinearDecoder(alpha=1e-3, progress=False, device="cpu").fit(enc(imgs), imgs)
     m = _means(spread_measures(attention_maps(dec, enc)))
     assert m["participation_ratio"] < 3 and m["peak_fraction"] > 0.6
     assert m["r50_px"] < 1 and m["hit"] == 1.0

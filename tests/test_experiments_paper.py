@@ -264,3 +264,36 @@ def test_readme_section_lines_from_results():
     cost = " ".join(rf._run_lines({"sweep_wall_s": 3600.0, "cells_cpu_s": 7200.0, "cells": 10,
                                    "workers": 2, "machine": {"cpus": 2}}))
     assert "sweep wall 60.0 min" in cost and "120.0 CPU-min" in cost
+
+
+def test_summary_is_the_one_mean_std_and_never_hides_a_missing_value():
+    import math
+
+    from experiments.paper.common import summary
+
+    s = summary([1.0, 3.0])
+    assert s == {"mean": 2.0, "std": 1.0, "n": 2, "values": [1.0, 3.0]}
+    assert math.isnan(summary([1.0, None])["mean"])  # a missing seed is not averaged away
+    skipped = summary([1.0, None, 3.0], skip_missing=True)
+    assert skipped["mean"] == 2.0 and skipped["n"] == 3 and math.isnan(skipped["values"][1])
+    assert math.isnan(summary([None], skip_missing=True)["mean"])
+
+
+def test_softmax_dk_gradient_is_autograds():
+    """The closed-form gradient of the D×K softmax (`softmax_loss_grad`) equals autograd's;
+    a wrong sign or a missing 1/n would move L-BFGS elsewhere (control: the unscaled
+    gradient differs)."""
+    import torch
+
+    from experiments.paper.common import softmax_loss_grad
+
+    g = torch.Generator().manual_seed(0)
+    X, W = torch.randn(300, 40, generator=g), torch.randn(40, 7, generator=g)
+    y = torch.randint(0, 7, (300,), generator=g)
+    Wa = W.clone().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(X @ Wa, y)
+    ref.backward()
+    loss, grad = softmax_loss_grad(X, y, W)
+    assert float(loss) == pytest.approx(ref.item(), rel=1e-6)
+    assert torch.allclose(grad, Wa.grad, atol=1e-6) and grad.is_contiguous()
+    assert not torch.allclose(grad * len(X), Wa.grad, atol=1e-6)

@@ -75,8 +75,8 @@ def test_encoded_split_is_the_split_through_the_encoder(monkeypatch):
 def test_adam_columns_is_the_decoders_adam_protocol(n):
     images = training_speckle(2.0, n, 0)
     patterns = encode_batched(DualVortexEncoder(), images)
-    ref = LinearDecoder(device="cpu").fit(patterns, images, method="adam", epochs=6, seed=0,
-                                          progress=False, val_fraction=0.01)
+    ref = LinearDecoder(method="adam", epochs=6, seed=0, progress=False, val_fraction=0.01,
+                        device="cpu").fit(patterns, images)
     got = adam_columns(patterns, images, None, epochs=6, seed=0)
     assert got["train_mse"] == ref.history_["train_mse"]
     assert got["val_mse"] == ref.history_["val_mse"]
@@ -116,20 +116,22 @@ def test_plausible_range_takes_the_flat_bottom_and_a_step_either_side():
 
 
 def test_float64_selection_ranks_as_the_decoder_near_its_choice():
-    """Same split and grid; near the chosen α the two rankings agree. At the smallest α
-    the float32 eigenvectors' rounding inflates the float32 hold-out error by orders of
-    magnitude (measured: 1.6e5 against 0.020 at 1e-8 × the mean eigenvalue), which is
-    why the study records the float64 pick beside it."""
+    """Same split and grid; near the chosen α the two rankings agree. With fewer samples
+    than inputs (600 < 2048, as here) the decoder itself now scores in float64, so the
+    rankings agree at the smallest α too (float32 eigenvectors had inflated that hold-out
+    error by orders of magnitude: 1.6e5 against 0.020); with more samples than inputs
+    (the paper's 10,000) it stays float32, which is why the study records the float64
+    pick beside it."""
     images = training_speckle(15.0, 600, 2)
     patterns = encode_batched(DualVortexEncoder(), images)
-    dec = LinearDecoder(device="cpu").fit(patterns, images, seed=2, progress=False)
+    dec = LinearDecoder(seed=2, progress=False, device="cpu").fit(patterns, images)
     f64 = alpha_mod.float64_selection(patterns, images, 2)
     assert f64["alpha_grid"] == pytest.approx(dec.history_["alpha_grid"], rel=1e-4)
     best = f64["index"]
     assert f64["alpha"] == pytest.approx(dec.alpha_, rel=1e-4)
     assert f64["val_mse"][best - 1:] == pytest.approx(dec.history_["val_mse"][best - 1:],
                                                       rel=3e-3)
-    assert dec.history_["val_mse"][0] > 100 * f64["val_mse"][0]
+    assert dec.history_["val_mse"][0] == pytest.approx(f64["val_mse"][0], rel=1e-3)
 
 
 def _ssim_table(values: dict[str, list[float]]) -> dict:

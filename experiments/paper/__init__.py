@@ -1,4 +1,4 @@
-"""The paper study (issue 5): the claims of "Feature Distillation with Synthetic Training
+"""The paper study: the claims of "Feature Distillation with Synthetic Training
 Data: a Spectral Methods Approach" measured, judged and reported.
 
 One module per step: `synthetic` (H_SVD, Ω_k per γ), `learnability` (Adam curves),

@@ -1,4 +1,4 @@
-"""How much the verdicts owe to the ridge α (issue 9).
+"""How much the verdicts owe to the ridge α.
 
 The paper trained its decoders with Adam and never chose a ridge α; the study picks α
 per decoder on a 10 % speckle hold-out, whose error is flat near its minimum. So:
@@ -32,7 +32,7 @@ import torch
 from simulation import LinearDecoder, normalise_for_decoder
 from simulation.ridge_linalg import alpha_scan
 
-from .common import evaluate_set
+from .common import evaluate_set, summary
 
 __all__ = ["FLAT_TOLERANCE", "plausible_range", "alpha_sensitivity", "float64_selection",
            "aggregate", "robustness", "adam_robustness"]
@@ -72,8 +72,8 @@ def float64_selection(patterns: torch.Tensor, images: torch.Tensor, seed: int,
 
 
 def _refit_scores(patterns, images, enc, alpha: float, sets, n_test, seed, data_dir) -> dict:
-    dec = LinearDecoder(device="cpu").fit(patterns, images, method="ridge", encoder=enc,
-                                          alpha=alpha, progress=False)
+    dec = LinearDecoder(method="ridge", alpha=alpha, progress=False,
+                        device="cpu").fit(patterns, images, encoder=enc)
     return {"alpha": float(alpha), "train_mse": float(dec.train_mse_),
             "test": {s: evaluate_set(s, n_test, seed, data_dir, enc, dec) for s in sets}}
 
@@ -99,11 +99,6 @@ def alpha_sensitivity(images: torch.Tensor, patterns: torch.Tensor, enc,
                                                 n_test, seed, data_dir))
     return out
 
-
-def _ms(values) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size),
-            "values": a.tolist()}
 
 
 def aggregate(results: dict[str, dict], decoder_cells) -> dict:
@@ -138,7 +133,7 @@ def aggregate(results: dict[str, dict], decoder_cells) -> dict:
     if not alphas:
         return {}
     return {"tolerance": FLAT_TOLERANCE,
-            "ssim": {end: {s: {g: _ms(v) for g, v in per.items()} for s, per in d.items()}
+            "ssim": {end: {s: {g: summary(v) for g, v in per.items()} for s, per in d.items()}
                      for end, d in ssim.items()},
             "alpha": alphas, "float64_selection": f64}
 

@@ -32,7 +32,7 @@ from simulation import (
     weight_svd_entropy,
 )
 
-from .common import fit_ridge, training_speckle
+from .common import fit_ridge, summary, training_speckle
 from .config import StudyConfig
 from .verdicts import spearman_exact
 
@@ -90,6 +90,7 @@ def random_decoder(seed: int, encoder=None, size: int = 32) -> tuple[LinearDecod
     dec.image_shape_, dec.pattern_shape_ = (size, size), pattern_shape
     dec.encoder_signature_ = enc.signature() if hasattr(enc, "signature") else None
     dec.method_, dec.alpha_, dec.train_mse_, dec.history_ = "random", None, None, {}
+    dec.n_features_in_ = int(np.prod(pattern_shape))
     return dec, enc
 
 
@@ -123,11 +124,6 @@ def cells(cfg: StudyConfig, *, in_transfer: bool = False) -> list[Cell]:
     return out
 
 
-def _ms(values) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size),
-            "values": a.tolist()}
-
 
 def _trend(x, y) -> dict:
     rho, p = spearman_exact(x, y)
@@ -160,7 +156,7 @@ def aggregate(cfg: StudyConfig, results: dict[str, dict], cell_list: list[Cell],
         if g not in maps or seed < maps[g][0]:
             maps[g] = (seed, r["centre_map"], r["centre_participation_ratio"])
     gs = sorted(per_gamma, key=float)
-    by_gamma = {g: {k: _ms(v) for k, v in per_gamma[g].items()} for g in gs}
+    by_gamma = {g: {k: summary(v) for k, v in per_gamma[g].items()} for g in gs}
     x = [float(g) for g in gs]
 
     def col(k):
@@ -174,7 +170,7 @@ def aggregate(cfg: StudyConfig, results: dict[str, dict], cell_list: list[Cell],
         "maps_participation_ratio": {g: maps[g][2] for g in gs},
         "centre_pixel": centre,
         "size": size,
-        "control": {"random_weights": {k: _ms(v) for k, v in control.items()},
+        "control": {"random_weights": {k: summary(v) for k, v in control.items()},
                     "perfect_imager": {"participation_ratio": 1.0, "peak_fraction": 1.0,
                                        "r50_px": 0.0, "hit_rate": 1.0}},
         "trend": {

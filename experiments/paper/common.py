@@ -107,14 +107,25 @@ def fit_ridge(images: torch.Tensor, encoder=None, seed: int = 0,
     enc = encoder if encoder is not None else DualVortexEncoder()
     if patterns is None:
         patterns = encode_batched(enc, images)
-    dec = LinearDecoder(device="cpu").fit(patterns, images, method="ridge", encoder=enc,
-                                          alpha=alpha, seed=seed, progress=False)
+    dec = LinearDecoder(method="ridge", alpha=alpha, seed=seed, progress=False,
+                        device="cpu").fit(patterns, images, encoder=enc)
     return dec, enc
 
 
-def summary(values) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
+def summary(values, *, skip_missing: bool = False) -> dict:
+    """Mean, (population) std, count and the values in their order (seed order: the
+    verdicts pair them). With ``skip_missing``, ``None``/NaN entries are left out of the
+    mean and std (still counted in ``n`` and kept in ``values``); otherwise they make the
+    mean NaN, so that a missing number is never averaged away silently."""
+    a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    if skip_missing:
+        if a.size == 0 or np.isnan(a).all():
+            mean = std = float("nan")
+        else:
+            mean, std = float(np.nanmean(a)), float(np.nanstd(a))
+    else:
+        mean, std = float(a.mean()), float(a.std())
+    return {"mean": mean, "std": std, "n": int(a.size), "values": a.tolist()}
 
 
 #: scikit-image's SSIM constants (`simulation.ssim`: 7×7 uniform window, sample
@@ -253,6 +264,20 @@ def set_statistics(images: torch.Tensor) -> dict:
 CLF_METHODS = ("paper", "dk")
 
 
+@torch.no_grad()
+def softmax_loss_grad(X: torch.Tensor, y: torch.Tensor,
+                      W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy of the softmax of ``X @ W`` and its gradient in W, in closed form:
+    (softmax − one-hot)ᵀ·X / n, computed as a K×D product. Autograd computes Xᵀ·G, which
+    copied the whole transposed (n × D) training matrix at every evaluation (measured on
+    60,000 × 2048 sensor patterns: 2.3 s of a 2.6 s L-BFGS step)."""
+    logits = X @ W
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    p = torch.softmax(logits, dim=1)
+    p[torch.arange(len(X)), y] -= 1.0
+    return loss, (p.t() @ X).t().contiguous().div_(len(X))
+
+
 def softmax_dk(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y, *,
                n_classes: int, iterations: int = 200, seed: int = 0) -> dict:
     """A D×K linear softmax (no bias, as the paper's) fitted by full-batch L-BFGS.
@@ -266,15 +291,13 @@ def softmax_dk(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y, *,
     ytr = torch.as_tensor(train_y).long()
     yte = torch.as_tensor(test_y).long()
     g = torch.Generator().manual_seed(seed)
-    W = (torch.randn(Xtr.shape[1], n_classes, generator=g) * 0.05).requires_grad_()
+    W = torch.randn(Xtr.shape[1], n_classes, generator=g) * 0.05
     opt = torch.optim.LBFGS([W], lr=1.0, max_iter=iterations, history_size=20,
                             tolerance_grad=1e-9, tolerance_change=1e-12,
                             line_search_fn="strong_wolfe")
 
     def closure():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(Xtr @ W, ytr)
-        loss.backward()
+        loss, W.grad = softmax_loss_grad(Xtr, ytr, W)
         return loss
 
     opt.step(closure)

@@ -1,6 +1,6 @@
 """The study's scales: how many images, epochs, γ values and seeds each step uses.
 
-``full`` is the paper's scale (paper-spec §10: 10,000 speckles per γ, Adam 5,000 epochs,
+``full`` is the paper's scale (docs/paper.md §Scales: 10,000 speckles per γ, Adam 5,000 epochs,
 the 10 × 10 swapped grid, the classifier's 100 epochs); ``paper`` has the paper's data
 sizes (every test image, every training image for the classifiers) through closed forms
 and a D×K softmax fitted full batch (aimed at an hour on 2 cores; the last estimate, from
@@ -45,7 +45,7 @@ class StudyConfig:
     clf_n_test: int = 5_000
     clf_epochs: int = 100            # Adam epochs ("paper"), L-BFGS iterations ("dk")
     clf_method: str = "paper"        # see experiments.paper.common.CLF_METHODS
-    paper_gamma: float = 15.0        # the "high-H_SVD" decoder of the abstract (§10 Q7)
+    paper_gamma: float = 15.0        # the "high-H_SVD" decoder (docs/paper.md §Readings)
     mixture_targets: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10-grey")
     learned_steps: int = 2_000
     learned_n: int = 10_000
@@ -67,12 +67,12 @@ SCALES: dict[str, StudyConfig] = {
     # training image there is (a train split when its file exists, else half the test
     # split) with the single D×K softmax fitted by L-BFGS; Adam only in the
     # learnability curves, at 1,000 epochs on 10,000 speckles (the H_SVD ordering of
-    # the excess loss holds from 100 to 1,000 epochs, issue 9). The learned masks (not
+    # the excess loss holds from 100 to 1,000 epochs, measured). The learned masks (not
     # a paper-scale claim) run 200 steps on 2,000 speckles instead of 2,000 on 10,000.
     "paper": StudyConfig(
         scale="paper", n_test=1_000_000, clf_n_train=1_000_000, clf_n_test=1_000_000,
         # L-BFGS iterations: MNIST, 60,000 raw images, held-out 92.34 / 92.39 / 92.32 %
-        # at 50 / 100 / 200 iterations (issue 9)
+        # at 50 / 100 / 200 iterations
         # Adam on 128 random output pixels of 1,024: an unbiased curve at 1/8 of the cost
         # (`experiments.paper.learnability`)
         clf_method="dk", clf_epochs=100, learn_epochs=1_000, learn_outputs=128,

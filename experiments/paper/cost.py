@@ -1,4 +1,4 @@
-"""How long a study will take, said before it starts (issue 9: an honest estimate).
+"""How long a study will take, said before it starts (an honest estimate).
 
 `probe_estimate` times (in CPU seconds) the first two cells of each kind (the cell
 function) one after the other in one worker process (the sweep runs each worker on one
@@ -13,7 +13,7 @@ kind differ (γ, image set, which cells classify), so this is a projection, prin
 as one.
 
 `FULL_ESTIMATE` is the static estimate of the ``full`` scale (the paper's literal
-Adam protocol), measured on 2 CPU cores for issue 9: probing it would take hours.
+Adam protocol), measured on 2 CPU cores: probing it would take hours.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ PROBED_SCALES = ("paper",)
 FULL_ESTIMATE = (
     "full scale (the paper's literal Adam protocol): about 30 CPU-hours, 15 h wall on "
     "2 cores (5.8 h of 5,000-epoch Adam curves, 10 h of factorised 1024²/3072² "
-    "classifiers at batch 32, 6.6 h of learned masks; measured for issue 9)")
+    "classifiers at batch 32, 6.6 h of learned masks; measured on 2 cores)")
 
 
 def _stored_seconds(store: Path, key: str) -> float | None:

@@ -13,7 +13,6 @@ on the same seeds.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from experiments.sweep import Cell, make_key
@@ -31,6 +30,7 @@ from .common import (
     fit_ridge,
     set_statistics,
     speckle_seed,
+    summary,
     test_images,
     training_speckle,
 )
@@ -140,10 +140,6 @@ def cells(cfg: StudyConfig, sets: list[str], classify_sets: list[str],
     return out
 
 
-def _ms(values) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
-
 
 def aggregate(cfg: StudyConfig, results: dict[str, dict], cell_list: list[Cell],
               base_cells: list[Cell]) -> dict:
@@ -174,13 +170,13 @@ def aggregate(cfg: StudyConfig, results: dict[str, dict], cell_list: list[Cell],
             add("learned mask", r)
     out = {"designs": {}, "mixture_weights": weights}
     for d, per_set in rows.items():
-        out["designs"][d] = {s: {"ssim": _ms(v["ssim"]) if v["ssim"] else None,
-                                 "test_accuracy": _ms(v["acc"]) if v["acc"] else None}
+        out["designs"][d] = {s: {"ssim": summary(v["ssim"]) if v["ssim"] else None,
+                                 "test_accuracy": summary(v["acc"]) if v["acc"] else None}
                              for s, v in per_set.items()}
     learned = [results[c.key] for c in cell_list if c.func.endswith("learned_cell")]
     if learned:
-        out["learned_mask_change_rad"] = _ms([r["mask_change_rad"] for r in learned])
-        out["learned_opt_loss"] = {"first": _ms([r["opt_loss"][0] for r in learned]),
-                                   "last": _ms([r["opt_loss"][-1] for r in learned])}
+        out["learned_mask_change_rad"] = summary([r["mask_change_rad"] for r in learned])
+        out["learned_opt_loss"] = {"first": summary([r["opt_loss"][0] for r in learned]),
+                                   "last": summary([r["opt_loss"][-1] for r in learned])}
         out["learned_masks_rad_seed0"] = learned[0]["masks_rad"]
     return out

@@ -15,7 +15,13 @@ import torch
 from experiments.sweep import Cell, make_key
 from simulation import DualVortexEncoder, encode_batched, normalise_for_decoder
 
-from .common import classification_split, classify_features, encoded_split, n_classes_of
+from .common import (
+    classification_split,
+    classify_features,
+    encoded_split,
+    n_classes_of,
+    summary,
+)
 from .config import StudyConfig
 
 __all__ = ["classify_reconstructions", "baseline_cell", "cells", "aggregate", "FEATURES"]
@@ -90,12 +96,6 @@ def cells(cfg: StudyConfig, sets: list[str], data_dir: str | None) -> list[Cell]
     return out
 
 
-def _ms(values) -> dict:
-    """Mean, std and the per-seed values (in seed order: the verdicts pair them)."""
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size),
-            "values": a.tolist()}
-
 
 def aggregate(cfg: StudyConfig, sets: list[str], base_cells: list[Cell],
               baseline_cells: list[Cell], results: dict[str, dict], transfer: dict) -> dict:
@@ -124,14 +124,15 @@ def aggregate(cfg: StudyConfig, sets: list[str], base_cells: list[Cell],
         if s not in acc:
             continue
         gammas = sorted(acc[s], key=float)
-        test_mean = {g: _ms(acc[s][g]["test"]) for g in gammas}
-        train_mean = {g: _ms(acc[s][g]["train"]) for g in gammas}
+        test_mean = {g: summary(acc[s][g]["test"]) for g in gammas}
+        train_mean = {g: summary(acc[s][g]["train"]) for g in gammas}
         ssim_of = {g: transfer["ssim"][s][g] for g in gammas if g in transfer["ssim"].get(s, {})}
         best_ssim = max(ssim_of, key=lambda g: ssim_of[g]["mean"]) if ssim_of else None
         best_acc = max(gammas, key=lambda g: test_mean[g]["mean"])
         per_set[s] = {
             "test_accuracy": test_mean, "train_accuracy": train_mean,
-            "baselines": {f: {"train_accuracy": _ms(v["train"]), "test_accuracy": _ms(v["test"])}
+            "baselines": {f: {"train_accuracy": summary(v["train"]),
+                              "test_accuracy": summary(v["test"])}
                           for f, v in base.get(s, {}).items()},
             "split_source": sources.get(s), "n_test": n_test.get(s, cfg.clf_n_test),
             "n_classes": n_classes_of(s),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simulation.atomic import savefig_atomic
 from simulation.figures import new_figure
 
 __all__ = ["make_figures"]
@@ -22,7 +23,7 @@ def _xy(d: dict, key: str | None = None):
 
 def _save(fig, out: Path, name: str) -> str:
     fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
+    savefig_atomic(fig, out / name, dpi=110)
     return name
 
 

@@ -47,7 +47,7 @@ from simulation import (
     svd_entropy,
 )
 
-from .common import evaluate_set, training_speckle
+from .common import evaluate_set, summary, training_speckle
 from .config import StudyConfig
 
 __all__ = ["cells", "learn_cell", "aggregate"]
@@ -164,9 +164,9 @@ def learn_cell(gamma: float, seed: int, n: int, epochs: int, outputs: int | None
     patterns = encode_batched(enc, images)
     cols = output_columns(images[0].numel(), outputs, seed)
     if cols is None:
-        adam = LinearDecoder(device="cpu").fit(patterns, images, method="adam", encoder=enc,
-                                               epochs=epochs, seed=seed, progress=False,
-                                               val_fraction=VAL_FRACTION)
+        adam = LinearDecoder(method="adam", epochs=epochs, seed=seed, progress=False,
+                             val_fraction=VAL_FRACTION, device="cpu").fit(patterns, images,
+                                                                          encoder=enc)
         history = adam.history_
     else:
         adam, history = None, adam_columns(patterns, images, cols, epochs=epochs, seed=seed)
@@ -210,14 +210,6 @@ def cells(cfg: StudyConfig, sets: list[str] = (), data_dir: str | None = None) -
     return out
 
 
-def _ms(values) -> dict:
-    a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-    if np.isnan(a).all():
-        return {"mean": float("nan"), "std": float("nan"), "n": int(a.size),
-                "values": a.tolist()}
-    return {"mean": float(np.nanmean(a)), "std": float(np.nanstd(a)), "n": int(a.size),
-            "values": a.tolist()}
-
 
 def transfer_aggregate(results: dict[str, dict], cell_list: list[Cell]) -> dict:
     """The Adam decoders' test SSIM per set and γ over seeds (as `transfer.aggregate`'s
@@ -227,8 +219,8 @@ def transfer_aggregate(results: dict[str, dict], cell_list: list[Cell]) -> dict:
         for s, v in (results[c.key].get("test") or {}).items():
             ssim.setdefault(s, {}).setdefault(str(c.params["gamma"]), []).append(
                 v["ssim"]["mean"])
-    return {"ssim": {s: {g: _ms(v) for g, v in per.items()} for s, per in ssim.items()}
-            } if ssim else {}
+    return {"ssim": {s: {g: summary(v, skip_missing=True) for g, v in per.items()}
+                     for s, per in ssim.items()}} if ssim else {}
 
 
 def aggregate(cfg: StudyConfig, results: dict[str, dict], cell_list: list[Cell],
@@ -242,7 +234,7 @@ def aggregate(cfg: StudyConfig, results: dict[str, dict], cell_list: list[Cell],
     out = {}
     for g, runs in by_gamma.items():
         curves = np.asarray([r["train_mse"] for r in runs], dtype=np.float64)
-        out[g] = {k: _ms([r[k] for r in runs]) for k in (
+        out[g] = {k: summary([r[k] for r in runs], skip_missing=True) for k in (
             "h_svd", "final_train_mse", "remaining", "epochs_to_threshold", "decay_rate",
             "optimum_mse", "mean_image_mse", "rate")}
         out[g]["excess"] = {t: [r["excess"][t] for r in runs] for t in runs[0]["excess"]}

@@ -24,7 +24,7 @@ def _pm(v: dict | None, pct: bool = False, digits: int = 3) -> str:
 
 
 def verdict_table(results: dict, fig_prefix: str = "") -> list[str]:
-    lines = ["| # | claim (paper-spec §7) | verdict | measured | figure |",
+    lines = ["| # | claim (docs/paper.md §Claims) | verdict | measured | figure |",
              "|---|---|---|---|---|"]
     for i, v in enumerate(results["verdicts"], 1):
         lines.append(f"| {i} | {v['claim']} | **{v['verdict']}** | {v.get('headline', '')} | "
@@ -136,7 +136,7 @@ def attention_section(r: dict) -> list[str]:
     n = at["size"]
     L = ["", "## 8. Attention probe: the decoders' response to one bright pixel", "",
          "![attention](fig8_attention.png)", "",
-         "The training speckles are \"diffuse attention\" data (issue 9's name for them; "
+         "The training speckles are \"diffuse attention\" data (docs/paper.md §Speckle; "
          "`simulation.speckle`): each image spreads its energy over the whole frame in random "
          "grains. The probe (`simulation.probe`) sends a one-hot image through the dual-vortex "
          f"encoder and the ridge decoder at each of the {n * n} input locations and subtracts "
@@ -172,7 +172,7 @@ def attention_section(r: dict) -> list[str]:
           f"{rho('peak_fraction_vs_gamma')}; H_SVD(W) {rho('h_svd_weights_vs_gamma')}; "
           f"participation ratio against H_SVD(W) {rho('participation_ratio_vs_h_svd_weights')}.",
           "", "A measurement, not a verdict: no source the study could read states what the "
-          "paper found with this probe (paper-spec §4.2, Q8)."]
+          "paper found with this probe (docs/paper.md §Speckle)."]
     return L
 
 
@@ -244,7 +244,8 @@ def write_report(results: dict, out: str | os.PathLike) -> Path:
     cfg, run, data = results["config"], results["run"], results["data"]
     L = [f"# Paper study ({cfg['scale']} scale)", "",
          "Reproduction of the claims of *Feature Distillation with Synthetic Training Data: "
-         "a Spectral Methods Approach* (paper-spec §7). Every number is measured in this run; "
+         "a Spectral Methods Approach* (docs/paper.md §Claims). Every number is measured "
+         "in this run; "
          f"error bars and ± are mean ± std over {cfg['seeds']} seeds.", "",
          f"- cells: {run['cells']} ({run['cells_computed']} computed, {run['cells_reused']} "
          f"reused), sweep wall time {run['sweep_wall_s']:.0f} s "

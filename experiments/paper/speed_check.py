@@ -1,4 +1,4 @@
-"""Measurements behind the study's speed-ups (issue 9), re-runnable.
+"""Measurements behind the study's speed-ups, re-runnable.
 
 ``python -m experiments.paper.speed_check compare BEFORE/cells AFTER/cells``: two cell
 stores of the same scale cell by cell (matched by step, γ and seed): the largest

@@ -11,11 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from experiments.sweep import Cell, run_cells
-from hil.runs import git_commit, write_json_atomic
+from hil.runs import write_json_atomic
+from simulation.provenance import provenance
 
 from . import alpha, attention, designs, distill, learnability, swapped, synthetic, timing, transfer
 from .common import data_dir_or_env, present_sets
@@ -59,9 +57,10 @@ CELL_MODULES = ("common", "synthetic", "learnability", "transfer", "swapped", "d
                 "designs", "timing", "attention", "alpha")
 
 
-def code_version() -> str:
+def cells_source_hash() -> str:
     """A hash of the sources that compute the cells (the `simulation` package and this
-    study's cell modules): a finished cell made by other code is not reused."""
+    study's cell modules): a finished cell made by other code is not reused. Not a
+    version: the run's ``provenance`` (`simulation.provenance`) says which code it was."""
     import hashlib
 
     import simulation
@@ -137,13 +136,14 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
     order = ["learnability", "designs", "transfer", "swapped", "baselines", "synthetic",
              "attention", "timing"]
     cells = [c for step in order for c in steps[step]]
-    code = code_version()
+    code = cells_source_hash()
     estimate = _say_estimate(cfg, cells, out / "cells", workers, code)
     t0 = time.perf_counter()
     sweep = run_cells(cells, out / "cells", executor=executor, workers=workers,
                       address=address, progress=progress, desc=f"paper study ({cfg.scale})",
                       preload=["simulation", "experiments.paper.study"], code=code)
     wall = time.perf_counter() - t0
+    prov = provenance()
     agg = aggregate(cfg, steps, info, sweep.results)
     cfg_dict = cfg.as_dict()
     results = {
@@ -152,9 +152,9 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
                 "cells_computed": len(sweep.computed), "cells_reused": len(sweep.skipped),
                 "sweep_wall_s": wall, "cells_cpu_s": sweep.cpu_seconds,
                 "estimate": estimate,
-                "git_commit": git_commit(), "code_version": code,
-                "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                             "numpy": np.__version__},
+                "git_commit": prov["git_commit"], "cells_source_sha256": code,
+                "provenance": prov,
+                "versions": {"python": prov["python"], **prov["versions"]},
                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}},
         "results": agg,
         "verdicts": all_verdicts(cfg_dict, agg),

@@ -1,7 +1,7 @@
 """Step 4: swapped spectra. The grid of sets whose images carry the singular vectors
-("modes") of the γ_i set and the singular values of the γ_j set (paper-spec §4.3),
+("modes") of the γ_i set and the singular values of the γ_j set (docs/paper.md §Swapped),
 each with its own decoder trained from scratch (not the predecessor's cumulative bug,
-§9.3). It separates the effect of the singular-value spectrum (which sets H_SVD) from
+docs/paper.md §Bugs). It separates the effect of the singular-value spectrum (which sets H_SVD) from
 that of the spatial modes.
 
 Within a row of the grid (one γ_i) every cell needs the singular vectors of the same

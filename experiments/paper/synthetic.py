@@ -3,11 +3,9 @@ each test set (the targets that the "SAD parity" claim compares them with)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from experiments.sweep import Cell, make_key
 
-from .common import set_statistics, test_images, training_speckle
+from .common import set_statistics, summary, test_images, training_speckle
 from .config import StudyConfig
 
 __all__ = ["cells", "speckle_stats_cell", "testset_stats_cell", "aggregate"]
@@ -39,10 +37,6 @@ def cells(cfg: StudyConfig, sets: list[str], data_dir: str | None) -> list[Cell]
     return out
 
 
-def _mean_std(values: list[float]) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size)}
-
 
 def aggregate(cfg: StudyConfig, sets: list[str], results: dict[str, dict],
               cell_list: list[Cell]) -> dict:
@@ -58,6 +52,6 @@ def aggregate(cfg: StudyConfig, sets: list[str], results: dict[str, dict],
         for k in STAT_KEYS:
             bucket[k].append(r[k])
     return {
-        "speckle": {g: {k: _mean_std(v) for k, v in d.items()} for g, d in per_gamma.items()},
-        "test_sets": {s: {k: _mean_std(v) for k, v in d.items()} for s, d in per_set.items()},
+        "speckle": {g: {k: summary(v) for k, v in d.items()} for g, d in per_gamma.items()},
+        "test_sets": {s: {k: summary(v) for k, v in d.items()} for s, d in per_set.items()},
     }

@@ -20,7 +20,7 @@ from simulation import DualVortexEncoder, encode_batched, svd_entropy
 
 from .alpha import alpha_sensitivity
 from .attention import probe_decoder, probe_seeds
-from .common import evaluate_set, fit_ridge, set_statistics, training_speckle
+from .common import evaluate_set, fit_ridge, set_statistics, summary, training_speckle
 from .config import StudyConfig
 from .distill import classify_reconstructions
 
@@ -83,12 +83,6 @@ def cells(cfg: StudyConfig, sets: list[str], classify_sets: list[str],
     return out
 
 
-def _ms(values) -> dict:
-    """Mean, std and the per-seed values (in seed order: the verdicts pair them)."""
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "n": int(a.size),
-            "values": a.tolist()}
-
 
 def hinge_threshold(mismatch: np.ndarray, score: np.ndarray) -> dict:
     """Fit score ≈ a − b·max(0, mismatch − τ) by least squares over a grid of τ.
@@ -119,12 +113,12 @@ def aggregate(cfg: StudyConfig, sets: list[str], results: dict[str, dict],
             ssim.setdefault(s, {}).setdefault(g, []).append(v["ssim"]["mean"])
             mse.setdefault(s, {}).setdefault(g, []).append(v["mse"]["mean"])
     out = {"ssim": {}, "mse": {}, "mismatch": {}, "threshold": {},
-           "ridge_train_mse": {g: _ms(v) for g, v in train_mse.items()}}
+           "ridge_train_mse": {g: summary(v) for g, v in train_mse.items()}}
     for s in sets:
         if s not in ssim:
             continue
-        out["ssim"][s] = {g: _ms(v) for g, v in ssim[s].items()}
-        out["mse"][s] = {g: _ms(v) for g, v in mse[s].items()}
+        out["ssim"][s] = {g: summary(v) for g, v in ssim[s].items()}
+        out["mse"][s] = {g: summary(v) for g, v in mse[s].items()}
         target = synthetic["test_sets"][s]["omega_k"]["mean"]
         mm = {g: float(synthetic["speckle"][g]["omega_k"]["mean"] - target) for g in ssim[s]}
         out["mismatch"][s] = mm

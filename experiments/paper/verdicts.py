@@ -1,4 +1,4 @@
-"""Verdicts on the claims of paper-spec §7, computed from the aggregated numbers.
+"""Verdicts on the claims of docs/paper.md §Claims, computed from the aggregated numbers.
 
 Each verdict is "reproduced", "refuted" or "inconclusive" (the frames/s claim, about
 another group's hardware, is "measured": a number, not a verdict), with the rule that
