@@ -1,7 +1,7 @@
 """The imaging primitive: images in, sensor patterns on the model grid out, through a bench.
 
 For each input image and encoder channel ``BenchImager`` composes the SLM phase
-(DESIGN.md §4)::
+(docs/architecture.md §Twin-and-bench-decoders)::
 
     wrap( depth·A in s×s blocks  +  encoder mask at full SLM resolution  [+ grating] )
         + margin pattern outside the object square  - fitted aberration (calibration)
@@ -62,7 +62,8 @@ Model windows (``windows``): the camera pixels the decoder reads, one fixed box 
 channel around its N×N window (``window_boxes``, a margin of ``WINDOW_MARGIN_PX``), in the
 camera's dtype: what ``hil run`` stores instead of full frames.
 
-This module imports ``devices`` and ``simulation`` only (DESIGN.md §2).
+This module imports ``devices`` and ``simulation`` only
+(docs/architecture.md §Direction-of-imports).
 """
 
 from __future__ import annotations

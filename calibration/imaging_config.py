@@ -1,9 +1,10 @@
 """How the encoder is shown and captured: one frozen, validated configuration, and its layout.
 
 ``ImagingConfig`` holds every setting of ``calibration.imaging.BenchImager`` that is not
-the bench, the calibration or the encoder (DESIGN.md §6): model grid, mode, steering
-grating, margin, mask sampling, pixel envelope, geometry, exposure, averaging, retries, LUT
-and aberration use. It is immutable, checked when made (a bad value raises ``ValueError``
+the bench, the calibration or the encoder (docs/architecture.md §Twin-and-bench-decoders):
+model grid, mode, steering grating, margin, mask sampling, pixel envelope, geometry,
+exposure, averaging, retries, LUT and aberration use. It is immutable, checked when made
+(a bad value raises ``ValueError``
 naming the field), written to JSON with ``to_dict`` and read back with ``from_dict``
 (unknown keys refused). A calibration records the configuration its model and decoders
 used; ``differences`` lists the settings that change the sensor patterns

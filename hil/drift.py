@@ -2,7 +2,7 @@
 
 On a real bench the image on the camera walks slowly (thermal drift of mounts, the
 lens, the camera): a few camera pixels over an hour move the model window by a sizeable
-fraction of a model pixel and cost much of the SSIM (issue 10: 0.39 -> 0.14 for 3.6 px).
+fraction of a model pixel and cost much of the SSIM (measured: 0.39 -> 0.14 for a 3.6 px drift).
 ``DriftTracker`` watches it during ``hil run`` (``--drift-every K``,
 ``RunConfig.drift_every``; 0, the default, makes no checks):
 

@@ -1,4 +1,4 @@
-"""The paper's downstream classifier (paper-spec section 6.3) and its evaluation protocol.
+"""The paper's downstream classifier (docs/paper.md §Classifier) and its evaluation protocol.
 
 The predecessor's ``classifiers.ipynb`` trains a Keras ``Sequential`` of
 ``Dense(D, linear, use_bias=False)`` and ``Dense(n_classes, softmax, use_bias=False,
@@ -306,7 +306,7 @@ def classification_protocol(
     The predecessor notebook reported only the final-epoch training accuracy (Keras's
     ``history['accuracy'][-1]``, a running mean over the last epoch); here the fitted model
     is also scored on held-out test data, which is the number to compare between features.
-    The baselines of paper-spec section 10 Q6 are the same call on other features:
+    The baselines of docs/paper.md §Classifier are the same call on other features:
 
     Example:
         >>> from simulation.datasets import load_dataset

@@ -1,7 +1,8 @@
 """Test image data sets: MNIST, Fashion-MNIST, CIFAR-10/100 and scikit-learn's digits.
 
-`load_dataset` returns images in the house format (DESIGN.md section 3): float32 tensors in
-[0, 1], grey (B, size, size) or colour (B, 3, size, size), with int64 labels (B,).
+`load_dataset` returns images in the house format (docs/architecture.md §Data-contracts):
+float32 tensors in [0, 1], grey (B, size, size) or colour (B, 3, size, size), with int64
+labels (B,).
 
 Files are searched for in one directory: the `data_dir` argument, else the environment
 variable ``HIL_DATA_DIR``, else none (only the system locations below are then searched).

@@ -7,7 +7,7 @@ maps images (B, H, W) in [0, 1] to sensor patterns (B, C, H, W):
     S_c = sensor( fraunhofer( exp(i·depth·A) · exp(i·mask_c) ) )
 
 `DualVortexEncoder` is the paper's fixed encoder: masks = lens (−R²/8) plus
-vortex phases of charges 1 and 3 (paper-spec §2.2).
+vortex phases of charges 1 and 3 (docs/paper.md §Encoder).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class PhaseEncoder(nn.Module):
 
 
 class DualVortexEncoder(PhaseEncoder):
-    """The paper's dual-vortex encoder (paper-spec §2.2).
+    """The paper's dual-vortex encoder (docs/paper.md §Encoder).
 
     Defaults: N = 32 on x = −10 … 9.375, lens −R²/8, charges (1, 3), phase depth
     π/2, magnitude sensor. The masks are fixed (not learnable); pass

@@ -1,5 +1,5 @@
 """Metrics: dataset statistics (SVD entropy, Ω_k), image quality (SSIM, PSNR,
-MSE) and convergence figures from a loss history (paper-spec §5)."""
+MSE) and convergence figures from a loss history (docs/paper.md §Metrics)."""
 
 from __future__ import annotations
 

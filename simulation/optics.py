@@ -1,7 +1,7 @@
 """Optics of the digital twin: the model grid, lens and vortex phases, object
 insertion, and propagation (centred Fraunhofer and band-limited angular spectrum).
 
-The paper's grid is dimensionless (paper-spec §2.2): N = 32 samples of
+The paper's grid is dimensionless (docs/paper.md §Encoder): N = 32 samples of
 x = -xmax ... xmax - dx with xmax = 10, so the grid is FFT-centred; the lens phase
 is -R²/8 and the object is a pure phase exp(i·depth·A) with depth π/2.
 

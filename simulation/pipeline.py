@@ -16,7 +16,7 @@ def reconstruct(images, encoder, decoder: LinearDecoder, *, batch_size: int = 40
     """Images (B, N, N) or colour (B, 3, N, N) in [0, 1] -> reconstructions, same shape.
 
     Colour images go through the optics and the decoder channel by channel
-    (paper-spec §2.2). The decoder checks that it was fitted for ``encoder``.
+    (docs/paper.md §Encoder). The decoder checks that it was fitted for ``encoder``.
     """
     imgs = check_images(images, "images", ndim=(3, 4))
     patterns = encode_batched(encoder, imgs.to(encoder.masks_rad.device), batch_size)

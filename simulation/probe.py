@@ -24,7 +24,7 @@ normalisation, log₂ by default), and that value divided by its maximum log(min
 (in [0, 1]).
 
 The predecessor's notebook ``single_pixel_response.ipynb`` ran a probe of this kind on its
-100 decoders (paper-spec, source C); its probe cells were not read, so the dark-baseline
+100 decoders (docs/paper.md §Sources); its probe cells were not read, so the dark-baseline
 subtraction and the spread measures here are this package's definitions.
 """
 

@@ -1,6 +1,6 @@
 """The sensor: what a camera records of a complex field, and the decoder's input.
 
-The paper's sensor is noiseless and records the magnitude |E| (paper-spec §2.2);
+The paper's sensor is noiseless and records the magnitude |E| (docs/paper.md §Encoder);
 a real camera records intensity |E|² with shot noise, read noise, a dark level,
 finite bit depth (saturation) and possibly binning. `SensorModel` does both:
 with its defaults it is the paper's sensor, and it stays differentiable while
@@ -157,7 +157,7 @@ def normalise_channels(patterns: torch.Tensor, *, out: torch.Tensor | None = Non
 
 
 def normalise_for_decoder(patterns: torch.Tensor) -> torch.Tensor:
-    """Sensor patterns (B, C, H, W) -> decoder input (B, C·H·W) (paper-spec §2.2).
+    """Sensor patterns (B, C, H, W) -> decoder input (B, C·H·W) (docs/paper.md §Encoder).
 
     Each channel of each pattern is min–max normalised to [−1, 1]; the channels
     are placed side by side (an H × C·W image, channel 0 on the left) and

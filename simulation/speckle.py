@@ -1,7 +1,7 @@
 """Synthetic training data: the paper's speckle images and their variants
-(paper-spec §4).
+(docs/paper.md §Speckle).
 
-The generator, in the form the original code computes (§4.1):
+The generator, in the form the original code computes:
 
     X = | fft2( (R²/γ) · exp(−R²/γ) · exp(2πi·Λ) ) |,   Λ_ij ~ U[0, 1)
 
@@ -10,9 +10,9 @@ then per-image min–max to [0, 1]. Larger γ gives a wider ring-shaped pupil:
 finer speckle and higher SVD entropy. The notebook's markdown states the other
 form, r²γ·exp(−r²γ); it is available with ``form="markdown"`` (trend reversed).
 
-"Diffuse attention" data: the name under which issue 9 reports that the paper refers to
-these training images (paper-spec §4.2 and Q8 could not find the term in the sources it
-could read, so the name is the issue's reading, not a quotation). It says what a speckle
+"Diffuse attention" data: the name under which the paper was reported to refer to these
+training images (docs/paper.md §Speckle: the abstracts and notebooks that could be read do
+not use the term, so it is a name, not a quotation). It says what a speckle
 image is: every pixel is the magnitude of a sum of the plane waves inside the pupil ring,
 each with a random phase, so each image spreads its energy over the whole frame in random
 grains (whose size shrinks as 1/√γ) rather than over a few chosen locations, and a decoder trained
@@ -89,7 +89,7 @@ def speckle(
     return out
 
 
-#: The speckle training data under the name issue 9 gives it ("diffuse attention" data; see
+#: The speckle training data under its other name ("diffuse attention" data; see
 #: the module docstring): the same function as `speckle`, which stays the primary name.
 diffuse_attention = speckle
 
@@ -99,7 +99,7 @@ def swapped_spectra(modes_from: torch.Tensor, values_from: torch.Tensor, *,
     """Images with the singular vectors of one set and the singular values of another.
 
     For each pair k: U_k·diag(s_k)·V_kᵀ with U, V from ``modes_from[k]`` and s from
-    ``values_from[k]`` (paper-spec §4.3), then min–max normalised to [0, 1]
+    ``values_from[k]`` (docs/paper.md §Swapped), then min–max normalised to [0, 1]
     (``normalise=False`` returns the product itself). Both inputs are (n, H, W)
     in [0, 1] of the same shape.
     """

@@ -1,7 +1,8 @@
 """Weight files: named tensors plus JSON metadata, checksummed, read without running code.
 
-Decoders and classifiers are saved in one format (DESIGN.md §7, "no pickle on any file a
-user hands us"): ``torch.save`` of a dict that holds only plain tensors and strings,
+Decoders and classifiers are saved in one format (docs/architecture.md §No-pickle: "no
+pickle on any file a user hands us"): ``torch.save`` of a dict that holds only plain
+tensors and strings,
 
     {"format": "hil-weights", "version": 1, "kind": "LinearDecoder",
      "tensors": {"weight": Tensor, ...},

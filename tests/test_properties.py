@@ -79,7 +79,7 @@ def test_unknown_dataset_names(name):
 @given(method=st.text(min_size=1, max_size=8).filter(lambda s: s not in ("ridge", "adam")))
 def test_unknown_decoder_method(method):
     with pytest.raises(ValueError, match="method: expected one of"):
-        LinearDecoder().fit(torch.rand(4, 2, 32, 32), torch.rand(4, 32, 32), method=method)
+        LinearDecoder(method=method).fit(torch.rand(4, 2, 32, 32), torch.rand(4, 32, 32))
 
 
 @FAST
