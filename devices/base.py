@@ -264,6 +264,13 @@ class SLM(_Device):
         self._checked_grey(phase_rad, display, phase)
         return PreparedPhase(display, phase, self._conversion_key())
 
+    def _settle_after_write(self, settle: bool | float) -> None:
+        """The wait after a write: ``True`` until settled, a number of seconds, or none."""
+        if settle is True:
+            self.wait_settled()
+        elif settle is not False and settle:
+            time.sleep(_bounded(settle, "settle", MAX_SETTLE_S, allow_zero=True))
+
     def _conversion_key(self) -> tuple[int, float]:
         return (id(self.lut), self.phase_scaling)
 
@@ -298,10 +305,7 @@ class SLM(_Device):
         except DeviceDisconnected as exc:
             raise self._mark_disconnected(exc) from exc
         self.last_write_time = time.perf_counter()
-        if settle is True:
-            self.wait_settled()
-        elif settle is not False and settle:
-            time.sleep(_bounded(settle, "settle", MAX_SETTLE_S, allow_zero=True))
+        self._settle_after_write(settle)
         return display
 
     def set_grey_levels(self, levels: Any, settle: bool | float = True) -> np.ndarray:
@@ -333,10 +337,7 @@ class SLM(_Device):
         except DeviceDisconnected as exc:
             raise self._mark_disconnected(exc) from exc
         self.last_write_time = time.perf_counter()
-        if settle is True:
-            self.wait_settled()
-        elif settle is not False and settle:
-            time.sleep(_bounded(settle, "settle", MAX_SETTLE_S, allow_zero=True))
+        self._settle_after_write(settle)
         return self.display
 
     def _before_write(self) -> None:

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from devices._common import MAX_SETTLE_S, _bounded
 from devices.flaws import Flaws
 from devices.slmsuite_adapter import SlmsuiteSLM
 
@@ -138,10 +137,7 @@ class SimSLM(SlmsuiteSLM):
             if getattr(self._writer, "holding", False):
                 self._writer.holding = False
                 self._state_lock.release()
-        if settle is True:
-            self.wait_settled()
-        elif settle is not False and settle:
-            time.sleep(_bounded(settle, "settle", MAX_SETTLE_S, allow_zero=True))
+        self._settle_after_write(settle)
         return display
 
     def set_phase(self, phase_rad: Any, settle: bool | float = True) -> np.ndarray:
