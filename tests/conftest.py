@@ -38,8 +38,8 @@ def gamma15_ridge(encoder):
     from simulation import LinearDecoder, encode_batched, speckle
 
     imgs = speckle(10000, 15.0, seed=0)
-    dec = LinearDecoder().fit(encode_batched(encoder, imgs), imgs, method="ridge",
-                              encoder=encoder)
+    dec = LinearDecoder(method="ridge").fit(encode_batched(encoder, imgs), imgs,
+                                            encoder=encoder)
     return imgs, dec
 
 

@@ -53,7 +53,7 @@ def test_ridge_matches_explicit_formula(small_set):
 
 def test_alpha_chosen_on_held_out_split(small_set):
     imgs, pats = small_set
-    dec = LinearDecoder().fit(pats, imgs, seed=1)
+    dec = LinearDecoder(seed=1).fit(pats, imgs)
     grid, errs = dec.history_["alpha_grid"], dec.history_["val_mse"]
     assert dec.alpha_ == grid[int(np.argmin(errs))]
     assert min(errs) < errs[0] and min(errs) < errs[-1]  # an interior optimum
@@ -61,7 +61,7 @@ def test_alpha_chosen_on_held_out_split(small_set):
 
 def test_adam_gram_form_equals_keras_form(small_set):
     imgs, pats = small_set  # 3000 > 2048 inputs: the Gram path is taken
-    dec = LinearDecoder().fit(pats, imgs, method="adam", epochs=15, progress=False, seed=4)
+    dec = LinearDecoder(method="adam", epochs=15, progress=False, seed=4).fit(pats, imgs)
     # the same protocol written the direct way
     X = normalise_for_decoder(pats)
     Y = imgs.reshape(len(imgs), -1)
@@ -85,7 +85,7 @@ def test_adam_gram_form_equals_keras_form(small_set):
 
 def test_adam_direct_form_when_few_samples(encoder):
     imgs = speckle(200, 1.0, seed=0)
-    dec = LinearDecoder().fit(encoder(imgs), imgs, method="adam", epochs=5, progress=False)
+    dec = LinearDecoder(method="adam", epochs=5, progress=False).fit(encoder(imgs), imgs)
     h = dec.history_["train_mse"]
     assert len(h) == 5 and h[-1] < h[0]
 
