@@ -11,6 +11,7 @@ package; the SLM layer (`devices`) is where it is mapped to grey levels.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -71,9 +72,28 @@ def fraunhofer(field: torch.Tensor) -> torch.Tensor:
 
     This is the lens Fourier plane of the paper's ``myfft2``; no normalisation,
     so a 32×32 unit field gives a peak of 1024.
+
+    For even sizes both shifts are a checkerboard of signs, C = (−1)^(row+col), on
+    either side of the DFT: fftshift(fft2(fftshift(f))) = C·fft2(C·f) exactly (the
+    two half-size phase factors cancel). Two sign flips cost less than the two
+    copies of ``fftshift`` (measured on 4,096 two-channel 32×32 fields: the shifts
+    took twice the time of the DFT). Odd sizes use the shifts.
     """
-    shifted = torch.fft.fftshift(field, dim=(-2, -1))
-    return torch.fft.fftshift(torch.fft.fft2(shifted), dim=(-2, -1))
+    h, w = field.shape[-2:]
+    if h % 2 or w % 2:
+        shifted = torch.fft.fftshift(field, dim=(-2, -1))
+        return torch.fft.fftshift(torch.fft.fft2(shifted), dim=(-2, -1))
+    c = _checkerboard(h, w, field.device, field.real.dtype if field.is_complex()
+                      else field.dtype)
+    out = torch.fft.fft2(field * c)
+    return out.mul_(c) if not out.requires_grad else out * c
+
+
+@functools.lru_cache(maxsize=16)
+def _checkerboard(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(−1)^(row+col) on an h×w grid (read-only: shared between calls)."""
+    r = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
+    return (1 - 2 * (r % 2)).to(dtype)
 
 
 class AngularSpectrum(nn.Module):

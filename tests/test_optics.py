@@ -76,6 +76,29 @@ def test_fraunhofer_of_plane_wave_is_centred_peak():
     assert float(mag.sum() - mag[16, 16]) < 1e-2
 
 
+@pytest.mark.parametrize("shape", [(3, 2, 32, 32), (2, 64, 48), (2, 33, 32), (2, 31, 31)])
+def test_fraunhofer_equals_the_shifted_dft(shape):
+    """The sign-checkerboard form is fftshift(fft2(fftshift(f))) for even sizes (and
+    the shifts themselves for odd ones), values and gradients."""
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(*shape, dtype=torch.complex64, generator=g).requires_grad_(True)
+
+    def shifted(x):
+        return torch.fft.fftshift(torch.fft.fft2(torch.fft.fftshift(x, dim=(-2, -1))),
+                                  dim=(-2, -1))
+
+    a, b = fraunhofer(f), shifted(f)
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-5)
+    (ga,) = torch.autograd.grad(a.abs().sum(), f)
+    (gb,) = torch.autograd.grad(b.abs().sum(), f)
+    assert torch.allclose(ga, gb, atol=1e-4, rtol=1e-5)
+    real = torch.randn(*shape[-2:], generator=g)  # a real field too
+    assert torch.allclose(fraunhofer(real), shifted(real), atol=1e-4, rtol=1e-5)
+    # a control: one shift left out is not the same transform
+    wrong = torch.fft.fftshift(torch.fft.fft2(f), dim=(-2, -1))
+    assert not torch.allclose(a, wrong, atol=1e-2)
+
+
 def test_learnable_encoder_gets_gradients_any_channel_count():
     enc = PhaseEncoder(torch.zeros(3, 32, 32))
     out = enc(torch.rand(4, 32, 32))

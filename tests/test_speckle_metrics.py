@@ -14,6 +14,7 @@ from simulation import (
     psnr,
     speckle,
     speckle_mixture,
+    spectral_statistics,
     ssim,
     svd_entropy,
     swapped_spectra,
@@ -59,6 +60,19 @@ def test_omega_k_of_a_pure_tone():
     img = (0.5 + 0.5 * torch.cos(2 * np.pi * 4 * x / 32))[None, None, :].expand(1, 32, 32)
     assert float(omega_k(img)) == pytest.approx(4 / 32, abs=1e-6)
     assert float(omega_k(img, units="radians")) == pytest.approx(2 * np.pi * 4 / 32, abs=1e-5)
+
+
+def test_spectral_statistics_are_the_four_metrics_at_once():
+    images = speckle(64, 2.0, seed=3)
+    got = spectral_statistics(images)
+    want = {"h_svd": svd_entropy(images), "h_svd_power": svd_entropy(images, power=True),
+            "omega_k": omega_k(images), "omega_k_power": omega_k(images, weighting="power")}
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    assert not torch.equal(got["h_svd"], got["h_svd_power"])  # the two weightings differ
+    with pytest.raises(ValueError):
+        spectral_statistics(images * 3)  # not in [0, 1]
 
 
 def test_swapped_spectra_takes_values_of_one_and_modes_of_other():
