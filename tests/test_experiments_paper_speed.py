@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from experiments.paper import alpha as alpha_mod
-from experiments.paper.common import encoded_split, ssim_batched, training_speckle
+from experiments.paper.common import (
+    encoded_split,
+    encoded_test_set,
+    ssim_batched,
+    training_speckle,
+)
 from experiments.paper.learnability import (
     adam_columns,
     excess_readouts,
@@ -68,6 +73,27 @@ def test_encoded_split_is_the_split_through_the_encoder(monkeypatch):
     assert encoded_split("fake-set", 20, 10, 0, None, DualVortexEncoder()) is a
     encoded_split("fake-set", 20, 10, 1, None, enc)  # another seed: another split
     assert calls == [0, 1]
+
+
+def test_a_smaller_test_draw_is_the_head_of_the_cached_larger_one(monkeypatch):
+    pool = torch.rand(50, 32, 32, generator=torch.Generator().manual_seed(2))
+    draws = []
+
+    def fake_images(set_name, n, seed, data_dir):
+        draws.append(n)
+        idx = torch.from_numpy(np.random.default_rng(10_000 + seed).permutation(50)[:n])
+        return pool[idx]
+
+    monkeypatch.setattr("experiments.paper.common.test_images", fake_images)
+    monkeypatch.setattr("experiments.paper.common._ENCODED", {})
+    enc = DualVortexEncoder()
+    big_i, big_p = encoded_test_set("fake", 40, 0, None, enc)
+    small_i, small_p = encoded_test_set("fake", 15, 0, None, enc)
+    assert draws == [40]  # the subset was sliced, not drawn and encoded again
+    want = fake_images("fake", 15, 0, None)
+    assert torch.equal(small_i, want) and torch.equal(small_p, encode_batched(enc, want))
+    encoded_test_set("fake", 15, 1, None, enc)  # another seed is another draw
+    assert draws == [40, 15, 15]
 
 
 # ------------------------------------------------------- learnability subset
@@ -172,6 +198,14 @@ def test_robustness_says_when_a_verdict_does_not_survive_alpha():
     agg = _agg(rising, rising, rising)
     rob = alpha_mod.robustness(cfg, agg, verdicts)
     assert rob["per_verdict"]["fidelity"]["survives"] is True and rob["all_survive"] is True
+
+    # the ends scored on a test subset: the chosen α on that subset is a column too, and a
+    # verdict that flips there (subset noise, not α) does not "survive"
+    agg = _agg(rising, rising, rising)
+    agg["alpha_sensitivity"]["ssim"]["chosen"] = {"mnist": _ssim_table(falling)}
+    rob = alpha_mod.robustness(cfg, agg, verdicts)
+    assert rob["per_verdict"]["fidelity"]["verdicts"]["chosen_subset"] == "refuted"
+    assert rob["per_verdict"]["fidelity"]["survives"] is False
 
     fixed = alpha_mod.robustness({"ridge_alpha": 1.0}, {"alpha_sensitivity": {}}, verdicts)
     assert fixed["computed"] is False and "fixed" in fixed["why"]

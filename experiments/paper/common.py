@@ -20,9 +20,8 @@ from simulation import (
     encode_batched,
     load_dataset,
     mse,
-    omega_k,
     speckle,
-    svd_entropy,
+    spectral_statistics,
 )
 from simulation.datasets import available_datasets
 
@@ -196,6 +195,12 @@ def encoded_test_set(set_name: str, n: int, seed: int, data_dir: str | None,
     ``encoder``, cached per process (keyed by the encoder's signature)."""
     sig = json.dumps(encoder.signature(), sort_keys=True, default=str)
     key = (set_name, int(n), int(seed), data_dir, sig)
+    # a smaller draw of the same (set, seed) is the head of a larger one (`test_images`
+    # takes the first n of one permutation): slice a cached larger set instead
+    for k, (images, patterns) in _ENCODED.items():
+        if k[0] == key[0] and k[2:] == key[2:] and k[1] > key[1]:
+            m = min(int(n), len(images))
+            return images[:m], patterns[:m]
     if key not in _ENCODED:
         if len(_ENCODED) >= _ENCODED_MAX:
             _ENCODED.pop(next(iter(_ENCODED)))
@@ -249,12 +254,7 @@ def set_statistics(images: torch.Tensor) -> dict:
     Colour sets are measured channel by channel (each channel is one 32×32 image).
     """
     grey = images.reshape(-1, *images.shape[-2:]) if images.ndim == 4 else images
-    return {
-        "h_svd": float(svd_entropy(grey).mean()),
-        "h_svd_power": float(svd_entropy(grey, power=True).mean()),
-        "omega_k": float(omega_k(grey).mean()),
-        "omega_k_power": float(omega_k(grey, weighting="power").mean()),
-    }
+    return {k: float(v.mean()) for k, v in spectral_statistics(grey).items()}
 
 
 #: classifier trainers: "paper" the paper's factorised D×D·D×K softmax, minibatch Adam
@@ -270,12 +270,18 @@ def softmax_loss_grad(X: torch.Tensor, y: torch.Tensor,
     """Mean cross-entropy of the softmax of ``X @ W`` and its gradient in W, in closed form:
     (softmax − one-hot)ᵀ·X / n, computed as a K×D product. Autograd computes Xᵀ·G, which
     copied the whole transposed (n × D) training matrix at every evaluation (measured on
-    60,000 × 2048 sensor patterns: 2.3 s of a 2.6 s L-BFGS step)."""
-    logits = X @ W
-    loss = torch.nn.functional.cross_entropy(logits, y)
-    p = torch.softmax(logits, dim=1)
-    p[torch.arange(len(X)), y] -= 1.0
-    return loss, (p.t() @ X).t().contiguous().div_(len(X))
+    60,000 × 2048 sensor patterns: 2.3 s of a 2.6 s L-BFGS step).
+
+    The logits are formed transposed, Wᵀ·Xᵀ (K × n): with K = 10 columns, MKL's
+    single-thread X·W ran at a third of the speed of the transposed product (measured on
+    60,000 × 1024: 90 against 52 ms; the whole evaluation 151 against 95 ms)."""
+    n = len(X)
+    lsm = torch.log_softmax(W.t().contiguous() @ X.t(), dim=0)
+    idx = torch.arange(n, device=X.device)
+    loss = -lsm[y, idx].mean()
+    p = lsm.exp_()
+    p[y, idx] -= 1.0
+    return loss, (p @ X).t().contiguous().div_(n)
 
 
 def softmax_dk(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y, *,

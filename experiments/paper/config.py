@@ -38,6 +38,8 @@ class StudyConfig:
     swap_gammas: tuple[float, ...] = PAPER_GAMMAS
     swap_n: int = 10_000
     swap_sets: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10-grey")
+    swap_n_test: int | None = None   # test images per set for the swap grid (None: n_test)
+    swap_stats_n: int | None = None  # images of a swapped set for its H_SVD, Ω_k (None: all)
     classify_gammas: tuple[float, ...] = PAPER_GAMMAS
     classify_sets: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10-colour",
                                       "cifar100-colour")
@@ -52,6 +54,7 @@ class StudyConfig:
     timing_images: int = 1_000
     timing_pr_iterations: int = 200
     ridge_alpha: float | None = None  # None: chosen on a held-out split (each fit)
+    alpha_n_test: int | None = None  # test images per set for the α ends (None: n_test)
     attention_gammas: tuple[float, ...] = PAPER_GAMMAS  # the single-pixel probe (step 8)
     attention_seeds: int | None = None  # None: every seed; else at most this many
     extra: dict = field(default_factory=dict)
@@ -77,6 +80,11 @@ SCALES: dict[str, StudyConfig] = {
         # (`experiments.paper.learnability`)
         clf_method="dk", clf_epochs=100, learn_epochs=1_000, learn_outputs=128,
         learned_steps=200, learned_n=2_000,
+        # for the one-hour budget: the swap grid's SSIM on 5,000 test images per set and
+        # its sets' H_SVD/Ω_k on 2,000 of each set's 10,000 images; the α ends (and the
+        # chosen α beside them) on 2,000 test images per set. The transfer curves, the
+        # verdicts' main numbers, use every test image.
+        swap_n_test=5_000, swap_stats_n=2_000, alpha_n_test=2_000,
     ),
     "small": StudyConfig(
         scale="small", n_train=1_000, n_test=400,

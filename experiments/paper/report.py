@@ -193,19 +193,26 @@ def alpha_section(results: dict) -> list[str]:
               f"steps) whose hold-out MSE is within {tol:g} % of the minimum, and at least one "
               "step either side. Every decoder is refitted at both ends and scored on the "
               "same test images; the verdicts that read the transfer SSIM are recomputed "
-              "with those SSIMs by the same rules.", "",
-              "| verdict | chosen α | low end | high end | survives | note |",
-              "|---|---|---|---|---|---|"]
+              "with those SSIMs by the same rules."]
+        sub = sens.get("n_test")
+        if isinstance(sub, int):
+            L[-1] += (f" The ends are scored on the first {sub:,} test images of each set "
+                      "(the chosen α on the same images: column *chosen, subset*); "
+                      "*survives* needs all columns to agree.")
+        L += ["", "| verdict | chosen α | chosen, subset | low end | high end | survives | "
+              "note |", "|---|---|---|---|---|---|---|"]
         for v in ra["per_verdict"].values():
             vs = v["verdicts"]
             surv = {True: "yes", False: "**no**", None: "–"}[v["survives"]]
-            L.append(f"| {v['claim']} | {vs.get('chosen', '–')} | {vs.get('low', '–')} | "
+            L.append(f"| {v['claim']} | {vs.get('chosen', '–')} | "
+                     f"{vs.get('chosen_subset', '–')} | {vs.get('low', '–')} | "
                      f"{vs.get('high', '–')} | {surv} | {v.get('note', '')} |")
         ends = sens.get("ssim", {})
         sets = sorted(ends.get("low", {}))
         if sets:
-            tra = results["results"]["transfer"]["ssim"]
-            L += ["", "Mean SSIM per γ at the low end / chosen α / high end:", "",
+            tra = ends.get("chosen") or results["results"]["transfer"]["ssim"]
+            L += ["", "Mean SSIM per γ at the low end / chosen α / high end"
+                  + (" (all on the ends' test subset)" if "chosen" in ends else "") + ":", "",
                   "| γ | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
             for g in sorted(ends["low"][sets[0]], key=float):
                 cells = [f"{ends['low'][s][g]['mean']:.3f} / {tra[s][g]['mean']:.3f} / "

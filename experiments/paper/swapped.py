@@ -52,11 +52,16 @@ def swapped_set(gamma_modes: float, gamma_values: float, n: int, seed: int) -> t
 
 
 def swap_cell(gamma_modes: float, gamma_values: float, seed: int, n: int, sets: list[str],
-              n_test: int, alpha: float | None = None, _data_dir: str | None = None) -> dict:
-    """Decoder trained on modes of γ_i with singular values of γ_j; SSIM per test set."""
+              n_test: int, alpha: float | None = None, _data_dir: str | None = None,
+              stats_n: int | None = None) -> dict:
+    """Decoder trained on modes of γ_i with singular values of γ_j; SSIM per test set.
+    The set's H_SVD and Ω_k are means over its first ``stats_n`` images (None: all)."""
     images = swapped_set(gamma_modes, gamma_values, n, seed)
     dec, enc = fit_ridge(images, seed=seed, alpha=alpha)
-    out = {"train": set_statistics(images), "train_mse": float(dec.train_mse_), "test": {}}
+    stats = images if stats_n is None else images[:stats_n]
+    out = {"train": set_statistics(stats), "train_mse": float(dec.train_mse_), "test": {}}
+    if stats_n is not None:
+        out["train"]["n"] = len(stats)
     for s in sets:
         out["test"][s] = evaluate_set(s, n_test, seed, _data_dir, enc, dec)
     return out
@@ -70,8 +75,10 @@ def cells(cfg: StudyConfig, sets: list[str], data_dir: str | None) -> list[Cell]
                 if gi == gj and cfg.swap_n == cfg.n_train:
                     continue  # the set itself: the transfer step's decoder cell
                 p = {"gamma_modes": gi, "gamma_values": gj, "seed": seed, "n": cfg.swap_n,
-                     "sets": list(sets), "n_test": cfg.n_test, "alpha": cfg.ridge_alpha,
-                     "_data_dir": data_dir}
+                     "sets": list(sets), "n_test": cfg.swap_n_test or cfg.n_test,
+                     "alpha": cfg.ridge_alpha, "_data_dir": data_dir}
+                if cfg.swap_stats_n is not None:  # the other scales' keys stay as they were
+                    p["stats_n"] = cfg.swap_stats_n
                 out.append(Cell(make_key("swap", f"m{gi}_v{gj}_s{seed}", p),
                                 "experiments.paper.swapped:swap_cell", p))
     return out
@@ -103,6 +110,14 @@ def aggregate(cfg: StudyConfig, sets: list[str], results: dict[str, dict],
                 put(f"ssim:{s}", i, j, r["test"][s]["ssim"]["mean"])
         put("ssim:mean", i, j, float(np.mean([r["test"][s]["ssim"]["mean"] for s in sets])))
     out = {"gammas": g, "matrices": {}}
+    if cfg.swap_n_test is not None or cfg.swap_stats_n is not None:
+        out["note"] = (f"off-diagonal cells: SSIM on {cfg.swap_n_test or cfg.n_test:,} test "
+                       "images per set, H_SVD and Ω_k over "
+                       + (f"{cfg.swap_stats_n:,}" if cfg.swap_stats_n else "all")
+                       + " of each swapped set's images; the diagonal is the transfer "
+                       "step's decoder cells (every test image, every training image)"
+                       if diagonal else
+                       f"SSIM on {cfg.swap_n_test or cfg.n_test:,} test images per set")
     for name, grid in acc.items():
         out["matrices"][name] = {
             "mean": [[float(np.mean(v)) for v in row] for row in grid],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.sweep import Cell, make_key
-from simulation import DualVortexEncoder, encode_batched, svd_entropy
+from simulation import DualVortexEncoder, encode_batched
 
 from .alpha import alpha_sensitivity
 from .attention import probe_decoder, probe_seeds
@@ -32,10 +32,10 @@ def decoder_cell(gamma: float, seed: int, n: int, sets: list[str], n_test: int,
                  clf_epochs: int, alpha: float | None = None,
                  _data_dir: str | None = None, clf_method: str = "paper",
                  probe: bool = False, alpha_range: bool = False,
-                 alpha_float64: bool = False) -> dict:
+                 alpha_float64: bool = False, alpha_n_test: int | None = None) -> dict:
     """Fit the (γ, seed) decoder; SSIM/MSE per test set; classification, the attention
-    probe (``probe``) and the α sensitivity (``alpha_range``, ``alpha_float64``) if
-    asked."""
+    probe (``probe``) and the α sensitivity (``alpha_range``, ``alpha_float64``; its
+    ends scored on ``alpha_n_test`` test images per set if given) if asked."""
     images = training_speckle(gamma, n, seed)
     enc = DualVortexEncoder()
     patterns = encode_batched(enc, images)
@@ -46,11 +46,11 @@ def decoder_cell(gamma: float, seed: int, n: int, sets: list[str], n_test: int,
         out["test"][s] = evaluate_set(s, n_test, seed, _data_dir, enc, dec)
     if probe:
         out["attention"] = {**probe_decoder(dec, enc), "alpha": float(dec.alpha_),
-                            "train_h_svd": float(svd_entropy(images).mean())}
+                            "train_h_svd": out["train"]["h_svd"]}
     if alpha_range and alpha is None:
         out["alpha_sensitivity"] = alpha_sensitivity(
             images, patterns, enc, dec, sets, n_test, seed, _data_dir,
-            float64=alpha_float64)
+            float64=alpha_float64, n_test_ends=alpha_n_test)
     if classify_sets:
         out["classification"] = classify_reconstructions(
             enc, dec, classify_sets, n_train=clf_n_train, n_test=clf_n_test,
@@ -76,6 +76,8 @@ def cells(cfg: StudyConfig, sets: list[str], classify_sets: list[str],
                 p["probe"] = True
             if cfg.ridge_alpha is None:
                 p["alpha_range"] = True
+                if cfg.alpha_n_test is not None:
+                    p["alpha_n_test"] = cfg.alpha_n_test
                 if seed == 0:  # the float64 ranking: one seed (a 2048² float64 eigh)
                     p["alpha_float64"] = True
             out.append(Cell(make_key("decoder", f"g{g}_s{seed}", p),
