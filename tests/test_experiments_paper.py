@@ -234,6 +234,27 @@ def test_cost_probe_times_two_cells_per_kind_and_projects(tmp_path):
         "experiments.paper.learnability:learn_cell"]["todo"] == 0
 
 
+def test_cost_probe_shares_the_kinds_over_the_workers(tmp_path, monkeypatch):
+    """Each kind's two cells go to the same one-worker probe (cold, then warm), and the
+    kinds are dealt over min(workers, CPUs) probes that run at the same time."""
+    import threading
+
+    import experiments.paper.cost as cost
+    from experiments.sweep import Cell
+
+    calls, both_running = [], threading.Barrier(2, timeout=30)
+
+    def fake_run_cells(order, store, *, workers, **kw):
+        calls.append(([c.key for c in order], workers))
+        both_running.wait()  # fails (BrokenBarrierError) unless two probes run at once
+
+    monkeypatch.setattr(cost, "run_cells", fake_run_cells)
+    monkeypatch.setattr(cost.os, "cpu_count", lambda: 2)
+    cells = [Cell(f"{k}{i}", f"mod:{k}", {"seed": 0}) for k in "abc" for i in range(3)]
+    cost.probe_estimate(cells, tmp_path, workers=2)
+    assert sorted(calls) == [(["a0", "c0", "a1", "c1"], 1), (["b0", "b1"], 1)]
+
+
 def test_readme_section_lines_from_results():
     """The distillation table, the α line and the run cost come from the results (and are
     left out, not invented, when the results lack them)."""

@@ -3,14 +3,17 @@
 `probe_estimate` times (in CPU seconds) the first two cells of each kind (the cell
 function) one after the other in one worker process (the sweep runs each worker on one
 thread), stores their results where the sweep will find them (so the probe is not
-wasted work), and extrapolates. The cells keep per-process caches (encoded test sets and
-classification splits, a swap row's singular vectors), so the first cell of a kind
-pays for filling them ("cold") and the next, of the same seed, does not ("warm"):
-each worker meets a cold start once per seed, so a kind with ``todo`` cells left is
-taken to cost c·cold + (todo − c)·warm with c = min(todo, workers × seeds), and the
-workers to share the load evenly: wall = Σ cost / min(workers, CPUs). Cells of a
-kind differ (γ, image set, which cells classify), so this is a projection, printed
-as one.
+wasted work), and extrapolates. The kinds are shared out over as many such one-worker
+probes as the sweep has workers, run side by side: on one worker alone the probe left
+the other core idle for a quarter of an hour at the ``paper`` scale.
+
+The cells keep per-process caches (encoded test sets and classification splits, a swap
+row's singular vectors), so the first cell of a kind pays for filling them ("cold") and
+the next, of the same seed, does not ("warm"): each worker meets a cold start once per
+seed, so a kind with ``todo`` cells left is taken to cost c·cold + (todo − c)·warm with
+c = min(todo, workers × seeds), and the workers to share the load evenly: wall = Σ cost
+/ min(workers, CPUs). Cells of a kind differ (γ, image set, which cells classify), so
+this is a projection, printed as one.
 
 `FULL_ESTIMATE` is the static estimate of the ``full`` scale (the paper's literal
 Adam protocol), measured on 2 CPU cores: probing it would take hours.
@@ -22,6 +25,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from experiments.sweep import Cell, run_cells
@@ -58,7 +62,9 @@ def _seeds_of(cells: Sequence[Cell]) -> int:
 def probe_estimate(cells: Sequence[Cell], store: str | os.PathLike, *, workers: int,
                    code: str | None = None, preload: Sequence[str] = ()) -> dict:
     """Time the first two cells of each kind (stored in ``store`` for the sweep to
-    reuse) in one worker, and project the wall time of the cells not yet done.
+    reuse), both in the same worker process (the kinds dealt round-robin over
+    min(workers, CPUs) such workers, side by side), and project the wall time of the
+    cells not yet done.
 
     Returns ``{"kinds": {func: {"cells": n, "todo": m, "probe_s": cold, "warm_s":
     warm, "cold_starts": c, "cpu_s": cost}}, "cpu_s": Σ, "wall_s": projected wall
@@ -70,14 +76,22 @@ def probe_estimate(cells: Sequence[Cell], store: str | os.PathLike, *, workers: 
     for c in cells:
         if len(probes.setdefault(c.func, [])) < 2:
             probes[c.func].append(c)
-    # cold probes first, then the warm ones, in the order the sweep meets them
-    order = [p[0] for p in probes.values()] + [p[1] for p in probes.values() if len(p) > 1]
     todo_before = {f: sum(1 for c in cells if c.func == f
                           and _stored_seconds(store, c.key) is None) for f in probes}
-    run_cells(order, store, workers=1, progress=False, desc="cost probe", preload=preload,
-              code=code)
     cores = os.cpu_count() or 1
     share = max(1, min(workers, cores))
+    groups = [list(probes)[i::share] for i in range(share)]
+    # per probe worker: its kinds' cold cells first, then their warm ones
+    orders = [[probes[f][0] for f in g] + [probes[f][1] for f in g if len(probes[f]) > 1]
+              for g in groups if g]
+
+    def probe(order: list[Cell]) -> None:
+        run_cells(order, store, workers=1, progress=False, desc="cost probe",
+                  preload=preload, code=code)
+
+    with ThreadPoolExecutor(max_workers=len(orders)) as pool:
+        for f in [pool.submit(probe, o) for o in orders]:
+            f.result()
     kinds, total = {}, 0.0
     for func, probe in probes.items():
         cold = _stored_seconds(store, probe[0].key) or 0.0
@@ -97,7 +111,7 @@ def format_estimate(est: dict, scale: str) -> str:
     """The estimate as the lines printed before a long sweep."""
     lines = [f"{scale} scale: projected wall time {est['wall_s'] / 60:.0f} min on "
              f"{min(est['workers'], est['cores'])} worker(s) (a projection: the first two "
-             "cells of each kind timed on one worker, cold and warm caches; the others "
+             "cells of each kind timed in one worker each, cold and warm caches; the others "
              "assumed to cost the same; CPU seconds, i.e. the wall time on idle cores)"]
     for func, k in sorted(est["kinds"].items(), key=lambda kv: -kv[1].get(
             "cpu_s", kv[1]["probe_s"] * kv[1]["todo"])):
