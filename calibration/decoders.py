@@ -48,6 +48,7 @@ import torch
 from calibration.capture import capture_patterns, device_identities, show_progress
 from calibration.imaging_config import ImagingConfig, imaging_config_for
 from calibration.store import CalibrationSet, StepResult, file_sha256
+from simulation.validate import check_count, check_number
 
 __all__ = ["calibrate_decoders", "twin_training_patterns",
            "averaging_rule", "ssim_error", "DECODER_NAMES"]
@@ -100,8 +101,7 @@ def averaging_rule(noise_var: float, signal_var: float, image_s: float, frame_s:
     """
     for name, v in (("noise_var", noise_var), ("signal_var", signal_var),
                     ("image_s", image_s), ("frame_s", frame_s)):
-        if not np.isfinite(v) or v < 0:
-            raise ValueError(f"{name}: expected a finite number >= 0, got {v}")
+        check_number(float(v), name, allow_zero=True)
     s = max(signal_var, 1e-12)
     worth = {int(k): s / (s + noise_var / k) / max(image_s + k * frame_s, 1e-9)
              for k in choices}
@@ -114,12 +114,6 @@ def ssim_error(size: int) -> Any:
     from simulation.decoder_params import ssim_error as _ssim_error
 
     return _ssim_error((size, size))
-
-
-def _check_count(name: str, v: Any, lo: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
-    return v
 
 
 def _capture_rounds(start: int, stop: int) -> list[int]:
@@ -161,13 +155,13 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
     cal.require("geometry")
     for name, v in (("n_twin", n_twin), ("n_capture", n_capture), ("n_test", n_test),
                     ("n_capture_start", n_capture_start)):
-        _check_count(name, v)
-    n_val = max(n_test, 32) if n_val is None else _check_count("n_val", n_val, 2)
-    n_repeat = min(_check_count("n_repeat", n_repeat, 2), n_val)
+        check_count(v, name)
+    n_val = max(n_test, 32) if n_val is None else check_count(n_val, "n_val", 2)
+    n_repeat = min(check_count(n_repeat, "n_repeat", 2), n_val)
     if not (isinstance(capture_tol, (int, float)) and 0 <= capture_tol < 1):
         raise ValueError(f"capture_tol: expected a number in [0, 1), got {capture_tol!r}")
     if train_averaging != "auto":
-        _check_count("train_averaging", train_averaging)
+        check_count(train_averaging, "train_averaging")
     config = imaging_config_for(imaging, size)
     enc = DualVortexEncoder(size=size)
     imager = BenchImager(bench, cal, enc, config).prepare()

@@ -48,6 +48,7 @@ from calibration.capture import (
 )
 from calibration.quality import LIMITS, CalibrationQualityError, check_max
 from calibration.store import CalibrationError, StepResult
+from simulation.validate import check_count
 
 __all__ = ["calibrate_dark", "photon_transfer_gain", "hot_pixel_mask", "DARK_METHODS"]
 
@@ -269,8 +270,7 @@ def calibrate_dark(bench: Any, *, n_dark: int = 16, n_pairs: int = 2,
     with the light blocked, a positive finite gain and a linear photon transfer curve.
     """
     cam = bench.camera
-    if n_dark < 2:
-        raise ValueError(f"n_dark: expected an integer >= 2, got {n_dark!r}")
+    check_count(n_dark, "n_dark", 2)
     how = _resolve_method(bench, method, block_beam)
     exposure0 = float(cam.get_exposure())
     fs = full_scale(cam)

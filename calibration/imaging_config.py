@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from simulation.validate import WrongKind, check_count, check_number
+
 __all__ = ["ImagingConfig", "EncoderSpec", "ImagingLayout", "plan_layout", "PATTERN_FIELDS",
            "imaging_config_for"]
 
@@ -47,19 +49,19 @@ PATTERN_FIELDS = ("size", "mode", "grating", "split_shift", "margin", "margin_pe
 
 
 def _int(name: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
-    return int(v)
+    return check_count(v, name, lo)
 
 
 def _float(name: str, v: Any, *, positive: bool = True) -> float:
+    """``check_number`` (> 0); with ``positive=False`` any finite number (a signed
+    grating frequency)."""
+    if positive:
+        return check_number(v, name)
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name}: expected a number, got {v!r}")
-    f = float(v)
-    if not math.isfinite(f) or (positive and f <= 0):
-        raise ValueError(f"{name}: expected a finite number{' > 0' if positive else ''}, "
-                         f"got {v!r}")
-    return f
+        raise WrongKind(f"{name}: expected a number, got {type(v).__name__}")
+    if not math.isfinite(float(v)):
+        raise ValueError(f"{name}: expected a finite number, got {v!r}")
+    return float(v)
 
 
 def _choice(name: str, v: Any, options: Sequence[str]) -> str:

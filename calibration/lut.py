@@ -33,6 +33,7 @@ from calibration.capture import (
 from calibration.geometry import check_affine
 from calibration.quality import LIMITS, check_finite, check_max, check_min, frame_exposure_check
 from calibration.store import StepResult
+from simulation.validate import check_count
 
 __all__ = ["calibrate_phase_response", "unfold_delays", "order_powers", "disc_windows"]
 
@@ -116,8 +117,7 @@ def calibrate_phase_response(bench: Any, model_to_camera: Any, *, size: int = 32
     """
     slm, cam = bench.slm, bench.camera
     a = check_affine(model_to_camera)
-    if int(level_step) < 1:
-        raise ValueError(f"level_step: expected an integer >= 1, got {level_step!r}")
+    check_count(level_step, "level_step")
     block = int(slm.block_size((size, size)))
     px_per_model = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
     if order_spacing is None:

@@ -48,6 +48,7 @@ from calibration import step_registry as registry
 from calibration.capture import device_identities, progress_bar, show_progress
 from calibration.step_registry import CalibrationStep, StepContext
 from calibration.store import CalibrationError, CalibrationSet, StepResult
+from simulation.validate import check_count
 
 __all__ = [
     "run_calibration",
@@ -232,8 +233,7 @@ def run_calibration(bench: Any, out_dir: str | Path | None = None, *,
     unknown = set(opts) - set(order)
     if unknown:
         raise ValueError(f"options: unknown steps {sorted(unknown)}; expected {order}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
-        raise ValueError(f"size: expected an integer >= 2, got {size!r}")
+    check_count(size, "size", 2)
     cal = calibration if calibration is not None else CalibrationSet()
     if cal.settle is not None:  # every step waits the measured time
         bench.slm.settle_time_s = cal.settle_time_s

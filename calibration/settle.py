@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from calibration.store import CalibrationError, StepResult
+from simulation.validate import check_count
 
 __all__ = ["calibrate_settle", "settle_curve"]
 
@@ -123,8 +124,7 @@ def calibrate_settle(bench: Any, *, max_delay_s: float = 0.2, n_delays: int = 20
     if not (0 < min_delay_s < max_delay_s <= 10.0):
         raise ValueError(f"max_delay_s, min_delay_s: expected 0 < min_delay_s < max_delay_s "
                          f"<= 10, got {min_delay_s!r}, {max_delay_s!r}")
-    if not (isinstance(n_delays, int) and n_delays >= 4):
-        raise ValueError(f"n_delays: expected an integer >= 4, got {n_delays!r}")
+    check_count(n_delays, "n_delays", 4)
     if not 0 < tolerance < 0.5:
         raise ValueError(f"tolerance: expected a fraction in (0, 0.5), got {tolerance!r}")
     hold = float(max_delay_s if hold_s is None else hold_s)

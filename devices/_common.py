@@ -12,41 +12,21 @@ instrument query, the SLM settle time and a simulated frame latency; the bench s
 
 from __future__ import annotations
 
-import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from devices.errors import DeviceDisconnected, DeviceError, DeviceTimeout
+from simulation.validate import check_number
 
-__all__ = ["_Device", "_positive", "_pair", "_bounded", "call_with_deadline", "MAX_EXPOSURE_S",
+__all__ = ["_Device", "_pair", "call_with_deadline", "MAX_EXPOSURE_S",
            "MAX_TIMEOUT_S", "MAX_SETTLE_S", "MAX_LATENCY_S"]
 
 MAX_EXPOSURE_S = 60.0  # camera integration time
 MAX_TIMEOUT_S = 60.0  # wait per frame beyond the exposure; VISA query time-out
 MAX_SETTLE_S = 10.0  # SLM settle time after a write
 MAX_LATENCY_S = 10.0  # simulated frame latency
-
-
-def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
-    return v
-
-
-def _bounded(value: Any, name: str, limit: float, *, allow_zero: bool = False) -> float:
-    """``_positive`` plus an upper limit: refuses ``value > limit`` naming both."""
-    v = _positive(value, name, allow_zero=allow_zero)
-    if v > limit:
-        raise ValueError(f"{name}: expected at most {limit:g} s (upper limit), got {value!r}")
-    return v
 
 
 def call_with_deadline(fn: Callable[..., Any], deadline_s: float, what: str,
@@ -87,9 +67,7 @@ def _pair(value: Any, name: str) -> tuple[float, float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = (value, value)
     x, y = (float(v) for v in value)
-    _positive(x, name)
-    _positive(y, name)
-    return (x, y)
+    return (check_number(x, name), check_number(y, name))
 
 
 class _Device(ABC):

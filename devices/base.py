@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from devices._common import MAX_SETTLE_S, _bounded, _Device, _pair, _positive
+from devices._common import MAX_SETTLE_S, _Device, _pair
 from devices.camera import Camera, CaptureInfo
 from devices.errors import ConfigError, DeviceDisconnected
 from devices.phase import finite_bounds, grey_dtype, lut_from_response, phase_to_grey
+from simulation.validate import check_number
 
 __all__ = ["SLM", "Camera", "CaptureInfo", "PreparedPhase", "apply_capture_keys"]
 
@@ -86,11 +87,11 @@ class SLM(_Device):
         self.bitresolution = 2**self.bitdepth
         self.dtype = grey_dtype(self.bitdepth)
         self.pitch_um = _pair(pitch_um, "pitch_um")
-        self.wav_um = _positive(wav_um, "wav_um")
+        self.wav_um = check_number(wav_um, "wav_um")
         self.wav_design_um = (self.wav_um if wav_design_um is None
-                              else _positive(wav_design_um, "wav_design_um"))
-        self.settle_time_s = _bounded(settle_time_s, "settle_time_s", MAX_SETTLE_S,
-                                      allow_zero=True)
+                              else check_number(wav_design_um, "wav_design_um"))
+        self.settle_time_s = check_number(settle_time_s, "settle_time_s", at_most=MAX_SETTLE_S,
+                                          unit=" s", allow_zero=True)
         self.refresh_hz: float | None = None
         self.set_refresh_hz(refresh_hz)
         self.margin_phase_rad = 0.0
@@ -184,7 +185,7 @@ class SLM(_Device):
         if refresh_hz is None:
             self.refresh_hz = None
             return
-        self.refresh_hz = _positive(refresh_hz, "refresh_hz")
+        self.refresh_hz = check_number(refresh_hz, "refresh_hz")
 
     waits_for_refresh = False
     """True when ``_set_phase_hw`` returns only once the frame is on the panel."""
@@ -269,7 +270,8 @@ class SLM(_Device):
         if settle is True:
             self.wait_settled()
         elif settle is not False and settle:
-            time.sleep(_bounded(settle, "settle", MAX_SETTLE_S, allow_zero=True))
+            time.sleep(check_number(settle, "settle", at_most=MAX_SETTLE_S, unit=" s",
+                                    allow_zero=True))
 
     def _conversion_key(self) -> tuple[int, float]:
         return (id(self.lut), self.phase_scaling)

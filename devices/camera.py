@@ -22,7 +22,6 @@ import numpy as np
 from devices._common import (
     MAX_EXPOSURE_S,
     MAX_TIMEOUT_S,
-    _bounded,
     _Device,
     _pair,
 )
@@ -34,6 +33,7 @@ from devices.errors import (
     FrameDropped,
 )
 from devices.phase import grey_dtype
+from simulation.validate import check_count, check_number
 
 __all__ = ["Camera", "CaptureInfo", "MAX_GRACE_S"]
 
@@ -87,14 +87,14 @@ class Camera(_Device):
             raise ValueError(f"shape: expected (rows, cols) > 0, got {shape!r}")
         if not 1 <= int(bitdepth) <= 16:
             raise ValueError(f"bitdepth: expected an integer in [1, 16], got {bitdepth!r}")
-        if int(capture_attempts) < 1:
-            raise ValueError(f"capture_attempts: expected an integer >= 1, got {capture_attempts}")
+        capture_attempts = check_count(capture_attempts, "capture_attempts")
         self.shape = (rows, cols)
         self.bitdepth = int(bitdepth)
         self.dtype = grey_dtype(self.bitdepth)
         self.pitch_um = _pair(pitch_um, "pitch_um")
         self.capture_attempts = int(capture_attempts)
-        self.timeout_s = _bounded(timeout_s, "timeout_s", MAX_TIMEOUT_S)
+        self.timeout_s = check_number(timeout_s, "timeout_s", at_most=MAX_TIMEOUT_S,
+                                      unit=" s")
         self.flush_frames = int(flush_frames)
         self.last_capture_info: CaptureInfo | None = None
         # time.perf_counter() at which the last frame's exposure started, where the backend
@@ -221,7 +221,7 @@ class Camera(_Device):
         Refused (``ValueError``) unless ``0 < exposure_s <= MAX_EXPOSURE_S``.
         """
         self._check_usable()
-        s = _bounded(exposure_s, "exposure_s", MAX_EXPOSURE_S)
+        s = check_number(exposure_s, "exposure_s", at_most=MAX_EXPOSURE_S, unit=" s")
         self._call(self._set_exposure_hw, s)
         return self.get_exposure()
 
@@ -303,12 +303,9 @@ class Camera(_Device):
         (default: the camera's ``timeout_s``) is the wait for each frame beyond its exposure.
         """
         self._check_usable()
-        if isinstance(averaging, bool) or not isinstance(averaging, (int, np.integer)):
-            raise TypeError(f"averaging: expected an integer >= 1, got {averaging!r}")
-        if averaging < 1:
-            raise ValueError(f"averaging: expected an integer >= 1, got {averaging}")
-        t = self.timeout_s if timeout_s is None else _bounded(timeout_s, "timeout_s",
-                                                              MAX_TIMEOUT_S)
+        averaging = check_count(averaging, "averaging")
+        t = self.timeout_s if timeout_s is None else check_number(
+            timeout_s, "timeout_s", at_most=MAX_TIMEOUT_S, unit=" s")
         t0 = time.perf_counter()
         frame, dropped = self._grab(t)
         if averaging > 1:
@@ -333,8 +330,8 @@ class Camera(_Device):
     def flush(self, timeout_s: float | None = None) -> None:
         """Discard frames already in the pipeline, so the next ``get_image`` is fresh."""
         self._check_usable()
-        t = self.timeout_s if timeout_s is None else _bounded(timeout_s, "timeout_s",
-                                                              MAX_TIMEOUT_S)
+        t = self.timeout_s if timeout_s is None else check_number(
+            timeout_s, "timeout_s", at_most=MAX_TIMEOUT_S, unit=" s")
         try:
             self._flush_hw(t)
         except DeviceDisconnected as exc:

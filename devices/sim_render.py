@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
+from simulation.validate import check_count
+
 __all__ = ["FarFieldRenderer"]
 
 
@@ -37,9 +39,7 @@ class FarFieldRenderer:
 
     def __init__(self, sim_camera: Any, workers: int = 1) -> None:
         sc = sim_camera
-        if not (isinstance(workers, int) and workers >= 1):
-            raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
-        self.workers = workers
+        self.workers = check_count(workers, "workers")
         if not getattr(sc, "_interpolate", False):
             raise ValueError("sim_camera: expected a slmsuite SimulatedCamera with an affine "
                              "map set (set_affine), got one without")

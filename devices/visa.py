@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -50,6 +49,7 @@ from devices.errors import (
     SetpointRefused,
 )
 from simulation.atomic import write_text_atomic
+from simulation.validate import check_number
 
 __all__ = [
     "LaserController",
@@ -218,15 +218,6 @@ class _Instrument:
         self.close()
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return v
-
-
 class LaserController(_Instrument):
     """Laser diode controller: identity, output on/off, current or power set-point, interlock.
 
@@ -246,8 +237,8 @@ class LaserController(_Instrument):
         if control not in ("current", "power"):
             raise ValueError(f"control: expected 'current' or 'power', got {control!r}")
         self.control = control
-        self.max_current_mA = _number(max_current_mA, "max_current_mA")
-        self.max_power_mW = _number(max_power_mW, "max_power_mW")
+        self.max_current_mA = check_number(max_current_mA, "max_current_mA", allow_zero=True)
+        self.max_power_mW = check_number(max_power_mW, "max_power_mW", allow_zero=True)
         self.slope_mW_per_mA = float(slope_mW_per_mA)
         self.threshold_mA = float(threshold_mA)
         self.watchdog_s: float | None = None
@@ -264,9 +255,7 @@ class LaserController(_Instrument):
         Raises ``ConfigError`` (naming ``laser.watchdog_s``) when the instrument has no
         watchdog command.
         """
-        v = _number(watchdog_s, "watchdog_s")
-        if v <= 0:
-            raise ValueError(f"watchdog_s: expected a number > 0, got {watchdog_s!r}")
+        v = check_number(watchdog_s, "watchdog_s")
         try:
             self._write(f"{WATCHDOG_COMMAND} {v:.3f}")
         except DeviceError as exc:
@@ -337,7 +326,7 @@ class LaserController(_Instrument):
 
     def set_current_mA(self, current_mA: float) -> float:
         """Set the drive current (mA); returns the read-back value."""
-        v = _number(current_mA, "current_mA")
+        v = check_number(current_mA, "current_mA", allow_zero=True)
         self._refuse("current_mA", v, "max_current_mA", self.max_current_mA, "mA")
         self._write(f"SOUR:CURR {v / 1000:g}")
         return self.get_current_mA()
@@ -347,7 +336,7 @@ class LaserController(_Instrument):
 
     def set_power_mW(self, power_mW: float) -> float:
         """Set the optical power set-point (mW); returns the read-back value."""
-        v = _number(power_mW, "power_mW")
+        v = check_number(power_mW, "power_mW", allow_zero=True)
         self._refuse("power_mW", v, "max_power_mW", self.max_power_mW, "mW")
         self._write(f"SOUR:POW {v / 1000:g}")
         return self.get_power_mW()
@@ -410,9 +399,7 @@ class PowerMeter(_Instrument):
             self.set_wavelength_nm(wavelength_nm)
 
     def set_wavelength_nm(self, wavelength_nm: float) -> float:
-        v = _number(wavelength_nm, "wavelength_nm")
-        if v == 0:
-            raise ValueError("wavelength_nm: expected a number > 0, got 0")
+        v = check_number(wavelength_nm, "wavelength_nm")
         self._write(f"SENS:CORR:WAV {v:g}")
         return self.get_wavelength_nm()
 

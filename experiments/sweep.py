@@ -50,6 +50,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from simulation.atomic import atomic_open
+from simulation.validate import check_count
 
 __all__ = ["Cell", "SweepReport", "run_cells", "make_key", "EXECUTORS"]
 
@@ -275,8 +276,7 @@ def run_cells(
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor: expected one of {EXECUTORS}, got {executor!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: expected a positive integer, got {workers!r}")
+    check_count(workers, "workers")
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise ValueError("cells: expected unique keys, got duplicates")

@@ -2,7 +2,8 @@
 
 Every public function checks its inputs here, so that a bad argument raises an
 exception that names the argument, what was expected and what came (shape,
-dtype, range, NaN), in the same words everywhere.
+dtype, range, NaN), in the same words everywhere: the tensor checks are here, the
+number and choice checks are ``simulation.validate``'s (shared with every package).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .validate import check_choice, check_count, check_number
 
 __all__ = ["as_tensor", "check_images", "check_choice", "check_positive", "default_device"]
 
@@ -93,20 +96,11 @@ def check_images(
     return t
 
 
-def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
 def check_positive(value: Any, name: str, *, integer: bool = False, allow_zero: bool = False):
-    kind = "integer" if integer else "number"
-    ok_type = isinstance(value, int | np.integer) if integer else isinstance(
-        value, int | float | np.integer | np.floating)
-    if isinstance(value, bool) or not ok_type:
-        raise TypeError(f"{name}: expected a positive {kind}, got {value!r}")
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: expected a {kind} {bound}, got {value!r}")
+    """``validate.check_count`` (``integer``; >= 1, or >= 0 with ``allow_zero``) or
+    ``validate.check_number``; returns ``value`` as given."""
+    if integer:
+        check_count(value, name, 0 if allow_zero else 1)
+    else:
+        check_number(value, name, allow_zero=allow_zero)
     return value

@@ -174,8 +174,10 @@ def test_simulated_power_meter_reads_the_laser():
         assert ("query", "MEAS:POW?") in b.power_meter.transcript
 
 
-#: simulation's utility modules (files, provenance): any backend may use them
-SIMULATION_UTILITIES = {"simulation.atomic", "simulation.provenance", "simulation.h5attrs"}
+#: simulation's utility modules (files, provenance, argument checks; torch-free): any
+#: backend may use them
+SIMULATION_UTILITIES = {"simulation.atomic", "simulation.provenance", "simulation.h5attrs",
+                        "simulation.validate"}
 
 
 def test_import_direction():

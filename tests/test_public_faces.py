@@ -42,7 +42,8 @@ def test_simulation_utilities_import_no_torch_and_speckle_stays_the_function():
     real-device backends too): importing them must not load the twin's torch. The face
     name `speckle` is also a module's name: it stays the function once the module is
     imported (the control: the module object would not be callable)."""
-    code = ("import sys, simulation.atomic, simulation.provenance, simulation.h5attrs; "
+    code = ("import sys, simulation.atomic, simulation.provenance, simulation.h5attrs, "
+            "simulation.validate; "
             "print('torch' in sys.modules); import simulation.speckle; "
             "from simulation import speckle; print(callable(speckle)); "
             "print('torch' in sys.modules)")

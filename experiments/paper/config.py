@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from simulation import PAPER_GAMMAS
+from simulation.validate import check_count
 
 __all__ = ["StudyConfig", "SCALES", "config_for"]
 
@@ -116,7 +117,6 @@ def config_for(scale: str, seeds: int | None = None) -> StudyConfig:
         raise ValueError(f"scale: expected one of {tuple(SCALES)}, got {scale!r}")
     cfg = SCALES[scale]
     if seeds is not None:
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
+        check_count(seeds, "seeds")
         cfg = replace(cfg, seeds=seeds)
     return cfg
