@@ -10,16 +10,28 @@ columns, y along rows, pixel centres at integers). The nominal map (no calibrati
 λ·f/(N·s·p_slm·p_cam) camera pixels per model pixel, zero frequency at the camera centre
 (W/2, H/2), no rotation; the calibrated one is measured by ``calibrate_geometry``
 (grating spots + OpenCV affine, in ``calibration.registration``).
+
+This module is the one home of the affine maths: checking one (``check_affine``),
+sampling the camera on the model grid (``camera_to_model``), the nominal map, the map
+from a slmsuite-style Fourier calibration (``affine_from_fourier``, also the simulated
+bench's truth), fitting one to matched points (``fit_affine``), moving its centre
+(``shift_center``, ``shifted_window``), checking its window lies on the camera
+(``check_window``) and reading its parameters (``affine_parameters``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-__all__ = ["camera_to_model", "nominal_model_to_camera", "affine_parameters", "check_affine"]
+from simulation.validate import check_count, check_number
+
+__all__ = ["camera_to_model", "nominal_model_to_camera", "affine_parameters", "check_affine",
+           "affine_from_fourier", "fit_affine", "shift_center", "shifted_window",
+           "check_window"]
 
 
 def check_affine(model_to_camera: Any, name: str = "model_to_camera") -> np.ndarray:
@@ -54,8 +66,7 @@ def camera_to_model(frames: Any, model_to_camera: Any, size: int = 32) -> np.nda
                          f"{np.shape(frames)}")
     if f.dtype.kind not in "iuf":
         raise ValueError(f"frames: expected a real numeric dtype, got {f.dtype}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size: expected an integer >= 1, got {size!r}")
+    size = check_count(size, "size")
     a = check_affine(model_to_camera)
     out = np.empty((f.shape[0], int(size), int(size)), dtype=np.float32)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -85,9 +96,7 @@ def nominal_model_to_camera(slm: Any, camera: Any, size: int, block: int,
     """
     if int(size) < 1 or int(block) < 1:
         raise ValueError(f"size, block: expected integers >= 1, got {size!r}, {block!r}")
-    f = float(focal_length_um)
-    if not np.isfinite(f) or f <= 0:
-        raise ValueError(f"focal_length_um: expected a number > 0, got {focal_length_um!r}")
+    f = check_number(focal_length_um, "focal_length_um")
     psx, psy = _xy(slm.pitch_um)
     pcx, pcy = _xy(camera.pitch_um)
     wav = float(slm.wav_um)
@@ -120,3 +129,70 @@ def affine_parameters(model_to_camera: Any, size: int = 32) -> dict[str, Any]:
     return {"center_x": float(c[0]), "center_y": float(c[1]), "scale": float(np.sqrt(sx * sy)),
             "scale_x": sx, "scale_y": sy, "rotation_deg": rot, "mirrored": mirrored,
             "shear": float((mr[:, 0] @ mr[:, 1]) / (sx * sy))}
+
+
+def affine_from_fourier(M: Any, b: Any, slm: Any, size: int, block: int) -> np.ndarray:
+    """``model_to_camera`` from a slmsuite-style Fourier map ij = M·kxy + b.
+
+    kxy is the normalised k-space of the SLM (radians of deflection, slmsuite's "kxy");
+    model Fourier pixel (col, row) of an N-grid in s×s blocks is at
+    kxy = ((col − N/2)·λ/(N·s·p_x), (row − N/2)·λ/(N·s·p_y)). Used with a simulated
+    bench's truth, or with slmsuite's own ``FourierSLM`` calibration (``M``, ``b``).
+    """
+    m = np.asarray(M, dtype=np.float64).reshape(2, 2)
+    b = np.asarray(b, dtype=np.float64).reshape(2)
+    px, py = (float(v) for v in np.broadcast_to(np.asarray(slm.pitch_um, float), (2,)))
+    n, s, wav = int(size), int(block), float(slm.wav_um)
+    lin = m @ np.diag([wav / (n * s * px), wav / (n * s * py)])
+    return np.hstack([lin, (b - lin @ [n / 2, n / 2])[:, None]])
+
+
+def fit_affine(model_pts: np.ndarray, camera_pts: np.ndarray,
+               threshold_px: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Robust affine model -> camera (``cv2.estimateAffine2D``, LMEDS) refined by least
+    squares on the inliers. Returns (2x3 affine, inlier mask)."""
+    src = np.asarray(model_pts, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(camera_pts, dtype=np.float64).reshape(-1, 2)
+    if src.shape != dst.shape or len(src) < 3:
+        raise ValueError(f"model_pts, camera_pts: expected >= 3 matching points, got "
+                         f"{len(src)} and {len(dst)}")
+    a, inl = cv2.estimateAffine2D(src, dst, method=cv2.LMEDS)
+    if a is None:
+        raise RuntimeError("geometry: OpenCV found no affine for the detected spots")
+    pred = src @ a[:, :2].T + a[:, 2]
+    inliers = np.linalg.norm(pred - dst, axis=1) < max(threshold_px, 1e-6)
+    if inliers.sum() < 3:
+        inliers = inl.ravel().astype(bool)
+    design = np.hstack([src[inliers], np.ones((int(inliers.sum()), 1))])
+    sol, *_ = np.linalg.lstsq(design, dst[inliers], rcond=None)
+    return sol.T.copy(), inliers
+
+
+def shift_center(model_to_camera: Any, dx_px: float, dy_px: float) -> np.ndarray:
+    """The same affine moved by (dx, dy) camera pixels."""
+    a = check_affine(model_to_camera).copy()
+    a[:, 2] += (dx_px, dy_px)
+    return a
+
+
+def shifted_window(model_to_camera: np.ndarray, shift: tuple[float, float], size: int
+                   ) -> np.ndarray:
+    """The map of a pattern moved by ``shift`` model pixels (a steering grating)."""
+    lin = model_to_camera[:, :2]
+    c = model_to_camera @ np.array([size / 2, size / 2, 1.0]) + lin @ np.asarray(shift, float)
+    return np.hstack([lin, (c - lin @ [size / 2, size / 2])[:, None]])
+
+
+def check_window(model_to_camera: np.ndarray, size: int, camera_shape: Sequence[int],
+                 what: str = "window") -> None:
+    """Refuse a model window whose corners fall outside the camera frame."""
+    rows, cols = (int(v) for v in camera_shape[:2])
+    n = int(size)
+    corners = np.array([[0, 0, 1], [n - 1, 0, 1], [0, n - 1, 1], [n - 1, n - 1, 1]], float)
+    xy = corners @ model_to_camera.T
+    if xy.min() < -0.5 or xy[:, 0].max() > cols - 0.5 or xy[:, 1].max() > rows - 0.5:
+        raise ValueError(
+            f"geometry: the {n}x{n} window of {what} falls outside the {rows}x{cols} camera "
+            f"(corners x {xy[:, 0].min():.0f}...{xy[:, 0].max():.0f}, y "
+            f"{xy[:, 1].min():.0f}...{xy[:, 1].max():.0f}); use a smaller steering grating "
+            "or split shift")

@@ -78,15 +78,12 @@ from typing import Any
 import numpy as np
 
 from calibration.capture_stream import pipelined_stream
-from calibration.geometry import camera_to_model
+from calibration.geometry import camera_to_model, check_window, shifted_window
 from calibration.imaging_config import EncoderSpec, ImagingConfig, plan_layout
 from calibration.imaging_layout import (
     aberration_correction,
-    affine_from_fourier,
     blocks,
-    check_window,
     resolve_geometry,
-    shifted_window,
     vortex_masks_full,
 )
 from calibration.imaging_layout import (
@@ -95,7 +92,7 @@ from calibration.imaging_layout import (
 from devices.errors import DeviceDisconnected, DeviceError
 
 __all__ = ["BenchImager", "ImagedBatch", "ImagingConfig", "EncoderSpec", "as_encoder_spec",
-           "vortex_masks_full", "affine_from_fourier"]
+           "vortex_masks_full"]
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,10 @@
 * ``blocks``: s×s block upsampling of model-grid arrays;
 * ``pixel_envelope``: the far-field envelope of s×s blocks at the model's Fourier pixels;
 * ``aberration_correction``: minus the calibration's fitted Zernike aberration;
-* ``affine_from_fourier``: ``model_to_camera`` from a slmsuite-style Fourier map;
-* ``resolve_geometry``, ``shifted_window``, ``check_window``: the camera window of each
-  channel (calibrated, nominal or given; moved by its steering grating; inside the frame).
+* ``resolve_geometry``: the camera map of the model window (calibrated, nominal or given).
+
+The affine maths itself (Fourier maps, shifted and checked windows) is
+``calibration.geometry``'s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from calibration.geometry import check_affine, nominal_model_to_camera
 
 __all__ = ["vortex_masks_full", "blocks", "pixel_envelope", "aberration_correction",
-           "affine_from_fourier", "resolve_geometry", "shifted_window", "check_window"]
+           "resolve_geometry"]
 
 
 def pixel_envelope(size: int, block: int) -> np.ndarray:
@@ -52,22 +53,6 @@ def vortex_masks_full(charges: Sequence[int], size: int, block: int, *, xmax: fl
     lens = -(X**2 + Y**2) / focal
     theta = np.arctan2(Y, X)
     return np.stack([lens + int(m) * theta for m in charges]).astype(np.float32)
-
-
-def affine_from_fourier(M: Any, b: Any, slm: Any, size: int, block: int) -> np.ndarray:
-    """``model_to_camera`` from a slmsuite-style Fourier map ij = M·kxy + b.
-
-    kxy is the normalised k-space of the SLM (radians of deflection, slmsuite's "kxy");
-    model Fourier pixel (col, row) of an N-grid in s×s blocks is at
-    kxy = ((col − N/2)·λ/(N·s·p_x), (row − N/2)·λ/(N·s·p_y)). Used with a simulated
-    bench's truth, or with slmsuite's own ``FourierSLM`` calibration (``M``, ``b``).
-    """
-    m = np.asarray(M, dtype=np.float64).reshape(2, 2)
-    b = np.asarray(b, dtype=np.float64).reshape(2)
-    px, py = (float(v) for v in np.broadcast_to(np.asarray(slm.pitch_um, float), (2,)))
-    n, s, wav = int(size), int(block), float(slm.wav_um)
-    lin = m @ np.diag([wav / (n * s * px), wav / (n * s * py)])
-    return np.hstack([lin, (b - lin @ [n / 2, n / 2])[:, None]])
 
 
 def blocks(a: np.ndarray, s: int) -> np.ndarray:
@@ -124,26 +109,3 @@ def resolve_geometry(geometry: Any, calibration: Any, slm: Any, camera: Any, siz
         return "nominal", nominal_model_to_camera(slm, camera, n, s, f_um)
     raise ValueError(f"geometry: expected 'calibrated', 'nominal' or a 2x3 affine, got "
                      f"{geometry!r}")
-
-
-def shifted_window(model_to_camera: np.ndarray, shift: tuple[float, float], size: int
-                   ) -> np.ndarray:
-    """The map of a pattern moved by ``shift`` model pixels (a steering grating)."""
-    lin = model_to_camera[:, :2]
-    c = model_to_camera @ np.array([size / 2, size / 2, 1.0]) + lin @ np.asarray(shift, float)
-    return np.hstack([lin, (c - lin @ [size / 2, size / 2])[:, None]])
-
-
-def check_window(model_to_camera: np.ndarray, size: int, camera_shape: Sequence[int],
-                 what: str = "window") -> None:
-    """Refuse a model window whose corners fall outside the camera frame."""
-    rows, cols = (int(v) for v in camera_shape[:2])
-    n = int(size)
-    corners = np.array([[0, 0, 1], [n - 1, 0, 1], [0, n - 1, 1], [n - 1, n - 1, 1]], float)
-    xy = corners @ model_to_camera.T
-    if xy.min() < -0.5 or xy[:, 0].max() > cols - 0.5 or xy[:, 1].max() > rows - 0.5:
-        raise ValueError(
-            f"geometry: the {n}x{n} window of {what} falls outside the {rows}x{cols} camera "
-            f"(corners x {xy[:, 0].min():.0f}...{xy[:, 0].max():.0f}, y "
-            f"{xy[:, 1].min():.0f}...{xy[:, 1].max():.0f}); use a smaller steering grating "
-            "or split shift")

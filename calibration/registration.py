@@ -12,7 +12,7 @@ a bad spot) and refined by least squares on the inliers.
 Every spot is the same point-spread function shifted, so scale, rotation and shear are
 unbiased; the centre carries the PSF's centroid offset (the "G-tilt" of the
 aberrations). ``calibration.wavefront`` measures that offset once the aberrations are
-known and corrects the centre (``shift_center``).
+known and corrects the centre (``calibration.geometry.shift_center``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from calibration.capture import (
     grating_phase,
     progress_bar,
 )
-from calibration.geometry import affine_parameters, check_affine
+from calibration.geometry import affine_parameters, fit_affine
 from calibration.store import StepResult
+from simulation.validate import check_count
 
-__all__ = ["calibrate_geometry", "locate_spot", "fit_affine", "shift_center",
-           "diffraction_order"]
+__all__ = ["calibrate_geometry", "locate_spot", "diffraction_order", "alignment_shift"]
 
 log = logging.getLogger(__name__)
 
@@ -67,34 +67,6 @@ def locate_spot(frame: np.ndarray, radius: int = 8, iterations: int = 3) -> tupl
         if done:
             break
     return cx, cy
-
-
-def fit_affine(model_pts: np.ndarray, camera_pts: np.ndarray,
-               threshold_px: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Robust affine model -> camera (``cv2.estimateAffine2D``, LMEDS) refined by least
-    squares on the inliers. Returns (2x3 affine, inlier mask)."""
-    src = np.asarray(model_pts, dtype=np.float64).reshape(-1, 2)
-    dst = np.asarray(camera_pts, dtype=np.float64).reshape(-1, 2)
-    if src.shape != dst.shape or len(src) < 3:
-        raise ValueError(f"model_pts, camera_pts: expected >= 3 matching points, got "
-                         f"{len(src)} and {len(dst)}")
-    a, inl = cv2.estimateAffine2D(src, dst, method=cv2.LMEDS)
-    if a is None:
-        raise RuntimeError("geometry: OpenCV found no affine for the detected spots")
-    pred = src @ a[:, :2].T + a[:, 2]
-    inliers = np.linalg.norm(pred - dst, axis=1) < max(threshold_px, 1e-6)
-    if inliers.sum() < 3:
-        inliers = inl.ravel().astype(bool)
-    design = np.hstack([src[inliers], np.ones((int(inliers.sum()), 1))])
-    sol, *_ = np.linalg.lstsq(design, dst[inliers], rcond=None)
-    return sol.T.copy(), inliers
-
-
-def shift_center(model_to_camera: Any, dx_px: float, dy_px: float) -> np.ndarray:
-    """The same affine moved by (dx, dy) camera pixels."""
-    a = check_affine(model_to_camera).copy()
-    a[:, 2] += (dx_px, dy_px)
-    return a
 
 
 def _spot_power(frame: np.ndarray, xy: np.ndarray, radius: float) -> float:
@@ -169,8 +141,7 @@ def calibrate_geometry(bench: Any, *, size: int = 32, dark: Any = None,
     )
 
     slm, cam = bench.slm, bench.camera
-    if grid < 2:
-        raise ValueError(f"grid: expected an integer >= 2, got {grid!r}")
+    check_count(grid, "grid", 2)
     if not 0 < span < 1:
         raise ValueError(f"span: expected a fraction in (0, 1), got {span!r}")
     block = int(slm.block_size((size, size)))
@@ -275,3 +246,56 @@ def calibrate_geometry(bench: Any, *, size: int = 32, dark: Any = None,
         data={"model_pts": model_pts, "camera_pts": cam_pts},
         devices=device_identities(bench),
     )
+
+
+def alignment_shift(bench: Any, geometry: Any, *, dark: Any = None, averaging: int = 2,
+                    n_spots: int = 4) -> dict[str, Any]:
+    """How far the camera image has moved since the geometry step: (dx, dy) camera px.
+
+    Shows ``n_spots`` of the geometry step's own gratings again (``geometry``: its
+    ``StepResult``, whose ``model_pts``/``camera_pts`` are where each spot was then; the
+    ones nearest the model centre first, which stay on the camera best), finds each spot
+    as that step did (``locate_spot`` on the dark-subtracted frame, the zero order masked)
+    and returns the median of (now − then): the same gratings and the same point-spread
+    function, so the PSF's centroid offset cancels. ``spread_px`` is the largest distance
+    of a spot's move from that median (a rotation or a scale change, or a bad spot, shows
+    there). The camera's exposure is set as the geometry step set it (auto-exposure on a
+    spot) and restored afterwards; the SLM is left showing the last grating.
+    """
+    slm, cam = bench.slm, bench.camera
+    check_count(n_spots, "n_spots")
+    model = np.asarray(geometry.data["model_pts"], dtype=np.float64).reshape(-1, 2)
+    then = np.asarray(geometry.data["camera_pts"], dtype=np.float64).reshape(-1, 2)
+    size, block = int(geometry["size"]), int(geometry["block"])
+    order = int(geometry.values.get("diffraction_order", 1))
+    pick = np.argsort(np.hypot(*(model - size / 2).T))[:int(n_spots)]
+    exposure0 = float(cam.get_exposure())
+    moves = []
+    try:
+        slm.set_phase(np.zeros(slm.shape, np.float32))
+        cam.flush()
+        zero = np.array(locate_spot(capture_float(cam, averaging, dark), radius=8))
+        scale = float(geometry.values.get("scale", 2.0))
+        radius = int(np.clip(round(3 * scale), 6, 20))  # as the geometry step's grid
+        for n, i in enumerate(pick):
+            kx, ky = (model[i] - size / 2) / order
+            slm.set_phase(grating_phase(slm, kx, ky, size, block))
+            if n == 0:
+                autoexpose(cam, dark, target=0.6)
+            cam.flush()
+            frame = capture_float(cam, averaging, dark)
+            try:
+                now = locate_spot(_without_zero_order(frame, zero, radius), radius=radius)
+            except ValueError as exc:
+                log.warning("alignment: spot %d not found (%s)", int(i), exc)
+                continue
+            moves.append(np.asarray(now) - then[i])
+    finally:
+        cam.set_exposure(exposure0)
+    if not moves:
+        raise ValueError("alignment: none of the geometry step's spots was found again: "
+                         "the camera moved far, or the beam is blocked")
+    moves = np.array(moves)
+    shift = np.median(moves, axis=0)
+    return {"dx_px": float(shift[0]), "dy_px": float(shift[1]), "n_spots": len(moves),
+            "spread_px": float(np.max(np.hypot(*(moves - shift).T)))}

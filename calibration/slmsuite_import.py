@@ -13,7 +13,7 @@ h5py only: no pickle is ever read). What each kind maps onto:
     Model Fourier pixel (col, row) is ``kxy = λ/(N·s·p_slm) · ((col, row) - N/2)`` (a
     grating of +2π·k·x/(N·s) rad, our ``phase_rad`` being slmsuite's phase), so
     ``model_to_camera = [M·D | b - M·a - M·D·(N/2, N/2)]`` with ``D = diag(λ/(N·s·p))``
-    (``calibration.imaging_layout.affine_from_fourier``).
+    (``calibration.geometry.affine_from_fourier``).
 ``pixel`` -> ``lut``
     slmsuite's ``gamma`` is the phase (units of 2π) at the sampled ``levels``, increasing
     with the grey level, while the delay falls with it (``SLM._gamma_sign = -1``, our
@@ -56,9 +56,9 @@ from typing import Any
 import numpy as np
 
 from calibration.capture import device_identities
-from calibration.geometry import check_affine
-from calibration.imaging_layout import affine_from_fourier
+from calibration.geometry import affine_from_fourier, check_affine
 from calibration.store import CalibrationError, CalibrationSet, StepResult, file_sha256
+from simulation.validate import check_count
 
 __all__ = ["import_slmsuite", "read_slmsuite_file", "slmsuite_kind", "SUPPORTED_KINDS"]
 
@@ -326,8 +326,7 @@ def import_slmsuite(bench: Any, paths: list[str | Path], *, size: int = 32,
     is saved here. Raises ``CalibrationError`` naming the file for a file that is not an
     slmsuite calibration, an unprocessed one, or one taken on other devices.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
-        raise ValueError(f"size: expected an integer >= 2, got {size!r}")
+    check_count(size, "size", 2)
     if not paths:
         raise ValueError("paths: expected at least one slmsuite calibration file")
     cal = calibration if calibration is not None else CalibrationSet()

@@ -338,12 +338,14 @@ class CalibrationSet:
         aberrated PSF offsets the spots' centroids. Derived on read from both records."""
         if self.geometry is None:
             return None
+        from calibration.geometry import shift_center
+
         a = np.asarray(self.geometry["model_to_camera"], dtype=np.float64).reshape(2, 3)
         shift = None if self.wavefront is None else self.wavefront.values.get("center_shift_px")
-        a = a.copy()
-        if shift is not None:  # as calibration.registration.shift_center
-            a[:, 2] += np.asarray(shift, dtype=np.float64).reshape(2)
-        return a
+        if shift is None:
+            return a.copy()
+        dx, dy = np.asarray(shift, dtype=np.float64).reshape(2)
+        return shift_center(a, dx, dy)
 
     @property
     def affine_parameters(self) -> dict[str, Any] | None:

@@ -21,14 +21,11 @@ __all__ = ["errors_vs_truth", "truth_model_to_camera", "pupil_wavefront_error",
 
 def truth_model_to_camera(bench: Any, size: int = 32, block: int | None = None) -> np.ndarray:
     """The true ``model_to_camera`` of a simulated bench (from its hidden k-space affine)."""
+    from calibration.geometry import affine_from_fourier
+
     t = bench.truth
-    m = np.asarray(t["camera_affine_M"], dtype=float)
-    b = np.asarray(t["camera_affine_b"], dtype=float).ravel()
-    slm = bench.slm
-    s = int(block or slm.block_size((size, size)))
-    px, py = (float(v) for v in np.broadcast_to(np.asarray(slm.pitch_um, float), (2,)))
-    lin = m @ np.diag([slm.wav_um / (size * s * px), slm.wav_um / (size * s * py)])
-    return np.hstack([lin, (b - lin @ [size / 2, size / 2])[:, None]])
+    s = int(block or bench.slm.block_size((size, size)))
+    return affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, size, s)
 
 
 def errors_vs_truth(cal: CalibrationSet, bench: Any) -> dict[str, float]:

@@ -39,9 +39,8 @@ from calibration.capture import (
     grating_phase,
     progress_bar,
 )
-from calibration.geometry import check_affine
+from calibration.geometry import check_affine, shift_center
 from calibration.quality import LIMITS, check_finite, check_max, frame_exposure_check
-from calibration.registration import shift_center
 from calibration.source_beam import BEAM_MODELS, beam_amplitude, source_values
 from calibration.store import StepResult
 from calibration.twin import PupilGrid, camera_sample_points, far_field_intensity, sample_on_camera

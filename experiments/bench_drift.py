@@ -135,12 +135,11 @@ def _twin_decoder(out: Path, n_train: int = 4000) -> Path:
 
 
 def _true_geometry(bench: Any) -> Any:
-    from calibration.imaging import affine_from_fourier
     from calibration.imaging_config import ImagingConfig, plan_layout
+    from calibration.truth import truth_model_to_camera
 
     block = plan_layout(tuple(bench.slm.shape), 2, ImagingConfig()).block
-    t = bench.truth
-    return affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, block)
+    return truth_model_to_camera(bench, 32, block)
 
 
 def _one_run(name: str, bench: Any, cal: Path | None, out: Path, n: int, every: int,

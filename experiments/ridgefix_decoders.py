@@ -23,16 +23,15 @@ from simulation.atomic import write_text_atomic
 def one_seed(seed: int, *, n_capture: int, n_twin: int, n_test: int, n_val: int) -> dict:
     from calibration.capture import device_identities
     from calibration.decoders import DECODER_NAMES, calibrate_decoders
-    from calibration.imaging import affine_from_fourier
     from calibration.store import CalibrationSet, StepResult
+    from calibration.truth import truth_model_to_camera
     from devices.bench import open_bench
     from experiments.bench_crossover import bench_config
 
     cfg = bench_config("sim.toml", seed=seed, shape=256)
     c0 = time.process_time()
     with open_bench(cfg) as bench:
-        t = bench.truth
-        a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+        a = truth_model_to_camera(bench, 32, 8)
         cal = CalibrationSet(devices=device_identities(bench))
         cal.set("geometry", StepResult("geometry", values={"model_to_camera": a, "size": 32,
                                                            "block": 8}))

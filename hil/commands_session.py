@@ -63,8 +63,10 @@ def register(sub) -> None:
     p.add_argument("--drift-every", type=nonnegative_int, default=0, metavar="K",
                    help="show a reference pattern every K images, measure the drift of the "
                    "camera image against the one shown first and correct the geometry on the "
-                   "fly (hil.drift; recorded in run.json and per capture). Costs one image's "
-                   "frames every K (K = 50: 2 %%). Default 0: off")
+                   "fly; first, with a calibrated geometry, measure the move since the "
+                   "calibration on a few of its gratings (hil.drift; recorded in run.json "
+                   "and per capture). Costs one image's frames every K (K = 50: 2 %%). "
+                   "Default 0: off")
     p.add_argument("--store-frames", action="store_true",
                    help="also store the full camera frames (gzip) besides the model windows "
                    "the decoder reads")

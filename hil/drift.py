@@ -6,6 +6,13 @@ fraction of a model pixel and cost much of the SSIM (measured: 0.39 -> 0.14 for 
 ``DriftTracker`` watches it during ``hil run`` (``--drift-every K``,
 ``RunConfig.drift_every``; 0, the default, makes no checks):
 
+* first, on a new run with a calibrated geometry (``align_to``: the calibration's geometry
+  step), it measures how far the camera image moved **since the calibration**: a few of
+  that step's gratings are shown again and their spots found as then
+  (``calibration.registration.alignment_shift``); the windows' starting translation moves
+  by the median shift (recorded as the check of kind ``alignment``; refused, and recorded
+  as unreliable, when the spots disagree by more than ``max_spread_px`` or the moved
+  windows would leave the camera or the stored regions);
 * before the first image it shows a **reference pattern** (a fixed, seeded speckle image,
   ``REFERENCE_GAMMA``/``REFERENCE_SEED``, through the run's own encoder and imaging
   settings) and keeps the captured frames, cropped to the model windows plus ``pad_px``
@@ -171,7 +178,8 @@ class DriftTracker:
                  highpass_sigma_px: float = 6.0, reference_image: Any = None,
                  previous: dict[str, Any] | None = None,
                  on_check: Callable[[dict[str, Any]], None] | None = None,
-                 stored_boxes: list[tuple[int, int, int, int, int]] | None = None) -> None:
+                 stored_boxes: list[tuple[int, int, int, int, int]] | None = None,
+                 align_to: Any = None, align_dark: Any = None) -> None:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"drift_every: expected an integer >= 1 (0: no drift checks), "
                              f"got {every!r}")
@@ -196,9 +204,13 @@ class DriftTracker:
         self.on_check = on_check  # called with each check's record (run.json is rewritten)
         self.resumed = False  # the reference came from the run directory: check at once
         self._continuing = previous is not None
+        self.align_to, self.align_dark = align_to, align_dark
         if previous:  # the record of the sessions before (a resumed run)
             self.checks = list(previous.get("checks", []))
             self.extra_frames = int(previous.get("extra_frames", 0))
+            for c in self.checks:  # the alignment the first session made still holds
+                if c.get("kind") == "alignment" and c.get("reliable"):
+                    self._move_base((c["dx_px"], c["dy_px"]))
             self.apply(tuple(previous.get("correction_px", (0.0, 0.0))))
 
     # ---------------------------------------------------------------- reference
@@ -222,6 +234,8 @@ class DriftTracker:
             self.resumed = True
             log.info("drift: comparing with the reference of %s", path)
             return self
+        if self.align_to is not None:
+            self._align()
         self.reference = self._show_reference()
         self.checks.append({"image": None, "kind": "reference", "dx_px": 0.0, "dy_px": 0.0,
                             "reliable": True, "correction_px": [0.0, 0.0]})
@@ -234,6 +248,38 @@ class DriftTracker:
         if self.on_check is not None:
             self.on_check(self.checks[-1])
         return self
+
+    def _move_base(self, shift: tuple[float, float]) -> None:
+        for a in self.base_maps:
+            a[:, 2] += (float(shift[0]), float(shift[1]))
+        self.apply(self.correction)
+
+    def _align(self) -> None:
+        """The camera's move since the calibration's geometry step (module docstring)."""
+        from calibration.registration import alignment_shift
+
+        entry: dict[str, Any] = {"image": None, "kind": "alignment"}
+        try:
+            a = alignment_shift(self.imager, self.align_to, dark=self.align_dark)
+        except ValueError as exc:
+            a, reason = None, str(exc)
+        else:
+            entry.update(a)
+            shift = (a["dx_px"], a["dy_px"])
+            reason = (f"the spots moved differently (spread {a['spread_px']:.2f} px, more than "
+                      f"{self.max_spread_px:.2f})" if a["spread_px"] > self.max_spread_px
+                      else self._window_problem(shift))
+        entry["reliable"] = reason is None
+        if reason is None:
+            self._move_base(shift)
+            log.info("drift: the camera image moved (%.2f, %.2f) px since the calibration; "
+                     "windows moved with it", *shift)
+        else:
+            entry["reason"] = reason
+            log.warning("drift: alignment since the calibration not measured reliably (%s); "
+                        "the calibrated windows stay", reason)
+        entry["correction_px"] = list(self.correction)
+        self.checks.append(entry)
 
     def _load(self, path: Path) -> np.ndarray:
         try:
@@ -297,7 +343,7 @@ class DriftTracker:
     def _window_problem(self, shift: tuple[float, float]) -> str | None:
         """Why the corrected windows cannot be read (None when they can): off the camera,
         or outside the stored regions (``stored_boxes``, when the run keeps only those)."""
-        from calibration.imaging_layout import check_window
+        from calibration.geometry import check_window
 
         n = self.imager.size
         corners = np.array([[0, 0, 1], [n - 1, 0, 1], [0, n - 1, 1], [n - 1, n - 1, 1]], float)

@@ -13,10 +13,11 @@ with PNG figures). The run directory is the record (docs/architecture.md §Run-d
     results.json  per-image SSIM, mean SSIM, accuracy (with a classifier)
     report.md     + captures.png, reconstructions.png
 
-``drift_every`` K > 0 (``--drift-every K``) shows a reference pattern before the first
-image and every K images, and corrects the geometry for the measured drift of the camera
-image (``hil.drift``; each check in ``run.json`` under ``drift``, the correction applied
-to each capture in ``captures.h5``).
+``drift_every`` K > 0 (``--drift-every K``) first measures how far the camera image moved
+since the calibration (with a calibrated geometry: its gratings shown again), then shows a
+reference pattern before the first image and every K images, and corrects the geometry for
+the measured drift of the camera image (``hil.drift``; each check in ``run.json`` under
+``drift``, the correction applied to each capture in ``captures.h5``).
 
 ``resume=True`` continues a run that was killed or stopped: the stored configuration
 is used (the arguments must agree with it), captures already on disk are kept and
@@ -261,7 +262,8 @@ def run_session(cfg: RunConfig) -> int:
             laser = getattr(bench, "laser", None)
             # hil.drift; a correction may not move a window out of the stored boxes
             drift = _drift_tracker(cfg, imager, out, record, run_json,
-                                   None if store.has_frames else imager.window_boxes)
+                                   None if store.has_frames else imager.window_boxes,
+                                   calibration)
             bar = None
             if cfg.progress:
                 from tqdm.auto import tqdm
@@ -319,11 +321,13 @@ def run_session(cfg: RunConfig) -> int:
 
 
 def _drift_tracker(cfg: RunConfig, imager: Any, out: Path, record: dict[str, Any],
-                   run_json: Path, stored_boxes: Any = None) -> Any:
+                   run_json: Path, stored_boxes: Any = None, calibration: Any = None) -> Any:
     """The run's ``hil.drift.DriftTracker`` (None when ``drift_every`` is 0, or without an
     imager: then only ``drift_every`` is checked); each check rewrites ``run.json``.
     ``stored_boxes``: the camera boxes the store keeps (a correction that would move a
-    window out of them is refused: the stored windows must hold what the decoder read)."""
+    window out of them is refused: the stored windows must hold what the decoder read).
+    With a calibrated geometry the tracker first measures the camera's move since the
+    calibration (its geometry step's gratings shown again)."""
     k = cfg.drift_every
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"drift_every: expected an integer >= 0 (0: no drift checks), "
@@ -336,9 +340,14 @@ def _drift_tracker(cfg: RunConfig, imager: Any, out: Path, record: dict[str, Any
         record["drift"] = tracker.record()
         write_json_atomic(run_json, record)
 
+    geometry = getattr(calibration, "geometry", None)
+    calibrated = geometry is not None and imager.geometry_source == "calibrated"
+    dark = getattr(calibration, "dark_model", None)
     tracker = DriftTracker(imager, cfg.drift_every, reference_dir=out,
                            previous=record.get("drift"), on_check=on_check,
-                           stored_boxes=stored_boxes)
+                           stored_boxes=stored_boxes,
+                           align_to=geometry if calibrated else None,
+                           align_dark=dark if hasattr(dark, "at") else None)
     return tracker
 
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from session_helpers import bench_toml, small_bench
 
-from calibration.imaging import BenchImager, ImagedBatch, affine_from_fourier
+from calibration.imaging import BenchImager, ImagedBatch
 from calibration.imaging_config import ImagingConfig
+from calibration.truth import truth_model_to_camera
 from hil.bench_training import (
     BenchEncoder,
     fine_tune_on_bench,
@@ -128,8 +129,7 @@ def test_bench_fine_tuning_beats_twin_only_training():
     cfg = small_bench(noise=True, zero_order_fraction=0.02)
     cfg["flaws"] = True
     with open_bench(cfg) as bench:
-        t = bench.truth
-        geo = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+        geo = truth_model_to_camera(bench, 32, 8)
         imager = BenchImager(bench, config=ImagingConfig(geometry=geo))
         captured = torch.from_numpy(imager.capture(test).patterns)
         twin_only = float(ssim(test, dec.predict(captured)).mean())

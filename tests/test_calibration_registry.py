@@ -173,6 +173,7 @@ def test_wavefront_centre_correction_is_derived_on_read_in_any_order(monkeypatch
     """The wavefront step used to write its centre correction into the geometry record;
     now the geometry record stays the spot fit and ``model_to_camera`` adds the shift, so
     re-running geometry after wavefront (or not) gives the same map."""
+    import calibration.geometry
     import calibration.registration
     import calibration.wavefront
 
@@ -185,7 +186,7 @@ def test_wavefront_centre_correction_is_derived_on_read_in_any_order(monkeypatch
         src = StepResult("source", values={"waist_px": 50.0, "center_px": [0.0, 0.0]})
         wf = StepResult("wavefront", values={
             "zernike_noll_rad": {4: 0.1}, "center_shift_px": shift,
-            "model_to_camera": calibration.registration.shift_center(spots, *shift)})
+            "model_to_camera": calibration.geometry.shift_center(spots, *shift)})
         return src, wf
 
     monkeypatch.setattr(calibration.wavefront, "calibrate_wavefront", fake_wavefront)

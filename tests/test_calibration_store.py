@@ -11,10 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calibration import CalibrationError, CalibrationSet, StepResult, camera_to_model
-from calibration.geometry import affine_parameters, check_affine, nominal_model_to_camera
+from calibration.geometry import (
+    affine_parameters,
+    check_affine,
+    fit_affine,
+    nominal_model_to_camera,
+)
 from calibration.lut import unfold_delays
 from calibration.pipeline import parse_steps
-from calibration.registration import fit_affine, locate_spot
+from calibration.registration import locate_spot
 
 
 def _full_set() -> CalibrationSet:

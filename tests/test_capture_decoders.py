@@ -154,16 +154,15 @@ def _calibration(tmp_path: Path, best: str) -> Path:
     """A calibration on the small bench (geometry from the truth) with two decoders: the
     twin-trained quick decoder and a useless "capture" one; ``best`` names the best."""
     from calibration.capture import device_identities
-    from calibration.imaging import affine_from_fourier
     from calibration.imaging_config import ImagingConfig
     from calibration.store import CalibrationSet, StepResult, file_sha256
+    from calibration.truth import truth_model_to_camera
     from devices.bench import open_bench
 
     out = tmp_path / "cal"
     out.mkdir(parents=True)
     with open_bench(small_bench()) as bench:
-        t = bench.truth
-        a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+        a = truth_model_to_camera(bench, 32, 8)
         devices = device_identities(bench)
     cal = CalibrationSet(devices=devices)
     cal.set("geometry", StepResult("geometry", values={"model_to_camera": a, "size": 32,

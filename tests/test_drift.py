@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from session_helpers import quick_decoder, small_bench
 
-from calibration.imaging import BenchImager, affine_from_fourier
+from calibration.imaging import BenchImager
 from calibration.imaging_config import ImagingConfig
+from calibration.truth import truth_model_to_camera
 from experiments.bench_drift import ShiftingBench
 from hil.drift import REFERENCE_FILE, DriftTracker, estimate_shift, preprocess
 from hil.runs import CAPTURES_FILE, read_captures
@@ -50,8 +51,7 @@ def test_estimate_shift_without_structure_is_unreliable():
 
 
 def _imager(bench) -> BenchImager:
-    t = bench.truth
-    a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+    a = truth_model_to_camera(bench, 32, 8)
     return BenchImager(bench, config=ImagingConfig(geometry=a)).prepare()
 
 
@@ -82,8 +82,7 @@ def _run(tmp_path, name, bench, every, n=36):
     dec = tmp_path / "dec.pt"
     if not dec.exists():
         quick_decoder(dec)
-    t = bench.truth
-    a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+    a = truth_model_to_camera(bench, 32, 8)
     out = tmp_path / name
     cfg = RunConfig(bench=bench, decoder=dec, out=out, dataset="digits", n=n, seed=None,
                     geometry=a, drift_every=every, progress=False)
@@ -231,3 +230,36 @@ def test_a_correction_that_leaves_the_stored_windows_is_refused(tmp_path):
     assert free[0]["reliable"] and abs(free[1][0]) > 8, free
     assert not boxed[0]["reliable"] and "stored region" in boxed[0]["reason"], boxed
     assert np.allclose(boxed[1], 0.0)
+
+
+def test_the_move_since_the_calibration_is_measured_on_its_gratings_and_followed(tmp_path):
+    """``alignment_shift`` shows the geometry step's gratings again: 0 on the still bench,
+    the camera's offset on a moved one; a tracker given the geometry step moves the windows
+    by it before its reference (the check of kind "alignment"); without it (the control)
+    the windows stay."""
+    from calibration.registration import alignment_shift, calibrate_geometry
+    from devices.bench import open_bench
+
+    with open_bench(small_bench()) as raw:
+        geo = calibrate_geometry(raw, size=32)
+        still = alignment_shift(raw, geo)
+        assert np.hypot(still["dx_px"], still["dy_px"]) < 0.15 and still["n_spots"] == 4
+        bench = ShiftingBench(raw, (0.0, 0.0))
+        bench.camera.shift_px = lambda frame=None: (3.0, -2.0)  # moved since calibration
+        moved = alignment_shift(bench, geo)
+        assert moved["dx_px"] == pytest.approx(3.0, abs=0.15), moved
+        assert moved["dy_px"] == pytest.approx(-2.0, abs=0.15), moved
+        for align in (geo, None):
+            imager = BenchImager(bench, config=ImagingConfig(
+                geometry=geo["model_to_camera"])).prepare()
+            base = [a.copy() for a in imager.model_to_camera]
+            tracker = DriftTracker(imager, 4, reference_dir=tmp_path / str(align is None),
+                                   align_to=align).start()
+            kinds = [c["kind"] for c in tracker.checks]
+            step = np.array([a[:, 2] - b[:, 2] for a, b in
+                             zip(imager.model_to_camera, base, strict=True)])
+            if align is None:
+                assert kinds == ["reference"] and np.all(step == 0)
+            else:
+                assert kinds == ["alignment", "reference"] and tracker.checks[0]["reliable"]
+                assert np.allclose(step, [3.0, -2.0], atol=0.15), step

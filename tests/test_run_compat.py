@@ -23,14 +23,13 @@ def _calibration(tmp_path: Path, *, bench_cfg: dict | None = None,
     """A calibration made on ``bench_cfg`` (geometry from the bench's truth, no flaws), with
     a twin-trained decoder written beside it and the imaging config it records."""
     from calibration.capture import device_identities
-    from calibration.imaging import affine_from_fourier
+    from calibration.truth import truth_model_to_camera
     from devices.bench import open_bench
 
     out = tmp_path / "cal"
     out.mkdir(parents=True)
     with open_bench(bench_cfg or small_bench()) as bench:
-        t = bench.truth
-        a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+        a = truth_model_to_camera(bench, 32, 8)
         devices = device_identities(bench)
     cal = CalibrationSet(devices=devices)
     cal.set("geometry", StepResult("geometry", values={"model_to_camera": a, "size": 32,

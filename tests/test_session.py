@@ -10,8 +10,9 @@ import pytest
 import torch
 from session_helpers import quick_decoder, small_bench
 
-from calibration.imaging import BenchImager, affine_from_fourier
+from calibration.imaging import BenchImager
 from calibration.imaging_config import EncoderSpec, ImagingConfig
+from calibration.truth import truth_model_to_camera
 from hil.runs import CaptureStore, read_capture_header, read_captures
 from hil.session import EXIT_STOPPED, RunConfig, run_session
 
@@ -97,8 +98,7 @@ def test_imager_on_bench_true_geometry():
 
     imgs, _ = _images(4)
     with open_bench(small_bench()) as bench:
-        t = bench.truth
-        a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+        a = truth_model_to_camera(bench, 32, 8)
         im = BenchImager(bench, config=ImagingConfig(geometry=a))
         out = im.capture(imgs)
     assert out.patterns.shape == (4, 2, 32, 32) and out.patterns.dtype == np.float32
@@ -121,8 +121,7 @@ def test_split_mode_on_bench_matches_twin():
     cfg = small_bench()
     cfg["slm"]["shape"] = [256, 512]
     with open_bench(cfg) as bench:
-        t = bench.truth
-        a = affine_from_fourier(t["camera_affine_M"], t["camera_affine_b"], bench.slm, 32, 8)
+        a = truth_model_to_camera(bench, 32, 8)
         out = BenchImager(bench, config=ImagingConfig(geometry=a, mode="split")).capture(imgs)
     assert out.frames.shape == (3, 1, 256, 256)
     twin = DualVortexEncoder()(imgs).numpy()

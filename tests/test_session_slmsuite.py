@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from session_helpers import quick_decoder
 
-from calibration.imaging import BenchImager, affine_from_fourier
+from calibration.geometry import affine_from_fourier
+from calibration.imaging import BenchImager
 from calibration.imaging_config import ImagingConfig
 from devices.bench import Bench
 from devices.slmsuite_adapter import SlmsuiteCamera, SlmsuiteSLM
