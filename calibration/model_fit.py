@@ -92,14 +92,14 @@ def source_amplitude(cal: CalibrationSet, size: int, block: int) -> torch.Tensor
 
 def twin_patterns(images: torch.Tensor, encoder: Any, amplitude: torch.Tensor | None
                   ) -> torch.Tensor:
-    """The encoder's sensor patterns with the bench's source amplitude on the object."""
-    from simulation.optics import fraunhofer, phase_object
+    """The encoder's sensor patterns with the bench's source amplitude on the object
+    (`simulation.encoders.twin_field`)."""
+    from simulation.encoders import twin_field
 
     if amplitude is None:
         return encoder(images).float()
-    obj = phase_object(images, encoder.phase_depth)[:, None] * amplitude
-    masks = torch.polar(torch.ones_like(encoder.masks_rad), encoder.masks_rad)
-    return encoder.sensor(fraunhofer(obj * masks)).float()
+    return encoder.sensor(twin_field(images, encoder.masks_rad, encoder.phase_depth,
+                                     amplitude)).float()
 
 
 def fit_bench_model(measured: torch.Tensor, twin: torch.Tensor, *, steps: int = 200,

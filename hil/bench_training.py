@@ -80,12 +80,11 @@ def normalise_channels(p: torch.Tensor) -> torch.Tensor:
 
 def twin_patterns(masks_rad: torch.Tensor, images: torch.Tensor,
                   phase_depth: float = math.pi / 2) -> torch.Tensor:
-    """The twin's magnitude patterns (B, C, N, N) for masks (C, N, N), differentiable."""
-    from simulation import fraunhofer, phase_object
+    """The twin's magnitude patterns (B, C, N, N) for masks (C, N, N), differentiable
+    (`simulation.encoders.twin_field`; the magnitude kept smooth at zero)."""
+    from simulation.encoders import twin_field
 
-    field = phase_object(images, phase_depth)[:, None] * torch.polar(
-        torch.ones_like(masks_rad), masks_rad)
-    f = fraunhofer(field)
+    f = twin_field(images, masks_rad, phase_depth)
     return (f.real**2 + f.imag**2 + 1e-12).sqrt()
 
 

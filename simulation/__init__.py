@@ -27,6 +27,7 @@ _FACE = {
     "PhaseEncoder": "simulation.encoders",
     "encode_batched": "simulation.encoders",
     "encoder_from_signature": "simulation.encoders",
+    "twin_field": "simulation.encoders",
     "convergence": "simulation.metrics",
     "mse": "simulation.metrics",
     "omega_k": "simulation.metrics",
@@ -80,7 +81,7 @@ __all__ = [
     "load_dataset", "minmax01", "model_grid", "mse", "normalise_for_decoder", "omega_k",
     "phase_object", "psnr", "reconstruct", "spectral_statistics", "speckle",
     "speckle_mixture", "ssim",
-    "svd_entropy", "swapped_spectra", "vortex_phase",
+    "svd_entropy", "swapped_spectra", "twin_field", "vortex_phase",
     "attention_maps", "diffuse_attention", "point_images", "spread_measures",
     "weight_svd_entropy",
 ]

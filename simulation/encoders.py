@@ -8,6 +8,10 @@ maps images (B, H, W) in [0, 1] to sensor patterns (B, C, H, W):
 
 `DualVortexEncoder` is the paper's fixed encoder: masks = lens (−R²/8) plus
 vortex phases of charges 1 and 3 (docs/paper.md §Encoder).
+
+`twin_field` is that forward model's field, the one home of the twin: the encoder,
+the calibration's model fit (with the bench's source amplitude on the object) and
+bench training's differentiable twin all call it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,22 @@ from ._checks import check_images, check_positive
 from .optics import fraunhofer, lens_phase, phase_object, vortex_phase
 from .sensor import SensorModel
 
-__all__ = ["PhaseEncoder", "DualVortexEncoder", "encode_batched", "encoder_from_signature"]
+__all__ = ["PhaseEncoder", "DualVortexEncoder", "encode_batched", "encoder_from_signature",
+           "twin_field"]
+
+
+def twin_field(images: torch.Tensor, masks_rad: torch.Tensor,
+               phase_depth: float = math.pi / 2,
+               amplitude: torch.Tensor | None = None) -> torch.Tensor:
+    """The complex field on the sensor plane, (B, C, N, N) complex64:
+    fraunhofer(a · exp(i·depth·A) · exp(i·mask_c)) for images A (B, N, N), masks
+    (C, N, N) in radians and a source amplitude ``a`` (N, N) on the object (None: a
+    uniform beam, a = 1). Differentiable in the masks and the images; no checks (the
+    callers validate their inputs)."""
+    obj = phase_object(images, phase_depth)[:, None]
+    if amplitude is not None:
+        obj = obj * amplitude
+    return fraunhofer(obj * torch.polar(torch.ones_like(masks_rad), masks_rad))
 
 
 class PhaseEncoder(nn.Module):
@@ -79,9 +98,7 @@ class PhaseEncoder(nn.Module):
 
     def field(self, images: torch.Tensor) -> torch.Tensor:
         """The complex field on the sensor plane, (B, C, N, N) complex64."""
-        obj = phase_object(images, self.phase_depth)[:, None]  # (B, 1, N, N)
-        masks = torch.polar(torch.ones_like(self.masks_rad), self.masks_rad)
-        return fraunhofer(obj * masks)
+        return twin_field(images, self.masks_rad, self.phase_depth)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, N, N) in [0, 1] -> sensor patterns (B, C, N', N') float32."""

@@ -15,6 +15,7 @@ from simulation import (
     SensorModel,
     fraunhofer,
     normalise_for_decoder,
+    phase_object,
 )
 
 
@@ -97,6 +98,30 @@ def test_fraunhofer_equals_the_shifted_dft(shape):
     # a control: one shift left out is not the same transform
     wrong = torch.fft.fftshift(torch.fft.fft2(f), dim=(-2, -1))
     assert not torch.allclose(a, wrong, atol=1e-2)
+
+
+def test_one_twin_forward_model_for_encoder_model_fit_and_bench_training():
+    """`twin_field` is the encoder's field; the calibration's model fit (source amplitude
+    on the object) and bench training's magnitude twin are that field through their
+    sensors. Control: another amplitude gives other patterns."""
+    from calibration.model_fit import twin_patterns as fit_twin
+    from hil.bench_training import twin_patterns as training_twin
+    from simulation.encoders import twin_field
+
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(3, 32, 32, generator=g)
+    enc = DualVortexEncoder()
+    field = twin_field(images, enc.masks_rad, enc.phase_depth)
+    assert torch.equal(field, enc.field(images))
+    amp = 0.5 + torch.rand(32, 32, generator=g)
+    want = enc.sensor(fraunhofer(phase_object(images, enc.phase_depth)[:, None] * amp
+                                 * torch.polar(torch.ones_like(enc.masks_rad),
+                                               enc.masks_rad)))
+    torch.testing.assert_close(fit_twin(images, enc, amp), want.float())
+    torch.testing.assert_close(fit_twin(images, enc, None), enc(images))
+    assert not torch.allclose(fit_twin(images, enc, amp * amp), want.float(), atol=1e-3)
+    torch.testing.assert_close(training_twin(enc.masks_rad, images), field.abs(),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_learnable_encoder_gets_gradients_any_channel_count():
