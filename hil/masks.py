@@ -1,7 +1,9 @@
 """Trained phase masks as files, and putting them on an SLM.
 
 A mask file (``.npz`` or ``.h5``) holds ``phase_rad``, float32 radians, (H, W) for one
-channel or (C, H, W) for several, and its metadata:
+channel or (C, H, W) for several, and its metadata (in an ``.h5`` file typed attributes
+with units, ``simulation.h5attrs``, the provenance one JSON string; in an ``.npz`` one JSON
+string):
 
 * ``grid``: N, the model grid the mask was trained on (H = W = N);
 * ``charges``: the vortex charges, or ``"learned"`` for a mask trained end to end;
@@ -46,12 +48,14 @@ import numpy as np
 
 from devices import SLM
 from simulation.atomic import atomic_path, savefig_atomic, write_image_atomic
+from simulation.h5attrs import get_attr, set_attr, set_units
 
 __all__ = ["PhaseMask", "save_mask", "load_mask", "mask_from_encoder", "vortex_mask",
            "load_onto_slm", "mask_grey_levels", "write_grey_image", "plot_mask"]
 
 FORMAT = "hil-phase-mask"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the .npz metadata (one JSON string)
+H5_FORMAT_VERSION = 2  # .h5: typed attributes with units (simulation.h5attrs); 1 still read
 
 
 @dataclass
@@ -161,18 +165,52 @@ def save_mask(mask: PhaseMask, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix not in (".npz", ".h5", ".hdf5"):
         raise ValueError(f"path: expected a .npz or .h5 file name, got {path.name!r}")
-    meta = json.dumps(mask.metadata(), default=str)
     with atomic_path(path) as tmp:
         if path.suffix == ".npz":
+            meta = json.dumps(mask.metadata(), default=str)
             with open(tmp, "wb") as f:
                 np.savez(f, phase_rad=mask.phase_rad, metadata=np.array(meta))
         else:
             import h5py
 
             with h5py.File(tmp, "w") as f:
-                f.create_dataset("phase_rad", data=mask.phase_rad)
-                f.attrs["metadata"] = meta
+                set_units(f.create_dataset("phase_rad", data=mask.phase_rad), "rad")
+                _write_h5_metadata(f.attrs, mask.metadata())
     return path
+
+
+#: (name, h5attrs kind, units) of the typed attributes of an .h5 mask file (format 2);
+#: ``charges`` is an integer array, or the string "learned"; ``provenance`` (free-form,
+#: nested) is the one JSON string, ``provenance_json``
+_H5_FIELDS = (("format", "str", None), ("format_version", "int", None), ("grid", "int", "px"),
+              ("channels", "int", None), ("wav_um", "float", "um"),
+              ("pitch_um", "float", "um"), ("phase_depth", "float", "rad"),
+              ("xmax", "float", None), ("focal", "float", None), ("sha256", "str", None))
+
+
+def _write_h5_metadata(attrs: Any, meta: dict[str, Any]) -> None:
+    for name, _, units in _H5_FIELDS:
+        value = H5_FORMAT_VERSION if name == "format_version" else meta[name]
+        set_attr(attrs, name, value, units=units if value is not None else None)
+    charges = meta["charges"]
+    set_attr(attrs, "charges", charges if isinstance(charges, str)
+             else [int(c) for c in charges])
+    attrs["provenance_json"] = json.dumps(meta.get("provenance") or {}, default=str)
+
+
+def _read_h5_metadata(attrs: Any, where: Path) -> dict[str, Any]:
+    """Format 2: typed attributes; format 1: one JSON string ``metadata``."""
+    if "metadata" in attrs and "format" not in attrs:
+        raw = attrs["metadata"]
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    meta = {name: get_attr(attrs, name, kind, where=where) for name, kind, _ in _H5_FIELDS}
+    ch = attrs.get("charges")
+    meta["charges"] = (get_attr(attrs, "charges", "str", where=where)
+                       if isinstance(ch, (str, bytes))
+                       else get_attr(attrs, "charges", "int_array", where=where).tolist())
+    prov = get_attr(attrs, "provenance_json", "str", where=where, default="{}")
+    meta["provenance"] = json.loads(prov)
+    return meta
 
 
 def load_mask(path: str | os.PathLike) -> PhaseMask:
@@ -188,7 +226,7 @@ def load_mask(path: str | os.PathLike) -> PhaseMask:
             import h5py
 
             with h5py.File(path, "r") as f:
-                phase, meta = np.asarray(f["phase_rad"]), json.loads(f.attrs["metadata"])
+                phase, meta = np.asarray(f["phase_rad"]), _read_h5_metadata(f.attrs, path)
     except Exception as exc:  # noqa: BLE001 - one message for any unreadable file
         raise ValueError(f"{path}: not a phase-mask file ({type(exc).__name__}: {exc})") from exc
     if meta.get("format") != FORMAT:

@@ -26,6 +26,37 @@ def test_round_trip_keeps_phase_and_metadata(tmp_path, suffix):
     assert load_mask(save_mask(learned, tmp_path / f"l{suffix}")).charges == "learned"
 
 
+def test_h5_mask_metadata_is_typed_attributes_with_units(tmp_path):
+    """Format 2: h5dump shows grid = 32, wav_um = 0.633 (units um), charges = [1, 3]; a
+    format-1 file (one JSON string) still reads; a number stored as a string is refused."""
+    import json
+
+    import h5py
+
+    from simulation import DualVortexEncoder
+
+    m = mask_from_encoder(DualVortexEncoder(), wav_um=0.633, provenance={"run": "t"})
+    p = save_mask(m, tmp_path / "m.h5")
+    with h5py.File(p, "r") as f:
+        a = f.attrs
+        assert a["grid"] == 32 and a["grid"].dtype == np.int64
+        assert a["wav_um"] == 0.633 and a["wav_um_units"] == "um"
+        assert a["charges"].tolist() == [1, 3] and a["format_version"] == 2
+        assert "pitch_um" not in a and "metadata" not in a  # None: no attribute
+        assert f["phase_rad"].attrs["units"] == "rad"
+        assert json.loads(a["provenance_json"])["run"] == "t"
+    old = tmp_path / "old.h5"
+    with h5py.File(old, "w") as f:  # what format 1 wrote
+        f.create_dataset("phase_rad", data=m.phase_rad)
+        f.attrs["metadata"] = json.dumps(m.metadata(), default=str)
+    back = load_mask(old)
+    assert back.sha256 == m.sha256 and back.charges == [1, 3]
+    with h5py.File(p, "r+") as f:
+        f.attrs["grid"] = "32"  # a string where a number belongs
+    with pytest.raises(ValueError, match="grid"):
+        load_mask(p)
+
+
 def test_bad_masks_and_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="phase_rad"):
         PhaseMask(np.zeros((4, 5)))
