@@ -21,6 +21,9 @@ and rewrites it (``calibration.report`` includes them when present)::
     python -m experiments.bench_crossover --bench sim.toml --out runs/crossover-sim
     python -m experiments.bench_crossover --bench sim.toml --flaws-from sim-realistic.toml \\
         --shape 256 --out runs/crossover-flawed
+
+Seeds can run as separate processes (``--seeds 0 --out runs/x0``, ``--seeds 1 --out
+runs/x1``, side by side) and be combined: ``--merge runs/x0 runs/x1 --out runs/x``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from simulation.atomic import copy_atomic, savefig_atomic, write_text_atomic
 
 log = logging.getLogger("experiments.bench_crossover")
 
-__all__ = ["bench_config", "crossover_seed", "run_crossover", "write_outputs", "main"]
+__all__ = ["bench_config", "crossover_seed", "run_crossover", "merge_results",
+           "write_outputs", "main"]
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
 METHODS = ("twin", "capture", "twin_prior")
@@ -178,6 +182,34 @@ def run_crossover(bench: str, *, seeds: list[int], counts: list[int], out: Path,
     return result
 
 
+#: what must agree for runs of single seeds to be merged into one table
+MERGE_KEYS = ("bench", "flaws_from", "shape", "counts", "n_eval", "n_twin", "n_val", "gamma",
+              "datasets", "drop_flaws")
+
+
+def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs of other seeds with the same settings (``MERGE_KEYS``), so
+    that seeds can run as separate processes side by side; seeds in order, each once."""
+    if not parts:
+        raise ValueError("merge: expected at least one crossover.json, got none")
+    first = parts[0]
+    for p in parts[1:]:
+        diff = [k for k in MERGE_KEYS if p.get(k) != first.get(k)]
+        if diff:
+            raise ValueError(f"merge: the runs differ in {', '.join(diff)}; only runs of "
+                             "other seeds with the same settings can be merged")
+    seeds = sorted((s for p in parts for s in p["seeds"]), key=lambda s: s["seed"])
+    refused = sorted((r for p in parts for r in p.get("refused", [])), key=lambda r: r["seed"])
+    names = [s["seed"] for s in seeds] + [r["seed"] for r in refused]
+    if len(set(names)) != len(names):
+        raise ValueError(f"merge: a seed appears twice ({sorted(names)})")
+    out = {k: first.get(k) for k in MERGE_KEYS}
+    out["seeds"] = seeds
+    if refused:
+        out["refused"] = refused
+    return out
+
+
 def _curves(result: dict[str, Any], method: str, dataset: str) -> np.ndarray:
     return np.array([[r[dataset] for r in seed["ssim"][method]] for seed in result["seeds"]])
 
@@ -263,9 +295,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-dir", type=Path, default=None,
                    help="a calibration directory whose report gets the figure")
     p.add_argument("--replot", action="store_true", help="only redraw from crossover.json")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="combine the crossover.json of runs of other seeds (run side by "
+                        "side) into --out, and draw it")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.replot:
+    if args.merge:
+        result = merge_results([json.loads((d / "crossover.json").read_text())
+                                for d in args.merge])
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out / "crossover.json", json.dumps(result, indent=1,
+                                                                  default=str))
+        if args.report_dir is None and result["seeds"]:
+            args.report_dir = next(d / f"seed{result['seeds'][0]['seed']}" for d in args.merge
+                                   if (d / f"seed{result['seeds'][0]['seed']}").is_dir())
+    elif args.replot:
         result = json.loads((args.out / "crossover.json").read_text())
     else:
         result = run_crossover(args.bench, seeds=args.seeds, counts=sorted(args.counts),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.bench_crossover import bench_config, table, write_outputs
+from experiments.bench_crossover import bench_config, merge_results, table, write_outputs
 
 
 def _result() -> dict:
@@ -31,6 +31,23 @@ def test_table_and_figure(tmp_path):
     assert "| capture-trained | 200 | 0.450 ± 0.050 |" in text
     write_outputs(_result(), tmp_path)
     assert (tmp_path / "crossover.png").stat().st_size > 1000
+
+
+def test_runs_of_single_seeds_merge_into_one_table():
+    whole = _result()
+    parts = [dict(whole, seeds=[whole["seeds"][1]], refused=[]),
+             dict(whole, seeds=[whole["seeds"][0]], refused=whole["refused"])]
+    for p in parts:
+        if not p["refused"]:
+            del p["refused"]
+    merged = merge_results(parts)
+    assert [s["seed"] for s in merged["seeds"]] == [0, 1]
+    assert table(merged) == table(whole)
+    # controls: other settings, or a seed twice, are refused
+    with pytest.raises(ValueError, match="differ in n_eval"):
+        merge_results([parts[0], dict(parts[1], n_eval=9)])
+    with pytest.raises(ValueError, match="a seed appears twice"):
+        merge_results([parts[0], parts[0]])
 
 
 def test_report_includes_the_crossover_when_present(tmp_path):
