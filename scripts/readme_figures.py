@@ -78,7 +78,9 @@ def section(results: dict, figure_prefix: str) -> str:
     for v in results["verdicts"]:
         lines.append(f"| {v['claim']} | **{v['verdict']}** | {v.get('headline', '')} |")
     lines.append("")
-    lines += _alpha_lines(results.get("alpha_robustness") or {})
+    lines += _alpha_lines(results.get("alpha_robustness") or {},
+                          ((results.get("results") or {}).get("alpha_sensitivity") or {})
+                          .get("float64_selection"))
     lines += _distillation_lines(cfg, (results.get("results") or {}).get("distillation") or {})
     lines += _run_lines(run)
     for name, caption in HEADLINE:
@@ -93,7 +95,7 @@ def _pm(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
     return f"{stat['mean'] * scale:.{digits}f} ± {stat.get('std', 0.0) * scale:.{digits}f}"
 
 
-def _alpha_lines(rob: dict) -> list[str]:
+def _alpha_lines(rob: dict, f64: dict | None = None) -> list[str]:
     """Which verdicts hold at both ends of the plausible ridge-α range."""
     ridge = rob.get("ridge_alpha") or {}
     if not ridge.get("computed"):
@@ -110,7 +112,27 @@ def _alpha_lines(rob: dict) -> list[str]:
         lines.append(f"Same verdict at both ends: {'; '.join(keep)}.")
     if flip:
         lines.append(f"**Verdict depends on α:** {'; '.join(flip)}.")
+    lines += _float64_lines(f64 or {})
     return [" ".join(lines), ""]
+
+
+def _float64_lines(f64: dict) -> list[str]:
+    """How often a float64 ranking of the same hold-out picks another α (seed 0), and the
+    largest SSIM change that makes."""
+    if not f64:
+        return []
+    differ = [v for v in f64.values() if not v.get("same_pick")]
+    if not differ:
+        return [f"A float64 ranking of the hold-out picks the same α for all {len(f64)} "
+                "decoders checked."]
+    worst = max(((abs(v["ssim_float64_pick"][s] - v["ssim_float32_pick"][s]), s, v)
+                 for v in differ for s in v["ssim_float32_pick"]), key=lambda t: t[0])
+    _, s, v = worst
+    return [f"**Caveat:** a float64 ranking of the same hold-out picks another α for "
+            f"{len(differ)} of the {len(f64)} decoders checked (seed 0); the largest change: "
+            f"γ = {float(v['gamma']):g}, {s} SSIM {v['ssim_float32_pick'][s]:.3f} at the "
+            f"float32 pick, {v['ssim_float64_pick'][s]:.3f} at the float64 one (section 9 of the "
+            "run's report.md)."]
 
 
 def _distillation_lines(cfg: dict, dist: dict) -> list[str]:
@@ -132,12 +154,19 @@ def _distillation_lines(cfg: dict, dist: dict) -> list[str]:
     if not rows:
         return []
     return [f"**Feature distillation, held out.** Accuracy (%, mean ± std over seeds) of the same "
-            f"linear classifier ({cfg.get('clf_method')}, {cfg.get('clf_n_train'):,} training "
-            f"images at most) on γ = {g} reconstructions, on the raw images, on the raw sensor "
+            f"linear classifier ({cfg.get('clf_method')}, {_n_train(cfg.get('clf_n_train'))}) "
+            f"on γ = {g} reconstructions, on the raw images, on the raw sensor "
             "patterns, and on raw images with permuted training labels (a control that must sit "
             "at chance).", "",
             "| image set | reconstructions | raw images | raw sensor | random labels | seeds | "
             "test images | split |", "|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def _n_train(n) -> str:
+    if not isinstance(n, int):
+        return "? training images"
+    return ("every training image available" if n >= 1_000_000
+            else f"{n:,} training images at most")
 
 
 def _run_lines(run: dict) -> list[str]:
@@ -147,12 +176,20 @@ def _run_lines(run: dict) -> list[str]:
         return []
     machine = run.get("machine") or {}
     reused = run.get("cells_reused", 0)
-    text = (f"**Cost of this run.** {run.get('cells', '?')} cells, sweep wall "
-            f"{wall / 60:.1f} min with {run.get('workers', '?')} workers on "
-            f"{machine.get('cpus', '?')} CPUs")
+    total = run.get("wall_s")
+    text = f"**Cost of this run.** {run.get('cells', '?')} cells, "
+    if total is not None:
+        text += f"{total / 60:.1f} min wall in all (cost probe and sweep), "
+    text += (f"sweep wall {wall / 60:.1f} min with {run.get('workers', '?')} workers on "
+             f"{machine.get('cpus', '?')} CPUs")
     if cpu is not None:
-        text += f", {cpu / 60:.1f} CPU-min in the cells"
-    if reused:
+        text += f", {cpu / 60:.1f} CPU-min in the sweep's cells"
+    probed = sum(min(2, k.get("cells", 0)) for k in
+                 ((run.get("estimate") or {}).get("kinds") or {}).values())
+    if reused and probed == reused:
+        text += (f" ({reused} cells ran in the cost probe before the sweep: not in the sweep "
+                 "wall)")
+    elif reused:
         text += f" ({reused} cells reused from an earlier pass, their time not in the wall)"
     return [text + ".", ""]
 

@@ -179,6 +179,33 @@ def _agg(chosen: dict, low: dict, high: dict) -> dict:
     }
 
 
+def test_alpha_aggregate_keeps_the_chosen_alpha_on_the_ends_subset():
+    from experiments.sweep import Cell
+
+    def cell_result(g, seed, subset):
+        ends = {e: {"alpha": a, "test": {"mnist": {"ssim": {"mean": m}}}}
+                for e, a, m in (("low", 0.1, 0.30 + g), ("high", 10.0, 0.20 + g))}
+        sens = {"grid_index": {"low": 1, "chosen": 2, "high": 3}, **ends}
+        if subset:
+            sens["n_test"] = 2000
+            sens["chosen"] = {"alpha": 1.0, "test": {"mnist": {"ssim": {"mean": 0.25 + g}}}}
+        return {"alpha": 1.0, "test": {"mnist": {"ssim": {"mean": 0.26 + g}}},
+                "alpha_sensitivity": sens}
+
+    for subset in (True, False):
+        cells = [Cell(f"g{g}s{s}", "x:decoder_cell", {"gamma": g, "seed": s})
+                 for g in (0.1, 0.2) for s in (0, 1)]
+        results = {c.key: cell_result(c.params["gamma"], c.params["seed"], subset)
+                   for c in cells}
+        agg = alpha_mod.aggregate(results, cells)
+        if subset:
+            assert agg["n_test"] == 2000
+            assert agg["ssim"]["chosen"]["mnist"]["0.1"]["mean"] == pytest.approx(0.35)
+        else:  # the ends on every test image: no subset column
+            assert "chosen" not in agg["ssim"] and agg["n_test"] is None
+        assert agg["ssim"]["low"]["mnist"]["0.2"]["values"] == [0.5, 0.5]
+
+
 def test_robustness_says_when_a_verdict_does_not_survive_alpha():
     from experiments.paper.verdicts import hsvd_fidelity
 

@@ -135,7 +135,9 @@ def aggregate(results: dict[str, dict], decoder_cells) -> dict:
             a[f"{k}_index"].append(r["grid_index"][k])
         if "float64" in r:
             f = r["float64"]
-            chosen_ssim = {s: v["ssim"]["mean"] for s, v in results[c.key]["test"].items()}
+            # the float64 pick is scored on the ends' test images: compare on the same ones
+            same_images = r["chosen"]["test"] if "chosen" in r else results[c.key]["test"]
+            chosen_ssim = {s: v["ssim"]["mean"] for s, v in same_images.items()}
             f64[f"{g}_s{c.params['seed']}"] = {
                 "gamma": g, "seed": c.params["seed"], "float32_index": f["float32_index"],
                 "float64_index": f["index"], "same_pick": f["same_pick"],

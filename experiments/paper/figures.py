@@ -22,7 +22,8 @@ def _xy(d: dict, key: str | None = None):
 
 
 def _save(fig, out: Path, name: str) -> str:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure that set its own layout keeps it
+        fig.tight_layout()
     savefig_atomic(fig, out / name, dpi=110)
     return name
 
@@ -226,9 +227,12 @@ def fig_attention(r: dict, out: Path) -> str:
     ctrl = at["control"]["random_weights"]
     ncol = min(6, len(gs))
     fig, _ = new_figure(None, figsize=(max(12.0, 2.2 * ncol), 7.2))
-    grid = fig.add_gridspec(2, 3 * ncol, height_ratios=[1.25, 1.0])
-    w = 3 * ncol // 3
-    panels = [fig.add_subplot(grid[0, i * w:(i + 1) * w]) for i in range(3)]
+    # two rows of different widths: sub-figures under constrained layout (tight_layout
+    # could not place a shared grid's spans: "Tight layout not applied")
+    fig.set_layout_engine("constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.25, 1.0])
+    panels = list(top.subplots(1, 3))
+    maps = np.atleast_1d(bottom.subplots(1, ncol))
     for a, key, label, log in ((panels[0], "participation_ratio",
                                 "participation ratio (pixels covered)", True),
                                (panels[1], "peak_fraction",
@@ -257,8 +261,7 @@ def fig_attention(r: dict, out: Path) -> str:
     a.legend(fontsize=7)
     pick = [gs[int(round(i))] for i in np.linspace(0, len(gs) - 1, ncol)]
     cy, cx = at["centre_pixel"]
-    for i, g in enumerate(pick):
-        a = fig.add_subplot(grid[1, 3 * i:3 * (i + 1)])
+    for a, g in zip(maps, pick, strict=True):
         m = np.array(at["maps"][g])
         v = float(np.abs(m).max()) or 1.0
         a.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v)

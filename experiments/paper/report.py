@@ -11,6 +11,7 @@ import numpy as np
 from simulation.atomic import write_text_atomic
 
 from .figures import make_figures
+from .verdicts import format_p
 
 __all__ = ["write_report", "verdict_table", "attention_section", "alpha_section"]
 
@@ -165,7 +166,7 @@ def attention_section(r: dict) -> list[str]:
 
     def rho(k: str) -> str:
         v = t[k]
-        return f"ρ = {v['rho']:.2f} (exact permutation p = {v['p']:.3f}, {v['n']} γ)"
+        return f"ρ = {v['rho']:.2f} (exact permutation p = {format_p(v['p'])}, {v['n']} γ)"
 
     L += ["", "Spearman trends over γ (seed means): participation ratio "
           f"{rho('participation_ratio_vs_gamma')}; energy on the probed pixel "
@@ -174,6 +175,18 @@ def attention_section(r: dict) -> list[str]:
           "", "A measurement, not a verdict: no source the study could read states what the "
           "paper found with this probe (docs/paper.md §Speckle)."]
     return L
+
+
+def _classifier_line(cfg: dict) -> str:
+    """What the classifier was: its method, iterations and how many training images."""
+    if cfg.get("clf_method", "paper") == "dk":
+        how = f"one D×K softmax layer, full-batch L-BFGS, at most {cfg['clf_epochs']} iterations"
+    else:
+        how = f"the paper's factorised softmax, {cfg['clf_epochs']} epochs of minibatch Adam"
+    n = cfg["clf_n_train"]
+    many = ("every training image available (each set's split in section 5)"
+            if n >= 1_000_000 else f"{n:,} training images per set")
+    return f"{how}, {many}"
 
 
 def alpha_section(results: dict) -> list[str]:
@@ -255,7 +268,10 @@ def write_report(results: dict, out: str | os.PathLike) -> Path:
          "in this run; "
          f"error bars and ± are mean ± std over {cfg['seeds']} seeds.", "",
          f"- cells: {run['cells']} ({run['cells_computed']} computed, {run['cells_reused']} "
-         f"reused), sweep wall time {run['sweep_wall_s']:.0f} s "
+         f"reused), "
+         + (f"{run['wall_s'] / 60:.1f} min wall in all (cost probe, sweep, aggregation), "
+            if run.get("wall_s") is not None else "")
+         + f"sweep wall time {run['sweep_wall_s']:.0f} s "
          f"(CPU time of the computed cells {run.get('cells_cpu_s', 0):.0f} s), "
          f"executor {run['executor']} "
          f"× {run['workers']}; git {run['git_commit']}",
@@ -266,7 +282,7 @@ def write_report(results: dict, out: str | os.PathLike) -> Path:
          + ("α on a held-out 10 %" if cfg.get("ridge_alpha") is None
             else f"α = {cfg['ridge_alpha']:g}") + "); Adam "
          f"curves: {cfg['learn_n']} speckles, {cfg['learn_epochs']} epochs; classifier: "
-         f"{cfg['clf_epochs']} epochs, {cfg['clf_n_train']} training images", "",
+         + _classifier_line(cfg), "",
          "## Verdicts", ""]
     L += verdict_table(results)
     L += [""]

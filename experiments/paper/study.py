@@ -137,6 +137,7 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
              "attention", "timing"]
     cells = [c for step in order for c in steps[step]]
     code = cells_source_hash()
+    t_start = time.perf_counter()
     estimate = _say_estimate(cfg, cells, out / "cells", workers, code)
     t0 = time.perf_counter()
     sweep = run_cells(cells, out / "cells", executor=executor, workers=workers,
@@ -151,6 +152,7 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, executor: str = "loca
         "run": {"executor": executor, "workers": workers, "cells": len(cells),
                 "cells_computed": len(sweep.computed), "cells_reused": len(sweep.skipped),
                 "sweep_wall_s": wall, "cells_cpu_s": sweep.cpu_seconds,
+                "wall_s": time.perf_counter() - t_start,  # probe + sweep + aggregation
                 "estimate": estimate,
                 "git_commit": prov["git_commit"], "cells_source_sha256": code,
                 "provenance": prov,

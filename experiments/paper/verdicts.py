@@ -101,6 +101,12 @@ def _interval(diffs, se_floor: float = 0.0) -> dict:
             "se": se, "k": int(k)}
 
 
+def format_p(p: float) -> str:
+    """A p-value for a report: three decimals, or two significant digits below 0.001 (an
+    exact p is never 0: ρ = 1 over 10 points has p = 2/10! ≈ 5.5e-07)."""
+    return f"{p:.3f}" if p >= 0.001 or p == 0 else f"{p:.1e}"
+
+
 def _binomial_se(p: float, n: int) -> float:
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.sqrt(p * (1 - p) / max(n, 1))
@@ -251,10 +257,10 @@ def hsvd_convergence(learn: dict) -> dict:
     head = (f"{len(gammas)} γ; " + ("not past the mean-image predictor; " if not
                                     r["past_mean_image_predictor"] else "")
             + ("γ not separated beyond seed noise; " if not r["separated"] else "")
-            + (f"ρ(H_SVD, excess @ {late[-1]}) = {ex['rho']:.2f} (p = {ex['p']:.3f}), "
+            + (f"ρ(H_SVD, excess @ {late[-1]}) = {ex['rho']:.2f} (p = {format_p(ex['p'])}), "
                if ex else "")
             + f"ρ(H_SVD, rate) = {r['spearman_rate']['rho']:.2f} "
-              f"(p = {r['spearman_rate']['p']:.3f}), exact two-sided")
+              f"(p = {format_p(r['spearman_rate']['p'])}), exact two-sided")
     return _v(claim, r["verdict"], rule, {"gammas": gammas, **r}, "fig2_learnability.png",
               head)
 
