@@ -157,6 +157,7 @@ def test_shipped_benches_within_tolerance(bench_file, tmp_path):
     assert e["lut_rms_rad"] < 0.1 and e["wavefront_pupil_rms_rad"] < 0.1
     clipped = bench_file == "sim-realistic.toml"
     assert cal.source["beam_model"] == ("clipped" if clipped else "gaussian")
+    assert abs(e["waist_error_pct"]) < 10.0, e  # the source itself (measured: -2 % clipped)
     if not clipped:
         assert e["center_error_px"] < 0.2 and e["wavefront_rms_rad"] < 0.1
 
@@ -164,7 +165,13 @@ def test_shipped_benches_within_tolerance(bench_file, tmp_path):
 @pytest.mark.slow
 def test_realistic_bench_old_beam_model_out_of_tolerance(tmp_path):
     """The control: sim-realistic with only the Gaussian beam model (the fit before issue
-    10) absorbs the aperture as aberrations and is out of tolerance where the light is."""
+    10) misfits the source, outside the tolerance the acceptance above holds it to
+    (measured: waist -34.7 % and -33.6 % in two runs, against -2.0 % with the clipped model).
+
+    It also absorbs the aperture as aberrations, but how far that shows where the light is
+    varies between runs (pupil-weighted wavefront 0.115 and 0.076 rad: the bench's settle
+    and flicker follow the wall clock, so a loaded machine changes the captures), and 0.076
+    is inside the 0.1 rad tolerance: that is printed, not asserted."""
     from devices import open_bench
 
     with open_bench("sim-realistic.toml") as bench:
@@ -174,4 +181,4 @@ def test_realistic_bench_old_beam_model_out_of_tolerance(tmp_path):
         e = errors_vs_truth(cal, bench)
     print("\nsim-realistic, Gaussian model only: "
           + ", ".join(f"{k} {v:.4g}" for k, v in e.items()))
-    assert e["wavefront_pupil_rms_rad"] > 0.1 or e["center_error_beam_px"] > 0.2, e
+    assert abs(e["waist_error_pct"]) > 10.0, e
