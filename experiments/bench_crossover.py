@@ -252,9 +252,11 @@ def figure(result: dict[str, Any], path: Path) -> Path:
         for method, style in zip(METHODS, ("k--", "o-", "s-"), strict=True):
             v = _curves(result, method, ds)
             m, s = v.mean(0), v.std(0)
-            ax.plot(counts, m, style, ms=4, label=LABELS[method])
-            ax.fill_between(counts, m - s, m + s, alpha=0.2)
+            line = ax.plot(counts, m, style, ms=4, label=LABELS[method])[0]
+            ax.fill_between(counts, m - s, m + s, alpha=0.2, color=line.get_color())
         ax.set(xscale="log", xlabel="captured training speckles", title=ds)
+        ax.set_xticks(counts, [str(int(c)) for c in counts])  # no overlapping 3×10², 4×10²
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("SSIM on captured test images")
     np.atleast_1d(axes)[0].legend(fontsize=8)
