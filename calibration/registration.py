@@ -80,6 +80,11 @@ def _spot_power(frame: np.ndarray, xy: np.ndarray, radius: float) -> float:
     return float(win.max())
 
 
+def _spot_radius(px_per_model_px: float) -> int:
+    """The centroid window (camera px) for spots at this scale: 3 model pixels, 6 to 20."""
+    return int(np.clip(round(3 * px_per_model_px), 6, 20))
+
+
 def _without_zero_order(frame: np.ndarray, zero_xy: np.ndarray, radius: float) -> np.ndarray:
     """A copy of ``frame`` with a disc of ``radius`` px about the zero order set to the
     frame's median (so the brightest spot found is a diffracted one)."""
@@ -184,7 +189,7 @@ def calibrate_geometry(bench: Any, *, size: int = 32, dark: Any = None,
                         order)
         last.clear()
         scale0 = float(np.linalg.norm(p_plus - p_minus) / (2 * k0 * order))
-        radius = int(np.clip(round(3 * scale0), 6, 20))
+        radius = _spot_radius(scale0)
         kmax = span * min(cam.shape) / 2 / scale0 / order
         ks = np.linspace(-kmax, kmax, grid)
         model, camera = [], []
@@ -275,8 +280,7 @@ def alignment_shift(bench: Any, geometry: Any, *, dark: Any = None, averaging: i
         slm.set_phase(np.zeros(slm.shape, np.float32))
         cam.flush()
         zero = np.array(locate_spot(capture_float(cam, averaging, dark), radius=8))
-        scale = float(geometry.values.get("scale", 2.0))
-        radius = int(np.clip(round(3 * scale), 6, 20))  # as the geometry step's grid
+        radius = _spot_radius(float(geometry.values.get("scale", 2.0)))  # as the step's grid
         for n, i in enumerate(pick):
             kx, ky = (model[i] - size / 2) / order
             slm.set_phase(grating_phase(slm, kx, ky, size, block))

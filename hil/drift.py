@@ -179,7 +179,7 @@ class DriftTracker:
                  previous: dict[str, Any] | None = None,
                  on_check: Callable[[dict[str, Any]], None] | None = None,
                  stored_boxes: list[tuple[int, int, int, int, int]] | None = None,
-                 align_to: Any = None, align_dark: Any = None) -> None:
+                 align_to: Any = None) -> None:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"drift_every: expected an integer >= 1 (0: no drift checks), "
                              f"got {every!r}")
@@ -204,7 +204,7 @@ class DriftTracker:
         self.on_check = on_check  # called with each check's record (run.json is rewritten)
         self.resumed = False  # the reference came from the run directory: check at once
         self._continuing = previous is not None
-        self.align_to, self.align_dark = align_to, align_dark
+        self.align_to = align_to
         if previous:  # the record of the sessions before (a resumed run)
             self.checks = list(previous.get("checks", []))
             self.extra_frames = int(previous.get("extra_frames", 0))
@@ -260,7 +260,10 @@ class DriftTracker:
 
         entry: dict[str, Any] = {"image": None, "kind": "alignment"}
         try:
-            a = alignment_shift(self.imager, self.align_to, dark=self.align_dark)
+            # the imager's background model (a dark frame holds for the run's exposure
+            # only, and the alignment sets its own)
+            a = alignment_shift(self.imager, self.align_to,
+                                dark=getattr(self.imager, "dark_model", None))
         except ValueError as exc:
             a, reason = None, str(exc)
         else:

@@ -342,12 +342,10 @@ def _drift_tracker(cfg: RunConfig, imager: Any, out: Path, record: dict[str, Any
 
     geometry = getattr(calibration, "geometry", None)
     calibrated = geometry is not None and imager.geometry_source == "calibrated"
-    dark = getattr(calibration, "dark_model", None)
     tracker = DriftTracker(imager, cfg.drift_every, reference_dir=out,
                            previous=record.get("drift"), on_check=on_check,
                            stored_boxes=stored_boxes,
-                           align_to=geometry if calibrated else None,
-                           align_dark=dark if hasattr(dark, "at") else None)
+                           align_to=geometry if calibrated else None)
     return tracker
 
 
