@@ -84,52 +84,117 @@ def bench_config(bench: str | Path, *, seed: int, flaws_from: str | Path | None 
     return cfg
 
 
-def crossover_seed(cfg: dict[str, Any], *, counts: list[int], n_eval: int, n_twin: int,
-                   n_val: int, n_repeat: int, gamma: float, cal_dir: Path,
-                   seed: int) -> dict[str, Any]:
-    """One bench seed: calibrate, capture, fit and score (see the module docstring)."""
+CAPTURES = "crossover-captures.h5"
+
+
+def capture_seed(cfg: dict[str, Any], *, n_train: int, n_eval: int, n_val: int,
+                 n_repeat: int, gamma: float, cal_dir: Path, seed: int) -> dict[str, Any]:
+    """One bench seed's calibration and captures: the test images of every set, ``n_val``
+    validation speckles (the first ``n_repeat`` twice, for the capture noise) and
+    ``n_train`` training speckles. Written to ``cal_dir/crossover-captures.h5`` (h5py, no
+    pickle) beside the calibration, so other fits can be tried on the same captures
+    (``--refit``)."""
     from calibration import run_calibration
     from calibration.capture import capture_patterns
-    from calibration.decoders import ssim_error, twin_training_patterns
     from calibration.imaging import BenchImager
     from calibration.imaging_config import ImagingConfig
     from devices import open_bench
-    from simulation import DualVortexEncoder, LinearDecoder, load_dataset, speckle, ssim
-    from simulation.ridge_prior import capture_noise_variance
+    from simulation import DualVortexEncoder, load_dataset, speckle
 
     size = 32
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {"seed": seed, "counts": counts, "ssim": {}}
+    data: dict[str, Any] = {"seed": seed, "gamma": gamma}
     with open_bench(cfg) as bench:
         cal = run_calibration(bench, cal_dir, steps=CAL_STEPS, size=size, progress=False)
-        enc = DualVortexEncoder(size=size)
-        imager = BenchImager(bench, cal, enc, ImagingConfig(size=size)).prepare()
-        err = ssim_error(size)
-        tests = {name: load_dataset(name, "test", n=n_eval, seed=seed, colour="grey")[0]
-                 for name in DATASETS}
-        test_pats = {name: torch.as_tensor(capture_patterns(imager, imgs, desc=name))
-                     for name, imgs in tests.items()}
-        val_imgs = speckle(n_val, gamma, seed=1000 + seed)
-        val_pats = torch.as_tensor(capture_patterns(imager, val_imgs, desc="validation"))
-        rep = torch.as_tensor(capture_patterns(imager, val_imgs[:n_repeat], desc="repeats"))
-        noise = capture_noise_variance(val_pats[:n_repeat], rep)
-        train_imgs = speckle(max(counts), gamma, seed=2000 + seed)
+        imager = BenchImager(bench, cal, DualVortexEncoder(size=size),
+                             ImagingConfig(size=size)).prepare()
+        data["block"] = int(imager.block)
+        for name in DATASETS:
+            imgs = load_dataset(name, "test", n=n_eval, seed=seed, colour="grey")[0]
+            data[f"test/{name}/images"] = np.asarray(imgs, dtype=np.float32)
+            data[f"test/{name}/patterns"] = capture_patterns(imager, imgs, desc=name)
+        val = speckle(n_val, gamma, seed=1000 + seed)
+        data["val/images"] = np.asarray(val, dtype=np.float32)
+        data["val/patterns"] = capture_patterns(imager, val, desc="validation")
+        data["val/repeats"] = capture_patterns(imager, val[:n_repeat], desc="repeats")
+        train = speckle(n_train, gamma, seed=2000 + seed)
         t_cap = time.perf_counter()
-        train_pats = torch.as_tensor(capture_patterns(imager, train_imgs, desc="training"))
-        out["capture_s_per_image"] = (time.perf_counter() - t_cap) / max(counts)
-        twin_imgs = speckle(n_twin, gamma, seed=3000 + seed)
-        twin_pats = twin_training_patterns(cal, twin_imgs, enc, imager.block)
-        twin = LinearDecoder().fit(twin_pats, twin_imgs, encoder=enc)
-        twin_noise = LinearDecoder(val_error="ssim").fit_toward(
-            twin_pats, twin_imgs, noise_var=noise, encoder=enc, val_patterns=val_pats,
-            val_images=val_imgs)
-        del twin_pats
-        prior = min((twin, twin_noise), key=lambda d: err(
-            d.predict(val_pats).reshape(n_val, -1), val_imgs.reshape(n_val, -1)))
-        out["prior"] = "twin" if prior is twin else "twin_noise"
-        out["capture_noise_var"] = float(noise.mean())
+        data["train/patterns"] = capture_patterns(imager, train, desc="training")
+        data["capture_s_per_image"] = (time.perf_counter() - t_cap) / max(n_train, 1)
+        data["train/images"] = np.asarray(train, dtype=np.float32)
         truth = getattr(bench, "truth", None)
-        out["truth"] = json.loads(json.dumps(truth, default=str)) if truth else None
+        data["truth"] = json.dumps(truth, default=str) if truth else "null"
+    save_captures(data, cal_dir / CAPTURES)
+    return data
+
+
+def save_captures(data: dict[str, Any], path: Path) -> Path:
+    """``capture_seed``'s arrays as datasets, its numbers and text as attributes."""
+    import h5py
+
+    tmp = path.with_name(path.name + ".part")
+    with h5py.File(tmp, "w") as f:
+        for k, v in data.items():
+            if isinstance(v, np.ndarray):
+                f.create_dataset(k, data=v, compression="gzip", compression_opts=1)
+            else:
+                f.attrs[k] = v
+    tmp.replace(path)
+    return path
+
+
+def load_captures(path: Path) -> dict[str, Any]:
+    """What ``save_captures`` wrote (arrays and attributes; nothing is unpickled)."""
+    import h5py
+
+    out: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+        out.update({k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()})
+        f.visititems(lambda k, obj: out.__setitem__(k, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: int
+             ) -> dict[str, Any]:
+    """The three decoders of the module docstring (and the noise-aware twin) from one
+    seed's captures and calibration, each scored on the captured test images."""
+    from calibration import CalibrationSet
+    from calibration.decoders import ssim_error, twin_training_patterns
+    from simulation import DualVortexEncoder, LinearDecoder, speckle, ssim
+    from simulation.ridge_prior import capture_noise_variance
+
+    seed, gamma = int(data["seed"]), float(data["gamma"])
+    t0 = time.perf_counter()
+    cal = CalibrationSet.load(cal_dir)
+    size = int(data["val/images"].shape[-1])
+    enc = DualVortexEncoder(size=size)
+    err = ssim_error(size)
+    tests = {n: torch.as_tensor(data[f"test/{n}/images"]) for n in DATASETS}
+    test_pats = {n: torch.as_tensor(data[f"test/{n}/patterns"]) for n in DATASETS}
+    val_imgs = torch.as_tensor(data["val/images"])
+    val_pats = torch.as_tensor(data["val/patterns"])
+    rep = torch.as_tensor(data["val/repeats"])
+    train_imgs = torch.as_tensor(data["train/images"])
+    train_pats = torch.as_tensor(data["train/patterns"])
+    if max(counts) > len(train_pats):
+        raise ValueError(f"counts: at most {len(train_pats)} captures were taken, got "
+                         f"{max(counts)}")
+    n_val = len(val_imgs)
+    noise = capture_noise_variance(val_pats[:len(rep)], rep)
+    twin_imgs = speckle(n_twin, gamma, seed=3000 + seed)
+    twin_pats = twin_training_patterns(cal, twin_imgs, enc, int(data["block"]))
+    twin = LinearDecoder().fit(twin_pats, twin_imgs, encoder=enc)
+    twin_noise = LinearDecoder(val_error="ssim").fit_toward(
+        twin_pats, twin_imgs, noise_var=noise, encoder=enc, val_patterns=val_pats,
+        val_images=val_imgs)
+    del twin_pats
+    prior = min((twin, twin_noise), key=lambda d: err(
+        d.predict(val_pats).reshape(n_val, -1), val_imgs.reshape(n_val, -1)))
+    out: dict[str, Any] = {"seed": seed, "counts": counts, "ssim": {},
+                           "prior": "twin" if prior is twin else "twin_noise",
+                           "capture_noise_var": float(noise.mean()),
+                           "capture_s_per_image": float(data["capture_s_per_image"]),
+                           "truth": json.loads(data["truth"])}
 
     def score(dec: Any) -> dict[str, float]:
         return {name: float(np.mean(ssim(tests[name], dec.predict(test_pats[name]))))
@@ -151,6 +216,19 @@ def crossover_seed(cfg: dict[str, Any], *, counts: list[int], n_eval: int, n_twi
         log.info("seed %d, %d captures: %s", seed, n, {
             m: {k: round(v, 3) for k, v in out["ssim"][m][-1].items()}
             for m in ("twin", "capture", "twin_prior")})
+    out["fit_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def crossover_seed(cfg: dict[str, Any], *, counts: list[int], n_eval: int, n_twin: int,
+                   n_val: int, n_repeat: int, gamma: float, cal_dir: Path,
+                   seed: int) -> dict[str, Any]:
+    """One bench seed: calibrate and capture (``capture_seed``), fit and score
+    (``fit_seed``)."""
+    t0 = time.perf_counter()
+    data = capture_seed(cfg, n_train=max(counts), n_eval=n_eval, n_val=n_val,
+                        n_repeat=n_repeat, gamma=gamma, cal_dir=cal_dir, seed=seed)
+    out = fit_seed(data, cal_dir, counts=counts, n_twin=n_twin)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -180,6 +258,16 @@ def run_crossover(bench: str, *, seeds: list[int], counts: list[int], out: Path,
             result.setdefault("refused", []).append({"seed": s, "error": str(exc)})
         write_text_atomic(out / "crossover.json", json.dumps(result, indent=1, default=str))
     return result
+
+
+def refit(run: Path, *, counts: list[int], n_twin: int) -> dict[str, Any]:
+    """``run``'s result fitted again (``fit_seed``) from the captures it saved."""
+    result = json.loads((run / "crossover.json").read_text())
+    seeds = []
+    for s in result["seeds"]:
+        d = run / f"seed{s['seed']}"
+        seeds.append(fit_seed(load_captures(d / CAPTURES), d, counts=counts, n_twin=n_twin))
+    return {**result, "counts": counts, "n_twin": n_twin, "seeds": seeds}
 
 
 #: what must agree for runs of single seeds to be merged into one table
@@ -293,10 +381,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counts", type=int, nargs="+", default=[100, 200, 400, 800])
     p.add_argument("--n-eval", type=int, default=48, help="captured test images per set")
     p.add_argument("--n-twin", type=int, default=4000)
+    p.add_argument("--n-val", type=int, default=32,
+                   help="captured validation speckles (α and the prior are picked on them)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--report-dir", type=Path, default=None,
                    help="a calibration directory whose report gets the figure")
     p.add_argument("--replot", action="store_true", help="only redraw from crossover.json")
+    p.add_argument("--refit", type=Path, default=None, metavar="DIR",
+                   help="fit again from the captures a run saved in DIR (its crossover.json "
+                        "and seed*/crossover-captures.h5), with --counts and --n-twin")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
                    help="combine the crossover.json of runs of other seeds (run side by "
                         "side) into --out, and draw it")
@@ -311,12 +404,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_dir is None and result["seeds"]:
             args.report_dir = next(d / f"seed{result['seeds'][0]['seed']}" for d in args.merge
                                    if (d / f"seed{result['seeds'][0]['seed']}").is_dir())
+    elif args.refit:
+        result = refit(args.refit, counts=sorted(args.counts), n_twin=args.n_twin)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out / "crossover.json", json.dumps(result, indent=1,
+                                                                  default=str))
+        if args.report_dir is None and result["seeds"]:
+            args.report_dir = args.refit / f"seed{result['seeds'][0]['seed']}"
     elif args.replot:
         result = json.loads((args.out / "crossover.json").read_text())
     else:
         result = run_crossover(args.bench, seeds=args.seeds, counts=sorted(args.counts),
                                out=args.out, flaws_from=args.flaws_from, shape=args.shape,
-                               n_eval=args.n_eval, n_twin=args.n_twin,
+                               n_eval=args.n_eval, n_twin=args.n_twin, n_val=args.n_val,
                                drop_flaws=tuple(args.drop_flaw))
     if not result["seeds"]:
         print(f"no seed gave a result: {json.dumps(result.get('refused'), indent=1)}")
