@@ -115,10 +115,10 @@ class RunningMoments:
 
 def slm_grid(slm: Any) -> tuple[np.ndarray, np.ndarray]:
     """SLM pixel coordinates (X, Y) relative to the SLM centre, float64 (rows, cols)."""
+    from simulation.pixel_grid import centred_coords
+
     rows, cols = slm.shape
-    y = np.arange(rows, dtype=np.float64) - (rows - 1) / 2
-    x = np.arange(cols, dtype=np.float64) - (cols - 1) / 2
-    return np.meshgrid(x, y)
+    return np.meshgrid(centred_coords(cols), centred_coords(rows))
 
 
 def grating_phase(slm: Any, kx: float, ky: float, size: int, block: int) -> np.ndarray:

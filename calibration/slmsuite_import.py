@@ -58,6 +58,7 @@ import numpy as np
 from calibration.capture import device_identities
 from calibration.geometry import affine_from_fourier, check_affine
 from calibration.store import CalibrationError, CalibrationSet, StepResult, file_sha256
+from simulation.pixel_grid import centre_index
 from simulation.validate import check_count
 
 __all__ = ["import_slmsuite", "read_slmsuite_file", "slmsuite_kind", "SUPPORTED_KINDS"]
@@ -280,7 +281,7 @@ def fit_gaussian_source(amplitude: np.ndarray) -> tuple[float, tuple[float, floa
     a = np.asarray(amplitude, float)
     sel = a > 0.2 * np.nanmax(a)
     y, x = np.nonzero(sel)
-    xs, ys = x - (cols - 1) / 2, y - (rows - 1) / 2
+    xs, ys = x - centre_index(cols), y - centre_index(rows)
     design = np.stack([np.ones_like(xs), xs, ys, xs**2 + ys**2], axis=1)
     wts = a[sel] ** 2  # log of a faint value is noisy: weight by power
     c, *_ = np.linalg.lstsq(design * np.sqrt(wts)[:, None], np.log(a[sel]) * np.sqrt(wts),

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from calibration.store import CalibrationSet
+from simulation.pixel_grid import block_centre_coords
 
 __all__ = ["errors_vs_truth", "truth_model_to_camera", "pupil_wavefront_error",
            "effective_center_error_px", "beam_intensity", "beam_weighted_span"]
@@ -61,8 +62,8 @@ def pupil_wavefront_error(cal: CalibrationSet, t: dict[str, Any],
 
     rows, cols = (int(v) for v in slm_shape)
     w2d, d = beam_intensity(t, slm_shape, samples)
-    y = torch.arange(rows // d, dtype=torch.float64) * d + (d - 1) / 2 - (rows - 1) / 2
-    x = torch.arange(cols // d, dtype=torch.float64) * d + (d - 1) / 2 - (cols - 1) / 2
+    y = block_centre_coords(rows, d, xp=torch)
+    x = block_centre_coords(cols, d, xp=torch)
     yy, xx = torch.meshgrid(y, x, indexing="ij")
     radius = float(t.get("zernike_radius_px", min(rows, cols) / 2))
     rho, theta = torch.hypot(xx, yy) / radius, torch.atan2(yy, xx)
@@ -110,8 +111,8 @@ def beam_intensity(t: dict[str, Any], slm_shape: tuple[int, int], samples: int =
 
     rows, cols = (int(v) for v in slm_shape)
     d = max(1, max(rows, cols) // samples)
-    y = torch.arange(rows // d, dtype=torch.float64) * d + (d - 1) / 2 - (rows - 1) / 2
-    x = torch.arange(cols // d, dtype=torch.float64) * d + (d - 1) / 2 - (cols - 1) / 2
+    y = block_centre_coords(rows, d, xp=torch)
+    x = block_centre_coords(cols, d, xp=torch)
     yy, xx = torch.meshgrid(y, x, indexing="ij")
     waist = float(t.get("source_waist_px") or 0.0)
     if waist <= 0:

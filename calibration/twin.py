@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from simulation.pixel_grid import block_centre_coords
 from simulation.zernike import zernike
 
 __all__ = ["PupilGrid", "far_field_intensity", "sample_on_camera"]
@@ -39,8 +40,8 @@ class PupilGrid:
         self.step = min(divisors, key=lambda d: (abs(d - target), d))
         d = self.step
         ny, nx = rows // d, cols // d
-        y = (torch.arange(ny, dtype=dtype) * d + (d - 1) / 2) - (rows - 1) / 2
-        x = (torch.arange(nx, dtype=dtype) * d + (d - 1) / 2) - (cols - 1) / 2
+        y = block_centre_coords(rows, d, xp=torch, dtype=dtype)
+        x = block_centre_coords(cols, d, xp=torch, dtype=dtype)
         self.y, self.x = torch.meshgrid(y, x, indexing="ij")
         self.radius = min(rows, cols) / 2
         rho = torch.hypot(self.x, self.y) / self.radius

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from devices.sim_zernike import noll_nm, zernike_phase
+from simulation.pixel_grid import centre_index, centred_coords, unit_span_coords
 
 __all__ = ["Flaws", "draw_flaws", "with_sim_flaws", "SOURCE_SHAPES"]
 
@@ -128,8 +129,8 @@ class Flaws:
         if not self.phase_span_variation:
             return np.ones(shape, dtype=np.float32)
         rows, cols = shape
-        y = np.linspace(-1, 1, rows)[:, None]
-        x = np.linspace(-1, 1, cols)[None, :]
+        y = unit_span_coords(rows)[:, None]
+        x = unit_span_coords(cols)[None, :]
         ax, ay, axx, ayy, axy = self.span_map_coeffs
         s = ax * x + ay * y + axx * x**2 + ayy * y**2 + axy * x * y
         s = np.broadcast_to(s, shape)
@@ -152,9 +153,9 @@ class Flaws:
         rows, cols = shape
         if not self.vignetting:
             return np.ones(shape, dtype=np.float64)
-        y = np.arange(rows) - (rows - 1) / 2
-        x = np.arange(cols) - (cols - 1) / 2
-        r2 = (x[None, :] ** 2 + y[:, None] ** 2) / (((cols - 1) / 2) ** 2 + ((rows - 1) / 2) ** 2)
+        y, x = centred_coords(rows), centred_coords(cols)
+        corner2 = centre_index(cols) ** 2 + centre_index(rows) ** 2  # corner pixel's r²
+        r2 = (x[None, :] ** 2 + y[:, None] ** 2) / corner2
         return 1.0 - self.vignetting * r2
 
     def gamma_2pi(self, bitdepth: int) -> np.ndarray:
@@ -174,8 +175,8 @@ class Flaws:
         rows, cols = shape
         if self.source_waist_frac <= 0:
             return np.ones(shape, dtype=np.float32)
-        y = np.arange(rows) - (rows - 1) / 2 - self.source_center_frac[1] * rows
-        x = np.arange(cols) - (cols - 1) / 2 - self.source_center_frac[0] * cols
+        y = centred_coords(rows) - self.source_center_frac[1] * rows
+        x = centred_coords(cols) - self.source_center_frac[0] * cols
         w = self.source_waist_frac * min(rows, cols)
         r2 = x[None, :] ** 2 + y[:, None] ** 2
         if self.source_shape == "supergaussian":

@@ -19,6 +19,9 @@ import math
 import numpy as np
 from scipy.special import eval_jacobi
 
+# the pixel grid is shared (a coordinate convention, not the twin's Zernike code)
+from simulation.pixel_grid import centred_coords
+
 __all__ = ["noll_nm", "zernike_polynomial", "zernike_phase"]
 
 
@@ -58,8 +61,8 @@ def zernike_phase(coefficients: dict[int, float], shape: tuple[int, int]) -> np.
     """sum_j c_j Z_j (radians) on a (rows, cols) grid, float32; disk inscribed, centred."""
     rows, cols = int(shape[0]), int(shape[1])
     r = min(rows, cols) / 2
-    y = (np.arange(rows) - (rows - 1) / 2) / r
-    x = (np.arange(cols) - (cols - 1) / 2) / r
+    y = centred_coords(rows) / r
+    x = centred_coords(cols) / r
     rho = np.hypot(x[None, :], y[:, None])
     theta = np.arctan2(y[:, None], x[None, :])
     out = np.zeros((rows, cols), dtype=np.float64)

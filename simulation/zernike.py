@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from .pixel_grid import centred_coords
+
 __all__ = ["noll_to_nm", "zernike", "zernike_sum", "unit_disk_grid"]
 
 
@@ -51,8 +53,8 @@ def unit_disk_grid(
     r = min(rows, cols) / 2 if radius is None else float(radius)
     if not r > 0:
         raise ValueError(f"radius: expected a number > 0, got {radius!r}")
-    y = (torch.arange(rows, dtype=torch.float64) - (rows - 1) / 2 - center[1]) / r
-    x = (torch.arange(cols, dtype=torch.float64) - (cols - 1) / 2 - center[0]) / r
+    y = (centred_coords(rows, xp=torch) - center[1]) / r
+    x = (centred_coords(cols, xp=torch) - center[0]) / r
     yy, xx = torch.meshgrid(y, x, indexing="ij")
     return torch.hypot(xx, yy).to(dtype), torch.atan2(yy, xx).to(dtype)
 
