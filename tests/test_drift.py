@@ -263,3 +263,38 @@ def test_the_move_since_the_calibration_is_measured_on_its_gratings_and_followed
             else:
                 assert kinds == ["alignment", "reference"] and tracker.checks[0]["reliable"]
                 assert np.allclose(step, [3.0, -2.0], atol=0.15), step
+
+
+def test_hil_run_follows_the_move_since_the_calibration_end_to_end(tmp_path):
+    """``hil run --drift-every K`` with a calibration directory: on a bench whose camera
+    image moved by (3, -2) px since the geometry step, the run's first check (kind
+    "alignment", in run.json) measures the move and the run decodes as well as on the still
+    bench; the same run without drift checks (the control) decodes worse."""
+    from calibration import run_calibration
+    from devices.bench import open_bench
+
+    dec = tmp_path / "dec.pt"
+    quick_decoder(dec)
+    cal_dir = tmp_path / "cal"
+    with open_bench(small_bench()) as raw:
+        run_calibration(raw, cal_dir, steps="geometry", size=32, progress=False)
+    scores, runs = {}, {}
+    for name, moved, every in (("still", False, 0), ("unaligned", True, 0),
+                               ("aligned", True, 6)):
+        with open_bench(small_bench()) as raw:
+            bench = ShiftingBench(raw, (0.0, 0.0))
+            if moved:
+                bench.camera.shift_px = lambda frame=None: (3.0, -2.0)
+            out = tmp_path / name
+            cfg = RunConfig(bench=bench, decoder=dec, calibration=cal_dir, out=out,
+                            dataset="digits", n=24, seed=None, drift_every=every,
+                            progress=False)
+            assert run_session(cfg) == 0
+        scores[name] = json.loads((out / "results.json").read_text())["ssim_mean"]
+        runs[name] = json.loads((out / "run.json").read_text())
+    first = runs["aligned"]["drift"]["checks"][0]
+    assert first["kind"] == "alignment" and first["reliable"], first
+    assert [first["dx_px"], first["dy_px"]] == pytest.approx([3.0, -2.0], abs=0.15), first
+    assert scores["aligned"] >= 0.95 * scores["still"], scores
+    assert scores["unaligned"] < 0.8 * scores["still"], scores  # the control
+    assert "drift" not in runs["unaligned"]
