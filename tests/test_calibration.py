@@ -127,6 +127,30 @@ def _realistic_with_gaussian_beam() -> dict:
     return cfg
 
 
+def _calibrate_shipped(bench_file: str, out) -> dict:
+    """dark, geometry, lut and wavefront on a shipped bench (``bench_file``; "sim-realistic,
+    Gaussian beam": sim-realistic with a Gaussian source). On sim-realistic, the control
+    too: the wavefront step again on the same bench and earlier steps, with only the
+    Gaussian beam model (the fit before the beam-shape step), instead of a second whole
+    calibration (the dark, geometry and LUT steps are the same either way)."""
+    from devices import open_bench
+
+    source = _realistic_with_gaussian_beam() if "Gaussian" in bench_file else bench_file
+    with open_bench(source) as bench:
+        cal = run_calibration(bench, out / "cal", steps="dark,geometry,lut,wavefront",
+                              progress=False)
+        result = {"cal": cal, "errors": errors_vs_truth(cal, bench)}
+        if bench_file == "sim-realistic.toml":
+            old = run_calibration(bench, out / "gaussian-only", steps="wavefront",
+                                  calibration=CalibrationSet.load(out / "cal"),
+                                  options={"wavefront": {"beam_models": ("gaussian",)}},
+                                  progress=False, report=False)
+            result["gaussian_only"] = errors_vs_truth(old, bench)
+            result["gaussian_only_model"] = old.source["beam_model"]
+    print(f"\n{bench_file}: " + ", ".join(f"{k} {v:.4g}" for k, v in result["errors"].items()))
+    return result
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("bench_file", [
     "sim.toml",
@@ -136,22 +160,25 @@ def _realistic_with_gaussian_beam() -> dict:
 def test_shipped_benches_within_tolerance(bench_file, tmp_path):
     """The shipped example benches (512 px; 1920x1152 SLM + 1440x1080 camera), all defaults;
     sim-realistic has every [sim_flaws] flaw on (no twin models them), its beam clipped by
-    an aperture (issue 10: the wavefront step fits the beam's shape; the control is
-    ``test_realistic_bench_old_beam_model_out_of_tolerance``).
+    an aperture (issue 10: the wavefront step fits the beam's shape).
 
     The wavefront is judged where the light is (``wavefront_pupil_rms_rad``) and the
     centre with the fitted tilt over the beam (``center_error_beam_px``): with the beam
     clipped to ~0.7 of the Zernike disk the outer ring is unobserved
     (``calibration.truth.pupil_wavefront_error``); where the beam fills the disk (the
-    Gaussian benches) the coefficient rms and the plain centre are held too."""
-    from devices import open_bench
+    Gaussian benches) the coefficient rms and the plain centre are held too.
 
-    source = _realistic_with_gaussian_beam() if "Gaussian" in bench_file else bench_file
-    with open_bench(source) as bench:
-        cal = run_calibration(bench, tmp_path, steps="dark,geometry,lut,wavefront",
-                              progress=False)
-        e = errors_vs_truth(cal, bench)
-    print(f"\n{bench_file}: " + ", ".join(f"{k} {v:.4g}" for k, v in e.items()))
+    The control, on sim-realistic: only the Gaussian beam model (the fit before issue 10)
+    misfits the source, outside the tolerance the clipped model meets (measured: waist
+    -34.7 % and -33.6 % in two runs, against -2.0 %). It also absorbs the aperture as
+    aberrations, but how far that shows where the light is varies between runs
+    (pupil-weighted wavefront 0.115 and 0.076 rad: the bench's settle and flicker follow
+    the wall clock, so a loaded machine changes the captures), and 0.076 is inside the
+    0.1 rad tolerance: that is printed, not asserted. It is asserted here, not in a test of
+    its own, so that it reuses this calibration's dark, geometry and LUT steps (one
+    full-size calibration fewer, whichever worker runs it)."""
+    result = _calibrate_shipped(bench_file, tmp_path)
+    e, cal = result["errors"], result["cal"]
     assert e["center_error_beam_px"] < 0.2 and abs(e["scale_error_pct"]) < 0.5
     assert abs(e["rotation_error_deg"]) < 0.2
     assert e["lut_rms_rad"] < 0.1 and e["wavefront_pupil_rms_rad"] < 0.1
@@ -160,25 +187,9 @@ def test_shipped_benches_within_tolerance(bench_file, tmp_path):
     assert abs(e["waist_error_pct"]) < 10.0, e  # the source itself (measured: -2 % clipped)
     if not clipped:
         assert e["center_error_px"] < 0.2 and e["wavefront_rms_rad"] < 0.1
-
-
-@pytest.mark.slow
-def test_realistic_bench_old_beam_model_out_of_tolerance(tmp_path):
-    """The control: sim-realistic with only the Gaussian beam model (the fit before issue
-    10) misfits the source, outside the tolerance the acceptance above holds it to
-    (measured: waist -34.7 % and -33.6 % in two runs, against -2.0 % with the clipped model).
-
-    It also absorbs the aperture as aberrations, but how far that shows where the light is
-    varies between runs (pupil-weighted wavefront 0.115 and 0.076 rad: the bench's settle
-    and flicker follow the wall clock, so a loaded machine changes the captures), and 0.076
-    is inside the 0.1 rad tolerance: that is printed, not asserted."""
-    from devices import open_bench
-
-    with open_bench("sim-realistic.toml") as bench:
-        cal = run_calibration(bench, tmp_path, steps="dark,geometry,lut,wavefront",
-                              progress=False,
-                              options={"wavefront": {"beam_models": ("gaussian",)}})
-        e = errors_vs_truth(cal, bench)
+        return
+    old = result["gaussian_only"]
     print("\nsim-realistic, Gaussian model only: "
-          + ", ".join(f"{k} {v:.4g}" for k, v in e.items()))
-    assert abs(e["waist_error_pct"]) > 10.0, e
+          + ", ".join(f"{k} {v:.4g}" for k, v in old.items()))
+    assert result["gaussian_only_model"] == "gaussian"
+    assert abs(old["waist_error_pct"]) > 10.0, old
