@@ -1,66 +1,26 @@
 """The imaging primitive: images in, sensor patterns on the model grid out, through a bench.
 
-For each input image and encoder channel ``BenchImager`` composes the SLM phase
-(docs/architecture.md §Twin-and-bench-decoders)::
-
-    wrap( depth·A in s×s blocks  +  encoder mask at full SLM resolution  [+ grating] )
-        + margin pattern outside the object square  - fitted aberration (calibration)
-
-(depth: the encoder's phase depth, π/2 for the twin's). ``BenchImager(bench, calibration,
-encoder, config)``: every setting named below (``mode``, ``grating``, ``margin``,
+``BenchImager(bench, calibration, encoder, config)`` shows each input image through the
+encoder on the SLM and reads the camera back (docs/architecture.md
+§Twin-and-bench-decoders). Every setting (``mode``, ``grating``, ``margin``,
 ``mask_sampling``, ``pixel_envelope``, ...) is a field of the frozen
 ``calibration.imaging_config.ImagingConfig``; the layout is planned by its pure
 ``plan_layout``, and the device state (LUT on the SLM, exposure) is set by ``prepare()``.
 
-writes it (the SLM waits its settle time), captures with the configured exposure and
-averaging, subtracts the dark frame, takes magnitude = sqrt(max(frame - dark, 0)) and
-samples it on the model's N×N Fourier grid through the geometry ``model_to_camera``
-(calibration's ``camera_to_model``). ``capture`` returns float32 (B, C, N, N) patterns,
-ready for ``LinearDecoder.predict``, plus the raw frames for the run record.
-
-Choices that make the bench match the model
--------------------------------------------
-* Object square: each model pixel is an s×s block, s = min(rows // N, cols // N)
-  (per half in split mode), centred on the SLM. One model Fourier pixel is then
-  λ·f / (N·s·p_slm) on the camera: ``geometry`` is for that block size (a calibration
-  made for another s is rescaled about its zero frequency).
-* Encoder mask: upsampled by s×s blocks like the object (``mask_sampling="blocks"``, the
-  default), or, for vortex charges, the lens and vortex evaluated analytically at every
-  SLM pixel (``"analytic"``). With blocks, the far field of the square at the model's
-  Fourier pixels is exactly the model's DFT times the pixelation envelope
-  d(j)·d(i), d(j) = |sin(πj/N) / (s·sin(πj/(N·s)))| (j from −N/2), which
-  ``pixel_envelope=True`` divides out: on ideal optics this reproduces the twin's
-  patterns to float precision (MNIST SSIM through the decoder equal to the pure
-  simulation's), whereas analytic sampling leaves a small mismatch. A steering grating
-  is drawn at full resolution, so it only shifts the spectrum: the envelope stays
-  centred on the unshifted frequencies.
-* Margin: the model's field *is* the N×N object square (a periodic DFT, nothing outside).
-  SLM pixels outside the square would otherwise add a bright unmodulated spot at zero
-  frequency, coherent with the signal. The margin therefore shows a blazed grating of
-  period ``margin_period_px`` along the diagonal (default 4 px): its light lands
-  N·s / period model pixels away, outside the window the camera reads
-  (``margin="flat"`` shows zero phase instead, for comparison).
-* Dual vortex: by default two captures per image (``mode="sequential"``, one charge
-  each, the whole SLM per charge). ``mode="split"`` shows the channels side by side on
-  SLM bands (columns split in C), each with its own steering grating that moves its
-  pattern ``split_shift`` model pixels along x; one frame per image, C windows on it.
-* Zero order: a real SLM leaves a fraction of the light unmodulated; it lands at zero
-  frequency as one very bright pixel, inside the window, and wrecks the per-channel
-  min-max normalisation of the decoder input. So by default (``grating="auto"``) the
-  sequential mode adds a steering grating that moves the pattern 0.75·N model pixels
-  along both axes, clear of the zero order; the window follows (``grating=None`` for
-  none, or (fx, fy) in cycles per SLM pixel). Measured on the simulated bench (2 %
-  leakage, 16 MNIST images): SSIM 0.23 without, 0.31 with the grating, 0.30 with no
-  leakage at all.
+``capture`` composes each image's SLM phase (``calibration.imaging_layout``: the object in
+s×s blocks plus the encoder mask, steering gratings and margin, minus the fitted
+aberration; the choices that make the bench match the model are explained there), writes
+it (the SLM waits its settle time), captures with the configured exposure and averaging,
+retrying a failed capture, and turns the frames into float32 (B, C, N, N) patterns, ready
+for ``LinearDecoder.predict`` (``calibration.imaging_readout``: dark subtracted, magnitude
+sqrt(max(frame - dark, 0)) sampled on the model's N×N Fourier grid through each channel's
+``model_to_camera``; ``windows``, the camera pixels the decoder reads, are what ``hil run``
+stores instead of full frames), plus the raw frames for the run record.
 
 Capture timing (``capture_stream``): serial (``pipelined=False``: compose, write, wait
 the settle time, flush, grab, one frame after another) or pipelined (the default:
 ``calibration.capture_stream``, which overlaps composing, the SLM's refresh and settle
 time and the caller's storing with the camera's work, keeping every frame its own).
-
-Model windows (``windows``): the camera pixels the decoder reads, one fixed box per
-channel around its N×N window (``window_boxes``, a margin of ``WINDOW_MARGIN_PX``), in the
-camera's dtype: what ``hil run`` stores instead of full frames.
 
 This module imports ``devices`` and ``simulation`` only
 (docs/architecture.md §Direction-of-imports).
@@ -69,7 +29,6 @@ This module imports ``devices`` and ``simulation`` only
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -77,17 +36,24 @@ from typing import Any
 
 import numpy as np
 
+from calibration import imaging_readout as readout
 from calibration.capture_stream import pipelined_stream
-from calibration.geometry import camera_to_model, check_window, shifted_window
 from calibration.imaging_config import EncoderSpec, ImagingConfig, plan_layout
 from calibration.imaging_layout import (
+    TWO_PI,  # noqa: F401 - re-exported (moved to imaging_layout)
     aberration_correction,
+    add_object,
     blocks,
-    resolve_geometry,
+    channel_maps,
+    compose_bases,
+    margin_phase,
     vortex_masks_full,
 )
 from calibration.imaging_layout import (
     pixel_envelope as envelope_of_blocks,
+)
+from calibration.imaging_readout import (
+    WINDOW_MARGIN_PX,  # noqa: F401 - re-exported (moved to imaging_readout)
 )
 from devices.errors import DeviceDisconnected, DeviceError
 
@@ -95,10 +61,6 @@ __all__ = ["BenchImager", "ImagedBatch", "ImagingConfig", "EncoderSpec", "as_enc
            "vortex_masks_full"]
 
 log = logging.getLogger(__name__)
-
-TWO_PI = 2.0 * math.pi
-WINDOW_MARGIN_PX = 8  # camera pixels kept around each model window (stored windows; room
-#                       for a drift correction to move the window inside them)
 
 
 @dataclass
@@ -182,49 +144,27 @@ class BenchImager:
         self.frames_per_image = self.layout.frames_per_image
 
         # the constant part of each displayed phase (everything but the object)
-        if config.margin == "grating":
-            rr, cc = np.mgrid[0:rows, 0:cols].astype(np.float32)
-            margin_phase = (TWO_PI / config.margin_period_px) * (rr + cc)
-        else:
-            margin_phase = np.zeros((rows, cols), np.float32)
+        margin = margin_phase((rows, cols), config.margin, config.margin_period_px)
         self.margin = config.margin
         corr = (aberration_correction(calibration, (rows, cols))
                 if config.correct_aberrations else None)
         self.correction_applied = corr is not None
-        self._margin_phase, self._corr = margin_phase, corr
+        self._margin_phase, self._corr = margin, corr
         self._compose_bases(full_masks)
 
         # geometry: one model_to_camera per channel (the window follows its grating)
-        geometry = config.geometry
-        if geometry is not None and not isinstance(geometry, str):
-            geometry = np.asarray(geometry, dtype=float)
-        self.geometry_source, base = resolve_geometry(
-            geometry, calibration, self.slm, self.camera, n, s, config.focal_length_um)
-        self.model_to_camera = [shifted_window(base, shift, n) for shift in self.shifts]
-        for k, a in enumerate(self.model_to_camera):
-            check_window(a, n, self.camera.shape, f"channel {k}")
+        self.geometry_source, self.model_to_camera = channel_maps(
+            config.geometry, calibration, self.slm, self.camera, n, s, config.focal_length_um,
+            self.shifts)
 
         # dark: a given frame, else the calibration's background model (offset + rate ·
         # exposure, with its hot pixels), else its single dark frame
-        dark = dark_frame
-        self.dark_model = None
-        if dark is None and calibration is not None:
-            model = getattr(calibration, "dark_model", None)
-            if hasattr(model, "at"):
-                self.dark_model = model
-            else:
-                dark = getattr(calibration, "dark_frame", None)
-        if dark is not None:
-            dark = np.asarray(dark, dtype=np.float32)
-        shape = self.dark_model.shape if self.dark_model is not None else \
-            None if dark is None else dark.shape
-        if shape is not None and tuple(shape) != tuple(self.camera.shape):
-            raise ValueError(f"dark_frame: expected the camera shape "
-                             f"{tuple(self.camera.shape)}, got {tuple(shape)}")
-        self._dark_fixed = dark
+        self._dark_fixed, self.dark_model = readout.resolve_dark(dark_frame, calibration,
+                                                                 self.camera.shape)
         self._dark_at: tuple[float, np.ndarray] | None = None
         self.pipelined = bool(pipelined)
-        self.window_boxes = self._window_boxes()
+        self.window_boxes = readout.window_boxes(self.model_to_camera, n, self.camera.shape,
+                                                 self.mode == "split")
         self.settle_source = "bench file"
         self.lut_applied = False
         self.exposure_s: float | None = None
@@ -246,14 +186,7 @@ class BenchImager:
                        ) -> None:
         """``mag`` (…, h, w) float32 minus the dark (of ``box`` = r0, r1, c0, c1), in place,
         with the background model's hot pixels replaced by their 3 x 3 median."""
-        dark = self.dark
-        if dark is None:
-            return
-        r0, r1, c0, c1 = box if box is not None else (0, dark.shape[0], 0, dark.shape[1])
-        mag -= dark[r0:r1, c0:c1]
-        if self.dark_model is not None and self.dark_model.hot is not None:
-            for frame in mag.reshape(-1, *mag.shape[-2:]):  # a view: mag is contiguous
-                self.dark_model.repair(frame, (r0, r1, c0, c1))
+        readout.subtract_dark(mag, self.dark, self.dark_model, box)
 
     def prepare(self) -> BenchImager:
         """Put the devices in the state the config asks for: the calibration's phase response
@@ -279,20 +212,8 @@ class BenchImager:
         return self
 
     def _compose_bases(self, full_masks: np.ndarray) -> None:
-        rows, cols = self.slm.shape
-        side = self.size * self.block
-        bases = [self._margin_phase.copy() for _ in range(self.frames_per_image)]
-        sq = np.mgrid[0:side, 0:side].astype(np.float32)
-        for k in range(self.channels):
-            r0, c0 = self.origins[k]
-            gx, gy = self.gratings[k]
-            b = bases[0 if self.mode == "split" else k]
-            b[r0:r0 + side, c0:c0 + side] = full_masks[k] + TWO_PI * (gx * sq[1] + gy * sq[0])
-        for b in bases:
-            if self._corr is not None:
-                b += self._corr
-            np.mod(b, TWO_PI, out=b)
-        self._bases = [b.astype(np.float32) for b in bases]
+        self._bases = compose_bases(self.layout, full_masks, self._margin_phase, self._corr,
+                                    self.mode == "split")
 
     def set_encoder_masks(self, masks_rad: Any) -> None:
         """Show other model masks (C, N, N) from now on (a mask being trained), in blocks."""
@@ -316,14 +237,8 @@ class BenchImager:
             raise ValueError(f"image: expected finite values in [0, 1], got "
                              f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]")
         phase = self._bases[frame].copy()
-        obj = blocks(self.phase_depth * a, s)
-        ks = range(self.channels) if self.mode == "split" else [frame]
-        side = n * s
-        for k in ks:
-            r0, c0 = self.origins[k]
-            view = phase[r0:r0 + side, c0:c0 + side]
-            view += obj
-            np.mod(view, TWO_PI, out=view)
+        origins = self.origins if self.mode == "split" else [self.origins[frame]]
+        add_object(phase, blocks(self.phase_depth * a, s), origins)
         return phase
 
     # ------------------------------------------------------------------- capture
@@ -378,78 +293,28 @@ class BenchImager:
             return
         yield from pipelined_stream(self, images, start)
 
-    def _window_boxes(self) -> list[tuple[int, int, int, int, int]]:
-        """One box (frame, r0, r1, c0, c1) per channel around its model window, all the
-        same size, inside the frame."""
-        n = self.size
-        rows, cols = self.camera.shape
-        corners = np.array([[0, 0, 1], [n - 1, 0, 1], [0, n - 1, 1], [n - 1, n - 1, 1]], float)
-        m = WINDOW_MARGIN_PX
-        spans = []
-        for a in self.model_to_camera:
-            xy = corners @ np.asarray(a, float).T
-            spans.append((xy[:, 1].min() - m, xy[:, 1].max() + m,
-                          xy[:, 0].min() - m, xy[:, 0].max() + m))
-        h = min(rows, int(math.ceil(max(r1 - r0 for r0, r1, _, _ in spans))) + 1)
-        w = min(cols, int(math.ceil(max(c1 - c0 for _, _, c0, c1 in spans))) + 1)
-        boxes = []
-        for k, (r0, _, c0, _) in enumerate(spans):
-            r = min(max(int(math.floor(r0)), 0), rows - h)
-            c = min(max(int(math.floor(c0)), 0), cols - w)
-            boxes.append((0 if self.mode == "split" else k, r, r + h, c, c + w))
-        return boxes
-
     def windows(self, frames: Any) -> np.ndarray:
         """Raw frames (K, H, W) -> the model windows (C, h, w), camera dtype, uncopied
         pixels of ``window_boxes``: what the decoder reads, with a margin."""
-        f = np.asarray(frames)
-        if f.ndim != 3 or f.shape[0] != self.frames_per_image:
-            raise ValueError(f"frames: expected ({self.frames_per_image}, H, W), got {f.shape}")
-        return np.stack([f[k, r0:r1, c0:c1] for k, r0, r1, c0, c1 in self.window_boxes])
+        return readout.crop_windows(frames, self.window_boxes, self.frames_per_image)
 
     def windows_to_patterns(self, windows: Any) -> np.ndarray:
         """Model windows (B, C, h, w) or (C, h, w) -> patterns float32 (B, C, N, N), the
         same numbers ``frames_to_patterns`` gives from the full frames."""
-        wv = np.asarray(windows)
-        if wv.ndim == 3:
-            wv = wv[None]
-        b = wv.shape[0]
-        out = np.empty((b, self.channels, self.size, self.size), np.float32)
-        for k, (_, r0, r1, c0, c1) in enumerate(self.window_boxes):
-            mag = wv[:, k].astype(np.float32)
-            self._subtract_dark(mag, (r0, r1, c0, c1))
-            np.maximum(mag, 0.0, out=mag)
-            np.sqrt(mag, out=mag)
-            a = np.asarray(self.model_to_camera[k], float).copy()
-            a[:, 2] -= (c0, r0)
-            out[:, k] = camera_to_model(mag, a, self.size)
-        if self.pixel_envelope:
-            out /= self.envelope
-        return out
+        return readout.windows_to_patterns(
+            windows, self.window_boxes, self.model_to_camera, self.size,
+            minus_dark=self._subtract_dark,
+            envelope=self.envelope if self.pixel_envelope else None)
 
     def frames_to_patterns(self, frames: Any) -> np.ndarray:
         """Raw frames (B, K, H, W) or (K, H, W) -> patterns float32 (B, C, N, N).
 
         Dark subtracted, magnitude sqrt(max(frame − dark, 0)), sampled on the model grid.
         """
-        f = np.asarray(frames)
-        if f.ndim == 3:
-            f = f[None]
-        if f.ndim != 4 or f.shape[1] != self.frames_per_image:
-            raise ValueError(f"frames: expected (B, {self.frames_per_image}, H, W), got "
-                             f"{f.shape}")
-        mag = f.astype(np.float32)
-        self._subtract_dark(mag)
-        np.maximum(mag, 0.0, out=mag)
-        np.sqrt(mag, out=mag)
-        b = mag.shape[0]
-        out = np.empty((b, self.channels, self.size, self.size), np.float32)
-        for k in range(self.channels):
-            src = mag[:, 0 if self.mode == "split" else k]
-            out[:, k] = camera_to_model(src, self.model_to_camera[k], self.size)
-        if self.pixel_envelope:
-            out /= self.envelope
-        return out
+        return readout.frames_to_patterns(
+            frames, self.model_to_camera, self.size, frames_per_image=self.frames_per_image,
+            split=self.mode == "split", minus_dark=self._subtract_dark,
+            envelope=self.envelope if self.pixel_envelope else None)
 
     def capture(self, images: Any, *, progress: bool = False) -> ImagedBatch:
         """Images (B, N, N) in [0, 1] -> ``ImagedBatch`` (patterns, frames, info)."""
