@@ -131,14 +131,14 @@ def save_captures(data: dict[str, Any], path: Path) -> Path:
     """``capture_seed``'s arrays as datasets, its numbers and text as attributes."""
     import h5py
 
-    tmp = path.with_name(path.name + ".part")
-    with h5py.File(tmp, "w") as f:
+    from simulation.atomic import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for k, v in data.items():
             if isinstance(v, np.ndarray):
                 f.create_dataset(k, data=v, compression="gzip", compression_opts=1)
             else:
                 f.attrs[k] = v
-    tmp.replace(path)
     return path
 
 
