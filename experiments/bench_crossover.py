@@ -11,7 +11,12 @@ MNIST, Fashion-MNIST and CIFAR-10 grey (test splits, seeded subsets):
   speckles (``LinearDecoder.fit_toward`` without a prior);
 * twin prior + captures: the same captures, in a ridge pulled toward the better (on the
   held-out captures) of the twin-trained decoder and its noise-aware refit (capture noise
-  from repeated captures in the regulariser), α on held-out captured speckles.
+  from repeated captures in the regulariser), α on held-out captured speckles;
+* twin corrected by captures: the same captures teach the twin what it misses
+  (``simulation.capture_correction.CaptureCorrection``: a linear map from the twin's
+  patterns of the captured speckles to the captures, α on the held-out captures); the
+  ``n_twin`` simulated patterns, so corrected, train a noise-aware ridge (capture noise in
+  the regulariser, α on held-out captured speckles).
 
 No test image is used to train or to pick α: only synthetic speckle, shown and captured.
 Writes ``crossover.json``, ``crossover.md`` (the table) and ``crossover.png`` to ``--out``,
@@ -48,9 +53,10 @@ __all__ = ["bench_config", "crossover_seed", "run_crossover", "merge_results",
            "write_outputs", "main"]
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
-METHODS = ("twin", "capture", "twin_prior")
+METHODS = ("twin", "capture", "twin_prior", "twin_corrected")
 LABELS = {"twin": "twin-trained", "capture": "capture-trained",
-          "twin_prior": "twin prior + captures"}
+          "twin_prior": "twin prior + captures",
+          "twin_corrected": "twin corrected by captures"}
 CAL_STEPS = "dark,geometry,lut,wavefront,model"
 
 
@@ -161,6 +167,7 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
     from calibration import CalibrationSet
     from calibration.decoders import ssim_error, twin_training_patterns
     from simulation import DualVortexEncoder, LinearDecoder, speckle, ssim
+    from simulation.capture_correction import CaptureCorrection
     from simulation.ridge_prior import capture_noise_variance
 
     seed, gamma = int(data["seed"]), float(data["gamma"])
@@ -182,12 +189,15 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
     n_val = len(val_imgs)
     noise = capture_noise_variance(val_pats[:len(rep)], rep)
     twin_imgs = speckle(n_twin, gamma, seed=3000 + seed)
-    twin_pats = twin_training_patterns(cal, twin_imgs, enc, int(data["block"]))
+    block = int(data["block"])
+    twin_pats = twin_training_patterns(cal, twin_imgs, enc, block)
     twin = LinearDecoder().fit(twin_pats, twin_imgs, encoder=enc)
     twin_noise = LinearDecoder(val_error="ssim").fit_toward(
         twin_pats, twin_imgs, noise_var=noise, encoder=enc, val_patterns=val_pats,
         val_images=val_imgs)
-    del twin_pats
+    # the twin's patterns of the captured speckles, for the correction
+    twin_of_train = twin_training_patterns(cal, train_imgs[:max(counts)], enc, block)
+    twin_of_val = twin_training_patterns(cal, val_imgs, enc, block)
     prior = min((twin, twin_noise), key=lambda d: err(
         d.predict(val_pats).reshape(n_val, -1), val_imgs.reshape(n_val, -1)))
     out: dict[str, Any] = {"seed": seed, "counts": counts, "ssim": {},
@@ -196,13 +206,21 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
                            "capture_s_per_image": float(data["capture_s_per_image"]),
                            "truth": json.loads(data["truth"])}
 
-    def score(dec: Any) -> dict[str, float]:
-        return {name: float(np.mean(ssim(tests[name], dec.predict(test_pats[name]))))
-                for name in DATASETS}
+    # per test image, for the paired test of ``verdicts``: {method: [{dataset: [...]}]}
+    out["per_image"] = {m: [] for m in METHODS}
 
-    out["ssim"]["twin"] = [score(twin)] * len(counts)
+    def score(dec: Any, method: str | None = None) -> dict[str, float]:
+        each = {name: np.asarray(ssim(tests[name], dec.predict(test_pats[name])), np.float64)
+                for name in DATASETS}
+        if method is not None:
+            out["per_image"][method].append({k: v.round(5).tolist() for k, v in each.items()})
+        return {name: float(v.mean()) for name, v in each.items()}
+
+    out["ssim"]["twin"] = [score(twin, "twin")] * len(counts)
     out["ssim"]["twin_noise"] = [score(twin_noise)] * len(counts)
-    out["ssim"]["capture"], out["ssim"]["twin_prior"], out["alpha"] = [], [], []
+    out["alpha"] = []
+    for m in ("capture", "twin_prior", "twin_corrected"):
+        out["ssim"][m] = []
     for n in counts:
         cap = LinearDecoder(val_error="ssim").fit_toward(
             train_pats[:n], train_imgs[:n], encoder=enc, val_patterns=val_pats,
@@ -210,12 +228,20 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
         pri = LinearDecoder(val_error="ssim").fit_toward(
             train_pats[:n], train_imgs[:n], prior=prior, encoder=enc, val_patterns=val_pats,
             val_images=val_imgs)
-        out["ssim"]["capture"].append(score(cap))
-        out["ssim"]["twin_prior"].append(score(pri))
-        out["alpha"].append({"capture": cap.alpha_, "twin_prior": pri.alpha_})
+        fix = CaptureCorrection().fit(twin_of_train[:n], train_pats[:n],
+                                      val_twin=twin_of_val, val_captured=val_pats)
+        cor = LinearDecoder(val_error="ssim").fit_toward(
+            fix.transform(twin_pats), twin_imgs, noise_var=noise, encoder=enc,
+            val_patterns=val_pats, val_images=val_imgs)
+        out["ssim"]["capture"].append(score(cap, "capture"))
+        out["ssim"]["twin_prior"].append(score(pri, "twin_prior"))
+        out["ssim"]["twin_corrected"].append(score(cor, "twin_corrected"))
+        out["alpha"].append({"capture": cap.alpha_, "twin_prior": pri.alpha_,
+                             "twin_corrected": cor.alpha_, "correction": fix.alpha_})
         log.info("seed %d, %d captures: %s", seed, n, {
             m: {k: round(v, 3) for k, v in out["ssim"][m][-1].items()}
-            for m in ("twin", "capture", "twin_prior")})
+            for m in METHODS})
+    del twin_pats
     out["fit_seconds"] = time.perf_counter() - t0
     return out
 
@@ -298,6 +324,39 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: the rule, fixed before the runs it judges: a method beats the twin-trained decoder on a
+#: dataset when, at the most captures, its SSIM minus the twin's on the same captured test
+#: images (every seed's, pooled) is positive by a one-sided Wilcoxon signed-rank test at
+#: p < ``ALPHA_TEST``; it loses when the opposite one-sided test says so; else a tie.
+ALPHA_TEST = 0.05
+
+
+def verdicts(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{method: {dataset: {"verdict", "mean_diff", "p_greater", "p_less", "n"}}} against
+    the twin-trained decoder at the most captures, by the rule of ``ALPHA_TEST``; empty
+    when the runs kept no per-image scores."""
+    from scipy.stats import wilcoxon
+
+    seeds = result["seeds"]
+    if not seeds or not all("per_image" in s for s in seeds):
+        return {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in METHODS[1:]:
+        if not all(method in s["per_image"] for s in seeds):
+            continue
+        out[method] = {}
+        for ds in result["datasets"]:
+            diff = np.concatenate([np.asarray(s["per_image"][method][-1][ds])
+                                   - np.asarray(s["per_image"]["twin"][0][ds]) for s in seeds])
+            greater = float(wilcoxon(diff, alternative="greater").pvalue)
+            less = float(wilcoxon(diff, alternative="less").pvalue)
+            verdict = "wins" if greater < ALPHA_TEST else "loses" if less < ALPHA_TEST \
+                else "ties"
+            out[method][ds] = {"verdict": verdict, "mean_diff": float(diff.mean()),
+                               "p_greater": greater, "p_less": less, "n": int(diff.size)}
+    return out
+
+
 def _curves(result: dict[str, Any], method: str, dataset: str) -> np.ndarray:
     return np.array([[r[dataset] for r in seed["ssim"][method]] for seed in result["seeds"]])
 
@@ -316,6 +375,8 @@ def table(result: dict[str, Any]) -> str:
              "| method | captures | " + " | ".join(result["datasets"]) + " |",
              "|---|---|" + "---|" * len(result["datasets"])]
     for method in (*METHODS, "twin_noise"):
+        if not all(method in seed["ssim"] for seed in result["seeds"]):
+            continue  # a run made before the method existed
         label = LABELS.get(method, "twin-trained, noise-aware")
         rows = [0] if method in ("twin", "twin_noise") else range(len(result["counts"]))
         for i in rows:
@@ -326,6 +387,19 @@ def table(result: dict[str, Any]) -> str:
                 v = _curves(result, method, ds)[:, i]
                 cells.append(f"{v.mean():.3f} ± {v.std():.3f}")
             lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    v = verdicts(result)
+    if v:
+        n_max = result["counts"][-1]
+        lines += ["", f"Against the twin-trained decoder at {n_max} captures (SSIM difference "
+                  "per captured test image, seeds pooled; one-sided Wilcoxon signed-rank, "
+                  f"wins/loses at p < {ALPHA_TEST}, else ties):", "",
+                  "| method | " + " | ".join(result["datasets"]) + " |",
+                  "|---|" + "---|" * len(result["datasets"])]
+        for method, per in v.items():
+            cells = [f"{per[ds]['verdict']} ({per[ds]['mean_diff']:+.3f}, p = "
+                     f"{min(per[ds]['p_greater'], per[ds]['p_less']):.2g}, "
+                     f"n = {per[ds]['n']})" for ds in result["datasets"]]
+            lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -337,7 +411,9 @@ def figure(result: dict[str, Any], path: Path) -> Path:
     fig, axes = new_figure(1, len(result["datasets"]), figsize=(4 * len(result["datasets"]),
                                                                   3.4), sharey=True)
     for ax, ds in zip(np.atleast_1d(axes), result["datasets"], strict=True):
-        for method, style in zip(METHODS, ("k--", "o-", "s-"), strict=True):
+        for method, style in zip(METHODS, ("k--", "o-", "s-", "^-"), strict=True):
+            if not all(method in seed["ssim"] for seed in result["seeds"]):
+                continue  # a run made before the method existed
             v = _curves(result, method, ds)
             m, s = v.mean(0), v.std(0)
             line = ax.plot(counts, m, style, ms=4, label=LABELS[method])[0]

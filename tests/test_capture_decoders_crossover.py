@@ -3,6 +3,7 @@ report that includes the figure when it is present."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from experiments.bench_crossover import bench_config, merge_results, table, write_outputs
@@ -71,3 +72,33 @@ def test_bench_config_flaws():
         bench_config("sim.toml", seed=0, flaws_from="sim-realistic.toml", drop_flaws=("nope",))
     with pytest.raises(ValueError, match="no \\[sim_flaws\\]"):
         bench_config("sim.toml", seed=0, flaws_from="sim.toml")
+
+
+def _paired(shift: float, seed: int, n_seeds: int = 3, n: int = 48) -> dict:
+    """A result whose methods' per-image SSIM are the twin's + ``shift`` + symmetric noise."""
+    rng = np.random.default_rng(seed)
+    datasets = ["mnist", "fashion-mnist", "cifar10"]
+    seeds = []
+    for s in range(n_seeds):
+        twin = {ds: rng.uniform(0.2, 0.5, n).tolist() for ds in datasets}
+        per = {"twin": [twin]}
+        for m in ("capture", "twin_prior", "twin_corrected"):
+            per[m] = [{ds: (np.asarray(twin[ds]) + shift + rng.normal(0, 0.02, n)).tolist()
+                       for ds in datasets}]
+        seeds.append({"seed": s, "per_image": per})
+    return {"datasets": datasets, "seeds": seeds, "counts": [100]}
+
+
+def test_verdict_rule_needs_an_effect():
+    from experiments.bench_crossover import verdicts
+
+    effect = verdicts(_paired(+0.01, 0))
+    assert all(v["verdict"] == "wins" for per in effect.values() for v in per.values())
+    worse = verdicts(_paired(-0.01, 1))
+    assert all(v["verdict"] == "loses" for per in worse.values() for v in per.values())
+    # the control: no effect, 40 draws of 9 tests; the rule may call a win by chance at
+    # about its 5 % level, no more
+    wins = [v["verdict"] == "wins" for k in range(40) for per in verdicts(
+        _paired(0.0, 100 + k)).values() for v in per.values()]
+    assert np.mean(wins) < 0.1, np.mean(wins)
+    assert verdicts({"datasets": ["mnist"], "seeds": [{"seed": 0}], "counts": [1]}) == {}
