@@ -15,7 +15,12 @@ The two ways (docs/architecture.md §Twin-and-bench-decoders):
 * ``twin_prior``: the captures again, in a ridge pulled toward the weight of whichever of
   ``twin`` and ``twin_noise`` does better on the validation captures
   (α -> ∞ is the twin, α -> 0 the captures alone), α chosen on held-out captures and kept
-  in the saved decoder. No test image is needed to train any of them.
+  in the saved decoder;
+* ``twin_corrected``: the captures teach the twin what it misses
+  (``simulation.capture_correction.CaptureCorrection``: a linear map from the twin's
+  patterns of the captured speckles to the captures, α on the validation captures); the
+  ``n_twin`` simulated patterns, so corrected, train a noise-aware ridge (as
+  ``twin_noise``). No test image is needed to train any of them.
 
 Captures, in order: a test set (``n_test``, only for the final scores), a validation set
 (``n_val``, for α and for when to stop), ``n_repeat`` of its images again (the per-input
@@ -61,7 +66,7 @@ log = logging.getLogger(__name__)
 CHUNK = 128
 
 # the decoders the step fits, in the order they are reported
-DECODER_NAMES = ("twin", "twin_noise", "capture", "twin_prior")
+DECODER_NAMES = ("twin", "twin_noise", "capture", "twin_prior", "twin_corrected")
 
 
 def twin_training_patterns(cal: CalibrationSet, images: torch.Tensor, encoder: Any,
@@ -149,6 +154,7 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
 
     from calibration.imaging import BenchImager
     from simulation import DualVortexEncoder, LinearDecoder, speckle, ssim
+    from simulation.capture_correction import CaptureCorrection
     from simulation.ridge_prior import capture_noise_variance
     from simulation.sensor import normalise_for_decoder
 
@@ -216,16 +222,18 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
     prior = min((twin_dec, twin_noise), key=lambda d: float(val_error(
         d.predict(val_pats).reshape(n_val, -1), val_imgs.reshape(n_val, -1))))
     sim_pats = twin_training_patterns(cal, test_imgs, enc, block)
-    del twin_pats
+    twin_of_val = twin_training_patterns(cal, val_imgs, enc, block)
 
     cap_imgs = speckle(n_capture, gamma, seed=seed + 1, batch_size=CHUNK)
     chunks: list[torch.Tensor] = []
+    twin_of_cap: list[torch.Tensor] = []  # the twin's patterns of the captured speckles
     curve: dict[str, list[float]] = {"n": [], "val_error_twin_prior": [],
-                                     "val_error_capture": []}
-    prior_dec = cap_dec = None
+                                     "val_error_capture": [], "val_error_twin_corrected": []}
+    prior_dec = cap_dec = cor_dec = fix = None
     for n in _capture_rounds(n_capture_start, n_capture):
         have = sum(len(c) for c in chunks)
         chunks.append(capture(train_imager, cap_imgs[have:n], f"decoders: training to {n}"))
+        twin_of_cap.append(twin_training_patterns(cal, cap_imgs[have:n], enc, block))
         pats, imgs = torch.cat(chunks), cap_imgs[:n]
         prior_dec = LinearDecoder(val_error="ssim").fit_toward(
             pats, imgs, prior=prior, encoder=enc, noise_var=train_noise,
@@ -233,20 +241,31 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         cap_dec = LinearDecoder(val_error="ssim").fit_toward(
             pats, imgs, encoder=enc, noise_var=train_noise, val_patterns=val_pats,
             val_images=val_imgs)
-        errs = [min(d.history_["val_mse"]) for d in (prior_dec, cap_dec)]
+        # averaged training captures: the map is learned from them, the noise they lack
+        # is the run's (``noise``), not ``train_noise``, as for ``twin_noise``
+        fix = CaptureCorrection().fit(torch.cat(twin_of_cap), pats, val_twin=twin_of_val,
+                                      val_captured=val_pats)
+        cor_dec = LinearDecoder(val_error="ssim").fit_toward(
+            fix.transform(twin_pats), twin_imgs, noise_var=noise, encoder=enc,
+            val_patterns=val_pats, val_images=val_imgs)
+        errs = [min(d.history_["val_mse"]) for d in (prior_dec, cap_dec, cor_dec)]
         log.info("decoders: %d training captures: validation 1 - SSIM twin-prior %.4f, "
-                 "capture-trained %.5f", n, *errs)
-        before = min(curve["val_error_twin_prior"] + curve["val_error_capture"], default=None)
+                 "capture-trained %.5f, twin corrected %.4f", n, *errs)
+        before = min(curve["val_error_twin_prior"] + curve["val_error_capture"]
+                     + curve["val_error_twin_corrected"], default=None)
         curve["n"].append(n)
         curve["val_error_twin_prior"].append(errs[0])
         curve["val_error_capture"].append(errs[1])
+        curve["val_error_twin_corrected"].append(errs[2])
         if before is not None and min(errs) > before * (1 - capture_tol):
             log.info("decoders: stopped at %d captures (the last round gained less than "
                      "%.0f %%)", n, 100 * capture_tol)
             break
-    assert prior_dec is not None and cap_dec is not None
+    assert prior_dec is not None and cap_dec is not None and cor_dec is not None \
+        and fix is not None
+    del twin_pats
     decoders = {"twin": twin_dec, "twin_noise": twin_noise, "capture": cap_dec,
-                "twin_prior": prior_dec}
+                "twin_prior": prior_dec, "twin_corrected": cor_dec}
 
     def score(dec: Any, pats: torch.Tensor) -> float:
         rec = dec.predict(pats)
@@ -275,6 +294,9 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         "averaging_rule": rule, "capture_noise_var": float(noise.mean()),
         "input_signal_var": signal_var, "capture_curve": curve,
         "twin_prior_of": "twin" if prior is twin_dec else "twin_noise",
+        "correction_alpha": fix.alpha_,
+        "correction_val_mse": min(fix.history_["val_mse"]),
+        "correction_val_mse_twin": fix.history_["val_mse_twin"],
         "imaging_config": config.to_dict(), "encoder": enc.signature(),
         "default_decoder": "twin", "best_decoder": best,
         "best_decoder_score": "mean SSIM on held-out captured speckles"}

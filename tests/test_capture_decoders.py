@@ -275,7 +275,7 @@ def test_train_on_bench_refines_on_captures(tmp_path):
 
 
 def test_calibrate_decoders_records_the_best_and_stops_when_captures_stop_paying(tmp_path):
-    """The decoders step on a small bench: four decoders saved with their hashes, the best by
+    """The decoders step on a small bench: five decoders saved with their hashes, the best by
     held-out captured SSIM recorded as best, the twin prior's α kept in its file,
     the capture rounds stopped once a round gains less than ``capture_tol``."""
     from calibration.decoders import DECODER_NAMES, calibrate_decoders
