@@ -205,13 +205,16 @@ def capture_float(camera: Any, n: int = 1, dark: Any = None) -> np.ndarray:
     return acc
 
 
-def capture_patterns(imager: Any, images: Any, *, desc: str = "capture") -> np.ndarray:
+def capture_patterns(imager: Any, images: Any, *, desc: str = "capture",
+                     drift: Any = None) -> np.ndarray:
     """Model-grid patterns (B, C, N, N) float32 of ``images`` through a ``BenchImager``.
 
     Equal to ``imager.capture(images).patterns``, but each image's raw frames are reduced
     to its pattern (``frames_to_patterns``) before the next image is shown: memory is
     the patterns plus one image's frames, not every frame of the set. Shows a progress
-    bar of captured frames.
+    bar of captured frames. ``drift``: a started ``calibration.drift.DriftTracker`` of
+    this imager; its reference is shown every K images and the windows follow the
+    camera image's drift (``DriftTracker.capture_frames``: images counted across calls).
     """
     imgs = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images,
                       dtype=np.float32)
@@ -220,11 +223,14 @@ def capture_patterns(imager: Any, images: Any, *, desc: str = "capture") -> np.n
     n = int(imager.size)
     if imgs.ndim != 3 or imgs.shape[1:] != (n, n):
         raise ValueError(f"images: expected shape (B, {n}, {n}), got {imgs.shape}")
+    if drift is not None and drift.imager is not imager:
+        raise ValueError("drift: expected a DriftTracker of the imager given")
     out = np.empty((len(imgs), int(imager.channels), n, n), dtype=np.float32)
     per_image = int(getattr(imager, "frames_per_image", 1))
+    grab = imager.capture_frames if drift is None else drift.capture_frames
     with progress_bar(len(imgs) * per_image, desc, unit="frame") as bar:
         for i in range(len(imgs)):
-            frames, _ = imager.capture_frames(imgs[i])
+            frames, _ = grab(imgs[i])
             out[i] = imager.frames_to_patterns(frames)[0]
             bar.update(per_image)
     return out

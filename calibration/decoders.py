@@ -128,6 +128,24 @@ def _capture_rounds(start: int, stop: int) -> list[int]:
     return sizes
 
 
+def _drift_summary(trackers: dict[int, Any], imager: Any, train_imager: Any
+                   ) -> dict[str, Any]:
+    """What the step keeps of its drift trackers: per tracker ("captures", and "training"
+    when the training captures average more frames), the settings, checks and the
+    correction in force at the end (camera px)."""
+    out: dict[str, Any] = {}
+    for name, im in (("captures", imager), ("training", train_imager)):
+        t = trackers.get(id(im))
+        if t is None or name in out or (name == "training" and im is imager):
+            continue
+        r = t.record()
+        out[name] = {k: r[k] for k in ("every", "n_checks", "n_unreliable", "extra_frames",
+                                        "correction_px")}
+        out[name]["alignment_px"] = [[float(c.get(k, float("nan"))) for k in ("dx_px", "dy_px")]
+                                     for c in r["checks"] if c["kind"] == "alignment"]
+    return out
+
+
 def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
                        n_twin: int = 4000, n_capture: int = 2000, n_test: int = 32,
                        n_val: int | None = None, n_repeat: int = 16,
@@ -136,7 +154,7 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
                        gamma: float = 15.0, seed: int = 10, out_dir: str | Path | None = None,
                        imaging: ImagingConfig | None = None,
                        alpha: float | None = None, compare_nominal: bool = True,
-                       progress: bool | None = None) -> StepResult:
+                       drift_every: int = 0, progress: bool | None = None) -> StepResult:
     """Fit the decoders of ``DECODER_NAMES``, score them on captures, record the best.
 
     ``n_capture`` is the most training speckles captured (each costs one frame per encoder
@@ -148,7 +166,10 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
     ``compare_nominal`` also scores the twin-trained decoder on test captures mapped through
     the nominal (uncalibrated) geometry, when the bench knows its focal length.
     ``imaging``: how the speckles are shown and captured (default
-    ``ImagingConfig(size=size)``), recorded in the step.
+    ``ImagingConfig(size=size)``), recorded in the step. ``drift_every`` K > 0: the
+    captures follow the camera image's drift (``calibration.drift.DriftTracker``: its
+    move since the geometry step first, then a reference pattern every K images, counted
+    over the test, validation and training sets), recorded under ``drift``; 0: none.
     """
     import time
 
@@ -168,15 +189,30 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         raise ValueError(f"capture_tol: expected a number in [0, 1), got {capture_tol!r}")
     if train_averaging != "auto":
         check_count(train_averaging, "train_averaging")
+    if drift_every:
+        check_count(drift_every, "drift_every")
     config = imaging_config_for(imaging, size)
     enc = DualVortexEncoder(size=size)
     imager = BenchImager(bench, cal, enc, config).prepare()
     block = imager.block
 
+    trackers: dict[int, Any] = {}  # the drift tracker of each imager that follows drift
+
+    def follow(im: Any) -> Any:
+        from calibration.drift import DriftTracker
+
+        if drift_every and id(im) not in trackers:
+            geometry = cal.geometry if im.geometry_source == "calibrated" else None
+            trackers[id(im)] = DriftTracker(im, drift_every, align_to=geometry).start()
+        return im
+
     def capture(im: Any, images: torch.Tensor, desc: str) -> torch.Tensor:
         ctx = contextlib.nullcontext() if progress is None else show_progress(progress)
         with ctx:
-            return torch.as_tensor(capture_patterns(im, images, desc=desc))
+            return torch.as_tensor(capture_patterns(im, images, desc=desc,
+                                                    drift=trackers.get(id(im))))
+
+    follow(imager)
 
     test_imgs = speckle(n_test, gamma, seed=seed + 2, batch_size=CHUNK)
     # frames are reduced to model-grid patterns image by image (capture_patterns): the
@@ -205,8 +241,8 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         log.info("decoders: training captures average %d frame(s) (measured noise %.3g, "
                  "signal %.3g, %.3g s per image, %.3g s per extra frame)", k,
                  float(noise.mean()), signal_var, image_s, frame_s)
-    train_imager = imager if k == 1 else BenchImager(
-        bench, cal, enc, config.replace(averaging=k * config.averaging)).prepare()
+    train_imager = imager if k == 1 else follow(BenchImager(
+        bench, cal, enc, config.replace(averaging=k * config.averaging)).prepare())
     # the training captures lack (1 - 1/k) of the noise the run's single captures carry
     train_noise = noise * (1.0 - 1.0 / k)
 
@@ -294,6 +330,7 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         "averaging_rule": rule, "capture_noise_var": float(noise.mean()),
         "input_signal_var": signal_var, "capture_curve": curve,
         "twin_prior_of": "twin" if prior is twin_dec else "twin_noise",
+        "drift": _drift_summary(trackers, imager, train_imager),
         "correction_alpha": fix.alpha_,
         "correction_val_mse": min(fix.history_["val_mse"]),
         "correction_val_mse_twin": fix.history_["val_mse_twin"],

@@ -269,6 +269,10 @@ def alignment_shift(bench: Any, geometry: Any, *, dark: Any = None, averaging: i
     """
     slm, cam = bench.slm, bench.camera
     check_count(n_spots, "n_spots")
+    missing = [k for k in ("model_pts", "camera_pts") if k not in geometry.data]
+    if missing:  # an imported geometry (slmsuite's Fourier map) keeps no spots
+        raise ValueError(f"geometry: the step recorded no {' or '.join(missing)} (imported, "
+                         "not measured here), so its gratings cannot be shown again")
     model = np.asarray(geometry.data["model_pts"], dtype=np.float64).reshape(-1, 2)
     then = np.asarray(geometry.data["camera_pts"], dtype=np.float64).reshape(-1, 2)
     size, block = int(geometry["size"]), int(geometry["block"])

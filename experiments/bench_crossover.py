@@ -94,14 +94,18 @@ CAPTURES = "crossover-captures.h5"
 
 
 def capture_seed(cfg: dict[str, Any], *, n_train: int, n_eval: int, n_val: int,
-                 n_repeat: int, gamma: float, cal_dir: Path, seed: int) -> dict[str, Any]:
+                 n_repeat: int, gamma: float, cal_dir: Path, seed: int,
+                 drift_every: int = 0) -> dict[str, Any]:
     """One bench seed's calibration and captures: the test images of every set, ``n_val``
     validation speckles (the first ``n_repeat`` twice, for the capture noise) and
     ``n_train`` training speckles. Written to ``cal_dir/crossover-captures.h5`` (h5py, no
     pickle) beside the calibration, so other fits can be tried on the same captures
-    (``--refit``)."""
+    (``--refit``). ``drift_every`` K > 0: every capture follows the camera image's drift
+    (``calibration.drift.DriftTracker``: the move since the geometry step, then a reference
+    every K images over all the sets), as ``hil run --drift-every`` does."""
     from calibration import run_calibration
     from calibration.capture import capture_patterns
+    from calibration.drift import DriftTracker
     from calibration.imaging import BenchImager
     from calibration.imaging_config import ImagingConfig
     from devices import open_bench
@@ -114,21 +118,27 @@ def capture_seed(cfg: dict[str, Any], *, n_train: int, n_eval: int, n_val: int,
         imager = BenchImager(bench, cal, DualVortexEncoder(size=size),
                              ImagingConfig(size=size)).prepare()
         data["block"] = int(imager.block)
+        drift = DriftTracker(imager, drift_every, align_to=cal.geometry).start() \
+            if drift_every else None
         for name in DATASETS:
             imgs = load_dataset(name, "test", n=n_eval, seed=seed, colour="grey")[0]
             data[f"test/{name}/images"] = np.asarray(imgs, dtype=np.float32)
-            data[f"test/{name}/patterns"] = capture_patterns(imager, imgs, desc=name)
+            data[f"test/{name}/patterns"] = capture_patterns(imager, imgs, desc=name,
+                                                             drift=drift)
         val = speckle(n_val, gamma, seed=1000 + seed)
         data["val/images"] = np.asarray(val, dtype=np.float32)
-        data["val/patterns"] = capture_patterns(imager, val, desc="validation")
-        data["val/repeats"] = capture_patterns(imager, val[:n_repeat], desc="repeats")
+        data["val/patterns"] = capture_patterns(imager, val, desc="validation", drift=drift)
+        data["val/repeats"] = capture_patterns(imager, val[:n_repeat], desc="repeats",
+                                               drift=drift)
         train = speckle(n_train, gamma, seed=2000 + seed)
         t_cap = time.perf_counter()
-        data["train/patterns"] = capture_patterns(imager, train, desc="training")
+        data["train/patterns"] = capture_patterns(imager, train, desc="training",
+                                                  drift=drift)
         data["capture_s_per_image"] = (time.perf_counter() - t_cap) / max(n_train, 1)
         data["train/images"] = np.asarray(train, dtype=np.float32)
         truth = getattr(bench, "truth", None)
         data["truth"] = json.dumps(truth, default=str) if truth else "null"
+        data["drift"] = json.dumps(drift.record() if drift is not None else None)
     save_captures(data, cal_dir / CAPTURES)
     return data
 
@@ -204,7 +214,8 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
                            "prior": "twin" if prior is twin else "twin_noise",
                            "capture_noise_var": float(noise.mean()),
                            "capture_s_per_image": float(data["capture_s_per_image"]),
-                           "truth": json.loads(data["truth"])}
+                           "truth": json.loads(data["truth"]),
+                           "drift": json.loads(data.get("drift", "null"))}
 
     # per test image, for the paired test of ``verdicts``: {method: [{dataset: [...]}]}
     out["per_image"] = {m: [] for m in METHODS}
@@ -248,12 +259,13 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
 
 def crossover_seed(cfg: dict[str, Any], *, counts: list[int], n_eval: int, n_twin: int,
                    n_val: int, n_repeat: int, gamma: float, cal_dir: Path,
-                   seed: int) -> dict[str, Any]:
+                   seed: int, drift_every: int = 0) -> dict[str, Any]:
     """One bench seed: calibrate and capture (``capture_seed``), fit and score
     (``fit_seed``)."""
     t0 = time.perf_counter()
     data = capture_seed(cfg, n_train=max(counts), n_eval=n_eval, n_val=n_val,
-                        n_repeat=n_repeat, gamma=gamma, cal_dir=cal_dir, seed=seed)
+                        n_repeat=n_repeat, gamma=gamma, cal_dir=cal_dir, seed=seed,
+                        drift_every=drift_every)
     out = fit_seed(data, cal_dir, counts=counts, n_twin=n_twin)
     out["seconds"] = time.perf_counter() - t0
     return out
@@ -262,7 +274,8 @@ def crossover_seed(cfg: dict[str, Any], *, counts: list[int], n_eval: int, n_twi
 def run_crossover(bench: str, *, seeds: list[int], counts: list[int], out: Path,
                   flaws_from: str | None = None, shape: int | None = None, n_eval: int = 48,
                   n_twin: int = 4000, n_val: int = 32, n_repeat: int = 16,
-                  gamma: float = 15.0, drop_flaws: tuple[str, ...] = ()) -> dict[str, Any]:
+                  gamma: float = 15.0, drop_flaws: tuple[str, ...] = (),
+                  drift_every: int = 0) -> dict[str, Any]:
     """Every seed (``crossover_seed``), results kept in ``out/crossover.json`` as they come;
     a seed whose bench the calibration refuses is listed under "refused"."""
     from calibration.store import CalibrationError
@@ -271,14 +284,16 @@ def run_crossover(bench: str, *, seeds: list[int], counts: list[int], out: Path,
     result: dict[str, Any] = {"bench": str(bench), "flaws_from": flaws_from, "shape": shape,
                               "counts": counts, "n_eval": n_eval, "n_twin": n_twin,
                               "n_val": n_val, "gamma": gamma, "datasets": list(DATASETS),
-                              "drop_flaws": list(drop_flaws), "seeds": []}
+                              "drop_flaws": list(drop_flaws), "drift_every": drift_every,
+                              "seeds": []}
     for s in seeds:
         cfg = bench_config(bench, seed=s, flaws_from=flaws_from, shape=shape,
                            drop_flaws=drop_flaws)
         try:
             result["seeds"].append(crossover_seed(
                 cfg, counts=counts, n_eval=n_eval, n_twin=n_twin, n_val=n_val,
-                n_repeat=n_repeat, gamma=gamma, cal_dir=out / f"seed{s}", seed=s))
+                n_repeat=n_repeat, gamma=gamma, cal_dir=out / f"seed{s}", seed=s,
+                drift_every=drift_every))
         except CalibrationError as exc:  # a bench the calibration refuses: say which, go on
             log.warning("seed %d: calibration refused the bench (%s)", s, exc)
             result.setdefault("refused", []).append({"seed": s, "error": str(exc)})
@@ -298,7 +313,7 @@ def refit(run: Path, *, counts: list[int], n_twin: int) -> dict[str, Any]:
 
 #: what must agree for runs of single seeds to be merged into one table
 MERGE_KEYS = ("bench", "flaws_from", "shape", "counts", "n_eval", "n_twin", "n_val", "gamma",
-              "datasets", "drop_flaws")
+              "datasets", "drop_flaws", "drift_every")
 
 
 def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -457,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counts", type=int, nargs="+", default=[100, 200, 400, 800])
     p.add_argument("--n-eval", type=int, default=48, help="captured test images per set")
     p.add_argument("--n-twin", type=int, default=4000)
+    p.add_argument("--drift-every", type=int, default=0, metavar="K",
+                   help="captures follow the camera image's drift: a reference every K "
+                        "images (0: no drift checks)")
     p.add_argument("--n-val", type=int, default=32,
                    help="captured validation speckles (α and the prior are picked on them)")
     p.add_argument("--out", type=Path, required=True)
@@ -493,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_crossover(args.bench, seeds=args.seeds, counts=sorted(args.counts),
                                out=args.out, flaws_from=args.flaws_from, shape=args.shape,
                                n_eval=args.n_eval, n_twin=args.n_twin, n_val=args.n_val,
-                               drop_flaws=tuple(args.drop_flaw))
+                               drop_flaws=tuple(args.drop_flaw),
+                               drift_every=args.drift_every)
     if not result["seeds"]:
         print(f"no seed gave a result: {json.dumps(result.get('refused'), indent=1)}")
         return 1

@@ -7,7 +7,7 @@ known amount per frame), three runs of the same ``--n`` images through ``hil run
 
 * ``no-drift``: the same bench without drift (the reference SSIM);
 * ``uncorrected``: drifting, ``drift_every = 0``;
-* ``corrected``: drifting, a reference check every ``--every`` images (``hil.drift``).
+* ``corrected``: drifting, a reference check every ``--every`` images (``calibration.drift``).
 
 It prints one line per run (mean SSIM, ratio to no-drift, extra frames, checks, final
 correction; the true final shift is in the JSON) and writes ``drift-<runs>.json`` in

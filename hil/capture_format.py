@@ -12,7 +12,7 @@ Layout (format version 3; ``hil.capture_store.CaptureStore`` writes it)::
     /exposure_s (n,)           float64  units "s"
     /averaging  (n,)           int32    frames averaged per channel
     /dropped    (n,)           int32    frames dropped (and retried) during the capture
-    /drift_x_px, /drift_y_px  (n,) float64  units "px": drift correction applied (hil.drift;
+    /drift_x_px, /drift_y_px  (n,) float64  units "px": drift correction applied (calibration.drift;
                                             NaN: none)
     /dark       (H, W)         float32  units "counts": the dark frame subtracted (absent: none)
 
@@ -67,7 +67,7 @@ CAPTURES_FILE = "captures.h5"
 SCALARS: dict[str, type] = {"index": np.int64, "timestamp": np.float64,
                             "exposure_s": np.float64, "averaging": np.int32,
                             "dropped": np.int32}
-# per-capture columns since version 2: the drift correction applied (hil.drift), camera px
+# per-capture columns since version 2: the drift correction applied (calibration.drift), camera px
 V2_SCALARS: dict[str, type] = {"drift_x_px": np.float64, "drift_y_px": np.float64}
 DATASET_UNITS = {"windows": "counts", "frames": "counts", "dark": "counts",
                  "patterns": "sqrt(counts)", "timestamp": "s", "exposure_s": "s",

@@ -64,7 +64,7 @@ def register(sub) -> None:
                    help="show a reference pattern every K images, measure the drift of the "
                    "camera image against the one shown first and correct the geometry on the "
                    "fly; first, with a calibrated geometry, measure the move since the "
-                   "calibration on a few of its gratings (hil.drift; recorded in run.json "
+                   "calibration on a few of its gratings (calibration.drift; recorded in run.json "
                    "and per capture). Costs one image's frames every K (K = 50: 2 %%). "
                    "Default 0: off")
     p.add_argument("--store-frames", action="store_true",

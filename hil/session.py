@@ -16,7 +16,7 @@ with PNG figures). The run directory is the record (docs/architecture.md §Run-d
 ``drift_every`` K > 0 (``--drift-every K``) first measures how far the camera image moved
 since the calibration (with a calibrated geometry: its gratings shown again), then shows a
 reference pattern before the first image and every K images, and corrects the geometry for
-the measured drift of the camera image (``hil.drift``; each check in ``run.json`` under
+the measured drift of the camera image (``calibration.drift``; each check in ``run.json`` under
 ``drift``, the correction applied to each capture in ``captures.h5``).
 
 ``resume=True`` continues a run that was killed or stopped: the stored configuration
@@ -260,7 +260,7 @@ def run_session(cfg: RunConfig) -> int:
             log.info("run %s: %d of %d images captured, %d to go", out, start, len(images),
                      len(images) - start)
             laser = getattr(bench, "laser", None)
-            # hil.drift; a correction may not move a window out of the stored boxes
+            # calibration.drift; a correction may not move a window out of the stored boxes
             drift = _drift_tracker(cfg, imager, out, record, run_json,
                                    None if store.has_frames else imager.window_boxes,
                                    calibration)
@@ -322,7 +322,7 @@ def run_session(cfg: RunConfig) -> int:
 
 def _drift_tracker(cfg: RunConfig, imager: Any, out: Path, record: dict[str, Any],
                    run_json: Path, stored_boxes: Any = None, calibration: Any = None) -> Any:
-    """The run's ``hil.drift.DriftTracker`` (None when ``drift_every`` is 0, or without an
+    """The run's ``calibration.drift.DriftTracker`` (None when ``drift_every`` is 0, or without an
     imager: then only ``drift_every`` is checked); each check rewrites ``run.json``.
     ``stored_boxes``: the camera boxes the store keeps (a correction that would move a
     window out of them is refused: the stored windows must hold what the decoder read).
@@ -334,7 +334,7 @@ def _drift_tracker(cfg: RunConfig, imager: Any, out: Path, record: dict[str, Any
                          f"got {k!r}")
     if not k or imager is None:
         return None
-    from .drift import DriftTracker
+    from calibration.drift import DriftTracker
 
     def on_check(_entry: dict[str, Any]) -> None:
         record["drift"] = tracker.record()

@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from session_helpers import quick_decoder, small_bench
@@ -288,8 +289,15 @@ def test_calibrate_decoders_records_the_best_and_stops_when_captures_stop_paying
     with open_bench(small_bench()) as bench:
         step = calibrate_decoders(bench, cal, n_twin=400, n_capture=128, n_capture_start=32,
                                   capture_tol=0.9, n_test=8, n_val=8, n_repeat=4,
-                                  train_averaging="auto", compare_nominal=False, out_dir=out)
+                                  train_averaging="auto", compare_nominal=False, out_dir=out,
+                                  drift_every=16)
     v, r = step.values, step.residuals
+    # the captures followed the (still) bench: a check every 16 images over the test,
+    # validation and training sets; this calibration's geometry is the bench's truth, with
+    # no spots to show again, so the move since the geometry step is refused, recorded
+    d = v["drift"]["captures"]
+    assert d["every"] == 16 and d["n_checks"] >= 2 and d["n_unreliable"] == 1, d
+    assert np.all(np.isnan(d["alignment_px"])) and np.hypot(*d["correction_px"]) < 0.3
     scores = {n: r[f"ssim_{n}_on_captures"] for n in DECODER_NAMES}
     assert v["best_decoder"] == max(scores, key=scores.get) and v["default_decoder"] == "twin"
     assert v["capture_curve"]["n"] == [32, 64] and v["n_capture_used"] == 64

@@ -1,4 +1,4 @@
-"""Drift during long runs (hil.drift): the shift estimator, the on-the-fly geometry
+"""Drift during long runs (calibration.drift): the shift estimator, the on-the-fly geometry
 correction in ``hil run``, unreliable estimates, resume."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from session_helpers import quick_decoder, small_bench
 
+from calibration.drift import REFERENCE_FILE, DriftTracker, estimate_shift, preprocess
 from calibration.imaging import BenchImager
 from calibration.imaging_config import ImagingConfig
 from calibration.truth import truth_model_to_camera
 from experiments.bench_drift import ShiftingBench
-from hil.drift import REFERENCE_FILE, DriftTracker, estimate_shift, preprocess
 from hil.runs import CAPTURES_FILE, read_captures
 from hil.session import RunConfig, run_session
 
@@ -130,7 +130,7 @@ def test_unreliable_check_keeps_the_last_good_correction(tmp_path, caplog):
         # frames 0-1 reference, 2-9 images 0-3, 10-11 check 1, 12-19 images 4-7,
         # 20-21 check 2 (blanked: the beam blocked), ...
         bench = ShiftingBench(raw, rate, blank_frames={20, 21})
-        with caplog.at_level(logging.WARNING, logger="hil.drift"):
+        with caplog.at_level(logging.WARNING, logger="calibration.drift"):
             _, run = _run(tmp_path, "run", bench, every=4, n=12)
     checks = [c for c in run["drift"]["checks"] if c["kind"] == "check"]
     assert [c["image"] for c in checks] == [4, 8]
@@ -298,3 +298,36 @@ def test_hil_run_follows_the_move_since_the_calibration_end_to_end(tmp_path):
     assert scores["aligned"] >= 0.95 * scores["still"], scores
     assert scores["unaligned"] < 0.8 * scores["still"], scores  # the control
     assert "drift" not in runs["unaligned"]
+
+
+def test_calibration_captures_follow_the_drift_across_capture_sets(tmp_path):
+    """``capture_patterns(drift=tracker)``: a tracker's checks count images over several
+    capture sets (a calibration's test, validation and training sets); on a drifting bench
+    the late patterns match the still bench's, and without the tracker (the control) they
+    do not."""
+    from calibration.capture import capture_patterns
+    from devices.bench import open_bench
+
+    imgs = np.random.default_rng(0).random((30, 32, 32)).astype(np.float32)
+    with open_bench(small_bench()) as raw:
+        still = capture_patterns(_imager(raw), imgs[-6:])
+    late = {}
+    for follow in (True, False):
+        with open_bench(small_bench()) as raw:
+            bench = ShiftingBench(raw, (0.06, -0.04))  # ~4 px over the 60 frames
+            imager = _imager(bench)
+            tracker = DriftTracker(imager, 5).start() if follow else None
+            for part in (imgs[:12], imgs[12:24], imgs[24:]):  # three calls
+                pats = capture_patterns(imager, part, drift=tracker)
+            late[follow] = float(np.mean((pats - still) ** 2) / np.mean(still ** 2))
+        if follow:
+            assert tracker.images_captured == 30
+            assert [c["image"] for c in tracker.checks if c["kind"] == "check"] == \
+                [5, 10, 15, 20, 25]
+            assert np.hypot(*tracker.correction) > 2.5 and all(c["reliable"]
+                                                               for c in tracker.checks)
+    assert late[True] < 0.25 * late[False], late
+    with open_bench(small_bench()) as raw:
+        other = DriftTracker(_imager(raw), 5)
+        with pytest.raises(ValueError, match="DriftTracker of the imager"):
+            capture_patterns(_imager(raw), imgs[:1], drift=other)

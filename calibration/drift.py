@@ -4,7 +4,10 @@ On a real bench the image on the camera walks slowly (thermal drift of mounts, t
 lens, the camera): a few camera pixels over an hour move the model window by a sizeable
 fraction of a model pixel and cost much of the SSIM (measured: 0.39 -> 0.14 for a 3.6 px drift).
 ``DriftTracker`` watches it during ``hil run`` (``--drift-every K``,
-``RunConfig.drift_every``; 0, the default, makes no checks):
+``RunConfig.drift_every``; 0, the default, makes no checks) and during a calibration's
+capture sets (``calibration.capture.capture_patterns(drift=...)``: the decoders step's
+``drift_every``, ``experiments.bench_crossover --drift-every``), where thousands of
+training captures would otherwise carry an image that walked away from the geometry:
 
 * first, on a new run with a calibrated geometry (``align_to``: the calibration's geometry
   step), it measures how far the camera image moved **since the calibration**: a few of
@@ -200,6 +203,7 @@ class DriftTracker:
         self.last_check: int | None = None  # image index of the last check
         self.checks: list[dict[str, Any]] = []
         self.extra_frames = 0
+        self.images_captured = 0  # by ``capture_frames`` (a calibration's capture sets)
         self.stored_boxes = stored_boxes  # (frame, r0, r1, c0, c1) per channel, or None
         self.on_check = on_check  # called with each check's record (run.json is rewritten)
         self.resumed = False  # the reference came from the run directory: check at once
@@ -413,6 +417,16 @@ class DriftTracker:
                     frames, info = self.imager.capture_frames(images[j])
                     yield j, frames, self.tag(info)
             i = end
+
+    def capture_frames(self, image: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """One more image of a sequence that spans several calls (a calibration's test,
+        validation and training sets): the reference before the first, a check before
+        every ``every``-th image counted over all of them (``images_captured``), then the
+        imager's frames of ``image`` and their infos, tagged with the correction."""
+        self.before_image(self.images_captured)
+        frames, info = self.imager.capture_frames(image)
+        self.images_captured += 1
+        return frames, self.tag(info)
 
     def tag(self, frame_info: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``frame_info`` with the correction applied to this capture (camera px)."""
