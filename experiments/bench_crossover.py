@@ -483,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replot", action="store_true", help="only redraw from crossover.json")
     p.add_argument("--refit", type=Path, default=None, metavar="DIR",
                    help="fit again from the captures a run saved in DIR (its crossover.json "
-                        "and seed*/crossover-captures.h5), with --counts and --n-twin")
+                        "and seed*/crossover-captures.h5), with --counts and --n-twin; "
+                        "DIR is only read")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
                    help="combine the crossover.json of runs of other seeds (run side by "
                         "side) into --out, and draw it")
@@ -495,16 +496,15 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.out / "crossover.json", json.dumps(result, indent=1,
                                                                   default=str))
-        if args.report_dir is None and result["seeds"]:
-            args.report_dir = next(d / f"seed{result['seeds'][0]['seed']}" for d in args.merge
-                                   if (d / f"seed{result['seeds'][0]['seed']}").is_dir())
+        if args.report_dir is None and result["seeds"]:  # the first seed's calibration
+            args.report_dir = next((d / f"seed{result['seeds'][0]['seed']}" for d in args.merge
+                                    if (d / f"seed{result['seeds'][0]['seed']}").is_dir()),
+                                   None)
     elif args.refit:
         result = refit(args.refit, counts=sorted(args.counts), n_twin=args.n_twin)
         args.out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.out / "crossover.json", json.dumps(result, indent=1,
                                                                   default=str))
-        if args.report_dir is None and result["seeds"]:
-            args.report_dir = args.refit / f"seed{result['seeds'][0]['seed']}"
     elif args.replot:
         result = json.loads((args.out / "crossover.json").read_text())
     else:
@@ -516,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     if not result["seeds"]:
         print(f"no seed gave a result: {json.dumps(result.get('refused'), indent=1)}")
         return 1
-    report = args.report_dir
-    if report is None:
+    report = args.report_dir  # None: the first seed's calibration under --out, if there
+    if report is None and (args.out / f"seed{result['seeds'][0]['seed']}").is_dir():
         report = args.out / f"seed{result['seeds'][0]['seed']}"
     write_outputs(result, args.out, report)
     print(table(result))
