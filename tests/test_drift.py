@@ -326,6 +326,7 @@ def test_calibration_captures_follow_the_drift_across_capture_sets(tmp_path):
                 [5, 10, 15, 20, 25]
             assert np.hypot(*tracker.correction) > 2.5 and all(c["reliable"]
                                                                for c in tracker.checks)
+    print("\nrelative error of the late patterns, followed / not:", late)
     assert late[True] < 0.25 * late[False], late
     with open_bench(small_bench()) as raw:
         other = DriftTracker(_imager(raw), 5)
