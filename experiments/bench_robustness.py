@@ -31,7 +31,7 @@ from typing import Any
 
 from simulation.atomic import write_text_atomic
 
-__all__ = ["ROWS", "run_row", "run_table", "markdown", "main"]
+__all__ = ["ROWS", "run_row", "run_table", "markdown", "merged_markdown", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,48 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merged_markdown(docs: list[dict[str, Any]]) -> str:
+    """One table from runs of other seeds with the same settings: per row, each seed's
+    verdict and SSIM / its own default's, and the row's verdict over the seeds (handled
+    only when handled on every seed; refused when refused on every seed)."""
+    if not docs:
+        raise ValueError("merge: expected at least one robustness.json, got none")
+    keys = ("base", "shape", "n", "ratio")
+    diff = [k for k in keys if any(d.get(k) != docs[0].get(k) for d in docs[1:])]
+    if diff:
+        raise ValueError(f"merge: the runs differ in {', '.join(diff)}")
+    seeds = [d["seed"] for d in docs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"merge: a seed appears twice ({sorted(seeds)})")
+    d0 = docs[0]
+    shape = f", SLM and camera {d0['shape']}^2" if d0.get("shape") else ""
+    lines = [f"Robustness on `{d0['base']}`{shape}, seeds {', '.join(map(str, seeds))} "
+             f"({d0['n']} MNIST test images each; handled = SSIM >= {d0['ratio']} x the "
+             "same seed's default bench)", "",
+             "| variant | over the seeds | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    by_seed = [{r["row"]: r for r in d["rows"]} for d in docs]
+    for name in [r["row"] for r in d0["rows"]]:
+        rows = [b.get(name) for b in by_seed]
+        verdicts = [r.get("verdict", r["status"]) if r else "not run" for r in rows]
+        if all(v == "handled" for v in verdicts):
+            overall = "handled"
+        elif all(v.startswith("refused") for v in verdicts):
+            overall = "refused (diagnosis)"
+        else:
+            overall = "mixed: " + ", ".join(sorted(set(verdicts)))
+        cells = []
+        for r, v in zip(rows, verdicts, strict=True):
+            if r and r.get("ssim") is not None:
+                ratio = f" ({r['ssim_ratio']:.2f})" if r.get("ssim_ratio") is not None else ""
+                cells.append(f"{v}, {r['ssim']:.3f}{ratio}")
+            else:
+                cells.append(v)
+        what = next(r["what"] for r in rows if r)
+        lines.append(f"| {what} | {overall} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench_robustness",
                                 description=__doc__.split("\n\n")[0])
@@ -248,7 +290,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep the rows already measured in --out (same settings)")
     p.add_argument("--full", action="store_true",
                    help="the decoders step at its defaults (2000 captures: slow)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="one table from the robustness.json of runs of other seeds "
+                        "(written to --out/robustness-seeds.md)")
     args = p.parse_args(argv)
+    if args.merge:
+        text = merged_markdown([json.loads((d / "robustness.json").read_text())
+                                for d in args.merge])
+        write_text_atomic(args.out / "robustness-seeds.md", text)
+        print(text)
+        return 0
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
     if bad:
