@@ -136,7 +136,7 @@ def _drift_summary(trackers: dict[int, Any], imager: Any, train_imager: Any
     out: dict[str, Any] = {}
     for name, im in (("captures", imager), ("training", train_imager)):
         t = trackers.get(id(im))
-        if t is None or name in out or (name == "training" and im is imager):
+        if t is None or (name == "training" and im is imager):
             continue
         r = t.record()
         out[name] = {k: r[k] for k in ("every", "n_checks", "n_unreliable", "extra_frames",

@@ -319,20 +319,13 @@ MERGE_KEYS = ("bench", "flaws_from", "shape", "counts", "n_eval", "n_twin", "n_v
 def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One result from runs of other seeds with the same settings (``MERGE_KEYS``), so
     that seeds can run as separate processes side by side; seeds in order, each once."""
-    if not parts:
-        raise ValueError("merge: expected at least one crossover.json, got none")
-    first = parts[0]
-    for p in parts[1:]:
-        diff = [k for k in MERGE_KEYS if p.get(k) != first.get(k)]
-        if diff:
-            raise ValueError(f"merge: the runs differ in {', '.join(diff)}; only runs of "
-                             "other seeds with the same settings can be merged")
+    from .seed_runs import check_mergeable
+
     seeds = sorted((s for p in parts for s in p["seeds"]), key=lambda s: s["seed"])
     refused = sorted((r for p in parts for r in p.get("refused", [])), key=lambda r: r["seed"])
-    names = [s["seed"] for s in seeds] + [r["seed"] for r in refused]
-    if len(set(names)) != len(names):
-        raise ValueError(f"merge: a seed appears twice ({sorted(names)})")
-    out = {k: first.get(k) for k in MERGE_KEYS}
+    check_mergeable(parts, MERGE_KEYS, [s["seed"] for s in seeds] + [r["seed"] for r in refused],
+                    "crossover.json")
+    out = {k: parts[0].get(k) for k in MERGE_KEYS}
     out["seeds"] = seeds
     if refused:
         out["refused"] = refused

@@ -236,15 +236,10 @@ def merged_markdown(docs: list[dict[str, Any]]) -> str:
     """One table from runs of other seeds with the same settings: per row, each seed's
     verdict and SSIM / its own default's, and the row's verdict over the seeds (handled
     only when handled on every seed; refused when refused on every seed)."""
-    if not docs:
-        raise ValueError("merge: expected at least one robustness.json, got none")
-    keys = ("base", "shape", "n", "ratio")
-    diff = [k for k in keys if any(d.get(k) != docs[0].get(k) for d in docs[1:])]
-    if diff:
-        raise ValueError(f"merge: the runs differ in {', '.join(diff)}")
+    from .seed_runs import check_mergeable
+
     seeds = [d["seed"] for d in docs]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"merge: a seed appears twice ({sorted(seeds)})")
+    check_mergeable(docs, ("base", "shape", "n", "ratio"), seeds, "robustness.json")
     d0 = docs[0]
     shape = f", SLM and camera {d0['shape']}^2" if d0.get("shape") else ""
     lines = [f"Robustness on `{d0['base']}`{shape}, seeds {', '.join(map(str, seeds))} "
