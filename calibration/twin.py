@@ -15,6 +15,8 @@ inscribed in the SLM (``simulation.zernike``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,16 +67,33 @@ class PupilGrid:
 def far_field_intensity(grid: PupilGrid, amplitude: torch.Tensor,
                         phase: torch.Tensor) -> torch.Tensor:
     """|FT|² of the sampled field(s) (..., ny, nx) on the padded grid (..., P, P), centred
-    at bin P/2 (zero frequency); unit total power per field."""
-    field = torch.polar(amplitude.expand_as(phase), phase)
+    at bin P/2 (zero frequency); unit total power per field.
+
+    This is ``|fftshift(fft2(ifftshift(pad(field))))|²`` computed without the shifts or
+    the padded copy: where the field sits in the padded grid (and the input shift) only
+    multiplies each frequency by a phase, which the intensity drops; the output shift is
+    a linear phase ramp on the field (``_centring_phase``). The two axes are transformed
+    one after the other, the first only over the field's nx columns (zero padding is implicit
+    in ``n=P``): about a third fewer operations, forward and backward, in the wavefront
+    fit's hundreds of evaluations."""
     p = grid.pad
     ny, nx = phase.shape[-2:]
-    top, left = (p - ny) // 2, (p - nx) // 2
-    padded = F.pad(field, (left, p - nx - left, top, p - ny - top))
-    ff = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(padded, dim=(-2, -1))),
-                            dim=(-2, -1))
+    field = torch.polar(amplitude.expand_as(phase), phase + _centring_phase(ny, nx, p,
+                                                                            phase.dtype))
+    ff = torch.fft.fft(torch.fft.fft(field, n=p, dim=-2), n=p, dim=-1)  # rows last: contiguous
     inten = ff.real**2 + ff.imag**2
     return inten / inten.sum(dim=(-2, -1), keepdim=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _centring_phase(ny: int, nx: int, p: int, dtype: torch.dtype) -> torch.Tensor:
+    """The phase ramp 2π·(P//2)/P·(i + j) over the field's samples: multiplying the input
+    by it moves the transform's zero frequency from bin 0 to bin P//2 (``fftshift``).
+    Cached: callers must not modify it."""
+    k = 2 * np.pi * (p // 2) / p
+    i = torch.arange(ny, dtype=torch.float64)[:, None]
+    j = torch.arange(nx, dtype=torch.float64)[None, :]
+    return torch.remainder(k * (i + j), 2 * np.pi).to(dtype)
 
 
 def camera_sample_points(model_to_camera: np.ndarray, xs: np.ndarray, ys: np.ndarray,
