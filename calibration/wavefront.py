@@ -242,24 +242,34 @@ def _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, diversity,
         if d else torch.zeros_like(grid.x) for d in diversity])
     n_f = len(diversity)
     half = min(slm.shape) / 2
-    params = {
-        "c": torch.zeros(len(noll), dtype=torch.float64, requires_grad=True),
-        "logw": torch.tensor(np.log(0.5), dtype=torch.float64, requires_grad=True),
-        "src": torch.zeros(2, dtype=torch.float64, requires_grad=True),
-        "shift": torch.zeros(2, dtype=torch.float64, requires_grad=True),
-        "logalpha": torch.zeros(n_f, dtype=torch.float64, requires_grad=True),
-        "bg": torch.zeros(n_f, dtype=torch.float64, requires_grad=True),
+    init = {
+        "c": torch.zeros(len(noll), dtype=torch.float64),
+        "logw": torch.tensor(np.log(0.5), dtype=torch.float64),
+        "src": torch.zeros(2, dtype=torch.float64),
+        "shift": torch.zeros(2, dtype=torch.float64),
+        "logalpha": torch.zeros(n_f, dtype=torch.float64),
+        "bg": torch.zeros(n_f, dtype=torch.float64),
     }
     if beam == "supergaussian":  # power p = exp(logp); 1 is the Gaussian
-        params["logp"] = torch.tensor(np.log(2.0), dtype=torch.float64, requires_grad=True)
+        init["logp"] = torch.tensor(np.log(2.0), dtype=torch.float64)
     if beam == "clipped":  # aperture radius R = half * exp(logclip), on the beam centre
-        params["logclip"] = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+        init["logclip"] = torch.tensor(0.0, dtype=torch.float64)
+    # one flat tensor for L-BFGS (the same vector as the parameters one after the other:
+    # its per-tensor loops would otherwise dominate these small problems); ``unpack``
+    # gives the named views
+    sizes = [v.numel() for v in init.values()]
+    flat = torch.cat([v.reshape(-1) for v in init.values()]).requires_grad_()
+
+    def unpack(t: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.reshape(init[k].shape)
+                for k, v in zip(init, torch.split(t, sizes), strict=True)}
     edge_px = grid.step / 4  # a sharp edge, area-weighted over a pupil sample
     meas_scale = float(meas.clamp(min=0).sum(dim=1).mean())
     sqrt_meas = torch.sqrt(meas.clamp(min=0) / meas_scale)
 
     def predict() -> torch.Tensor:
         f32 = torch.float32
+        params = unpack(flat)
         w = (half * torch.exp(params["logw"])).to(f32)
         cx, cy = (20 * params["src"][0]).to(f32), (20 * params["src"][1]).to(f32)
         if beam == "gaussian":
@@ -282,7 +292,7 @@ def _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, diversity,
         return ((torch.sqrt(pred) - sqrt_meas) ** 2).sum() / n_f
 
     def run(n_rounds: int, n_iter: int) -> float:
-        opt = torch.optim.LBFGS(list(params.values()), lr=1, max_iter=n_iter, history_size=20,
+        opt = torch.optim.LBFGS([flat], lr=1, max_iter=n_iter, history_size=20,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-10,
                                 tolerance_change=1e-14)
 
@@ -298,33 +308,33 @@ def _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, diversity,
             return float(loss_fn())
 
     # phase retrieval has local minima: start from several source waists, keep the best
-    start = {k: v.detach().clone() for k, v in params.items()}
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    start = flat.detach().clone()
+    best: tuple[float, torch.Tensor] | None = None
     for w0 in starts:
         with torch.no_grad():
-            for k, v in params.items():
-                v.copy_(start[k])
-            params["logw"].fill_(float(np.log(w0)))
-            if "logclip" in params:  # an aperture at about the waist (or the SLM's edge)
-                params["logclip"].fill_(float(np.log(0.9 * min(w0, 1.0))))
+            flat.copy_(start)
+            views = unpack(flat)
+            views["logw"].fill_(float(np.log(w0)))
+            if "logclip" in views:  # an aperture at about the waist (or the SLM's edge)
+                views["logclip"].fill_(float(np.log(0.9 * min(w0, 1.0))))
         loss = run(1, start_iter)
         loss = loss if np.isfinite(loss) else float("inf")  # a diverged start never wins
         log.debug("wavefront: start waist %.2f -> loss %.5f", w0, loss)
         if best is None or loss < best[0]:
-            best = (loss, {k: v.detach().clone() for k, v in params.items()})
+            best = (loss, flat.detach().clone())
     with torch.no_grad():
-        for k, v in params.items():
-            v.copy_(best[1][k])
+        flat.copy_(best[1])
     run(iterations, max_iter)
+    params = unpack(flat.detach())
     with torch.no_grad():
         pred = predict() * meas_scale
         final = float(loss_fn())
     resid = (pred - meas).numpy()
     rel = float(np.sqrt(np.sum(resid**2) / np.sum(meas.numpy() ** 2)))
-    coeffs = {j: float(c) for j, c in zip(noll, params["c"].detach().numpy(), strict=True)}
+    coeffs = {j: float(c) for j, c in zip(noll, params["c"].numpy(), strict=True)}
     waist = float(half * np.exp(params["logw"].item()))
-    src = (20 * params["src"].detach().numpy()).tolist()
-    shift = params["shift"].detach().numpy().tolist()
+    src = (20 * params["src"].numpy()).tolist()
+    shift = params["shift"].numpy().tolist()
     refined = shift_center(a, shift[0], shift[1])
     power = float(np.exp(params["logp"].item())) if "logp" in params else 1.0
     clip = float(half * np.exp(params["logclip"].item())) if "logclip" in params else None
