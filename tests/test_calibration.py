@@ -85,6 +85,24 @@ def test_wavefront_and_source(calibrated):
     assert set(calibrated["cal"].zernike_noll_rad) == {4, 5, 6, 7, 8}
 
 
+def test_gaussian_source_keeps_the_gaussian_beam_model(calibrated):
+    """These benches' beams are Gaussian: the other beam models fit barely better, so the
+    Gaussian is kept on every seed, and on the first with the waist of a fit that tries
+    only the Gaussian (the wavefront step again on the same bench and earlier steps)."""
+    cal = calibrated["cal"]
+    assert cal.source["beam_model"] == "gaussian"
+    r = cal.source.residuals
+    assert r["relative_rms_clipped"] <= r["relative_rms_gaussian"] + 1e-3
+    if calibrated["seed"] != SEEDS[0]:  # one rerun shows the equality (5 s each)
+        return
+    with small_bench(calibrated["seed"]) as bench:
+        only = run_calibration(bench, steps="wavefront", calibration=copy.deepcopy(cal),
+                               options={"wavefront": {"averaging": 1,
+                                                      "beam_models": ("gaussian",)}},
+                               progress=False)
+    np.testing.assert_allclose(only.source["waist_px"], cal.source["waist_px"], rtol=0.02)
+
+
 def test_calibration_file_and_report(calibrated):
     out = calibrated["out"]
     cal = CalibrationSet.load(out)
@@ -117,26 +135,15 @@ def test_dark_refuses_without_laser():
             calibrate_dark(b)
 
 
-def _realistic_with_gaussian_beam() -> dict:
-    import tomllib
-
-    from devices.config import resolve_bench_path
-
-    cfg = tomllib.loads(resolve_bench_path("sim-realistic.toml").read_text())
-    cfg["sim_flaws"]["source_shape"] = "gaussian"
-    return cfg
-
-
 def _calibrate_shipped(bench_file: str, out) -> dict:
-    """dark, geometry, lut and wavefront on a shipped bench (``bench_file``; "sim-realistic,
-    Gaussian beam": sim-realistic with a Gaussian source). On sim-realistic, the control
-    too: the wavefront step again on the same bench and earlier steps, with only the
-    Gaussian beam model (the fit before the beam-shape step), instead of a second whole
-    calibration (the dark, geometry and LUT steps are the same either way)."""
+    """dark, geometry, lut and wavefront on a shipped bench (``bench_file``). On
+    sim-realistic, the control too: the wavefront step again on the same bench and
+    earlier steps, with only the Gaussian beam model (the fit before the beam-shape
+    step), instead of a second whole calibration (the dark, geometry and LUT steps are
+    the same either way)."""
     from devices import open_bench
 
-    source = _realistic_with_gaussian_beam() if "Gaussian" in bench_file else bench_file
-    with open_bench(source) as bench:
+    with open_bench(bench_file) as bench:
         cal = run_calibration(bench, out / "cal", steps="dark,geometry,lut,wavefront",
                               progress=False)
         result = {"cal": cal, "errors": errors_vs_truth(cal, bench)}
@@ -155,7 +162,6 @@ def _calibrate_shipped(bench_file: str, out) -> dict:
 @pytest.mark.parametrize("bench_file", [
     "sim.toml",
     "sim-realistic.toml",
-    "sim-realistic, Gaussian beam",
 ])
 def test_shipped_benches_within_tolerance(bench_file, tmp_path):
     """The shipped example benches (512 px; 1920x1152 SLM + 1440x1080 camera), all defaults;
@@ -165,8 +171,12 @@ def test_shipped_benches_within_tolerance(bench_file, tmp_path):
     The wavefront is judged where the light is (``wavefront_pupil_rms_rad``) and the
     centre with the fitted tilt over the beam (``center_error_beam_px``): with the beam
     clipped to ~0.7 of the Zernike disk the outer ring is unobserved
-    (``calibration.truth.pupil_wavefront_error``); where the beam fills the disk (the
-    Gaussian benches) the coefficient rms and the plain centre are held too.
+    (``calibration.truth.pupil_wavefront_error``); where the beam fills the disk
+    (sim.toml's Gaussian beam) the coefficient rms and the plain centre are held too.
+    Gaussian beams among realistic flaws are the random realistic benches' case
+    (``test_calibration_robust``, 256 px): a third full-size calibration here, of
+    sim-realistic with a Gaussian source, cost about 50 CPU-s and checked nothing those
+    do not.
 
     The control, on sim-realistic: only the Gaussian beam model (the fit before issue 10)
     misfits the source, outside the tolerance the clipped model meets (measured: waist
