@@ -36,15 +36,16 @@ def _paper(out: Path, scale: str, progress: bool = True) -> dict:
                          for v in run.results["verdicts"]]}
 
 
-def _bench(out: Path, bench: str, n: int, n_capture: int, progress: bool = True) -> dict:
+def _bench(out: Path, bench: str, n: int, n_capture: int, progress: bool = True,
+           options: dict | None = None) -> dict:
     from calibration import errors_vs_truth, run_calibration
     from devices import open_bench
     from hil.session import RunConfig, run_session
 
     with open_bench(bench) as b:
-        cal = run_calibration(b, out / "calibration",
-                              options={"decoders": {"n_capture": n_capture}},
-                              progress=progress)
+        opts = {step: dict(v) for step, v in (options or {}).items()}
+        opts.setdefault("decoders", {})["n_capture"] = n_capture
+        cal = run_calibration(b, out / "calibration", options=opts, progress=progress)
         errors = errors_vs_truth(cal, b) if b.truth else {}
     decoder = out / "calibration" / "decoder_twin.pt"
     status = run_session(RunConfig(bench=bench, calibration=out / "calibration",
@@ -59,9 +60,12 @@ def _bench(out: Path, bench: str, n: int, n_capture: int, progress: bool = True)
 
 def run_main_job(out: str | Path, *, paper_scale: str | None = "small",
                  bench: str | None = "sim.toml", n_bench: int = 100, n_capture: int = 300,
-                 progress: bool = True, **demo_kwargs) -> dict:
+                 calibration_options: dict | None = None, progress: bool = True,
+                 **demo_kwargs) -> dict:
     """Run the parts of the main job (``paper_scale=None`` / ``bench=None`` skip one;
-    ``progress=False`` hides the progress bars of the study, calibration and run)."""
+    ``calibration_options``: per-step options of the bench's calibration, as
+    ``run_calibration`` takes them, with ``n_capture`` the decoders step's; ``progress=False``
+    hides the progress bars of the study, calibration and run)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -71,7 +75,8 @@ def run_main_job(out: str | Path, *, paper_scale: str | None = "small",
         summary["paper"] = _paper(out / "paper", paper_scale, progress)
     if bench:
         log.info("simulated bench: calibrate, capture, decode (%s)", bench)
-        summary["bench"] = _bench(out / "bench", bench, n_bench, n_capture, progress)
+        summary["bench"] = _bench(out / "bench", bench, n_bench, n_capture, progress,
+                                  calibration_options)
     summary["total_seconds"] = time.perf_counter() - t0
     write_json_atomic(out / "summary.json", summary)
     _index(out, summary)

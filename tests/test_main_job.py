@@ -15,7 +15,11 @@ def test_main_job_all_parts(tmp_path, data_dir, capsys):
     from experiments.main_job import run_main_job
 
     out = tmp_path / "job"
-    s = run_main_job(out, paper_scale="tiny", n_bench=8, n_capture=40, count=2000, n_test=40)
+    # the decoders and model steps smaller than their defaults (as the walk-through notebook)
+    small = {"model": {"n_images": 24, "steps": 150},
+             "decoders": {"n_twin": 1500, "n_test": 16, "n_val": 16, "n_repeat": 4}}
+    s = run_main_job(out, paper_scale="tiny", n_bench=8, n_capture=40, count=2000, n_test=40,
+                     calibration_options=small, progress=False)
     assert {"simulation", "paper", "bench"} <= set(s)
     assert s["bench"]["status"] == 0 and s["bench"]["n"] == 8
     # the calibrated twin-trained decoder on captures is near the simulation figure
