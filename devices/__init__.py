@@ -10,9 +10,12 @@ Open a bench from a TOML file (or a shipped example such as ``"sim.toml"``)::
 
 Names follow slmsuite; any slmsuite SLM or camera plugs in through ``backend =
 "slmsuite:<Class>"``. See ``devices.config`` for the file format and ``devices.phase``
-for the sign convention.
+for the sign convention. ``MAX_EXPOSURE_S``, ``MAX_TIMEOUT_S``, ``MAX_SETTLE_S`` and
+``MAX_LATENCY_S`` are the upper limits on the times a device may be asked to wait (larger
+values are refused by the bench schema and the devices).
 """
 
+from devices._common import MAX_EXPOSURE_S, MAX_LATENCY_S, MAX_SETTLE_S, MAX_TIMEOUT_S
 from devices.base import SLM, Camera, CaptureInfo
 from devices.bench import Bench, open_bench
 from devices.config import load_config, shipped_benches
@@ -48,4 +51,8 @@ __all__ = [
     "ConfigError",
     "PHASE_SIGN",
     "ZERO_PHASE_GREY",
+    "MAX_EXPOSURE_S",
+    "MAX_TIMEOUT_S",
+    "MAX_SETTLE_S",
+    "MAX_LATENCY_S",
 ]

@@ -11,6 +11,10 @@ was captured. A backend implements only tiny hooks:
 * Camera: ``_get_image_hw(timeout_s)`` (one raw frame or ``FrameDropped`` /
   ``DeviceTimeout`` / ``DeviceDisconnected``), ``_set_exposure_hw(s)``,
   ``_get_exposure_hw()``, ``_close_hw()`` and optionally ``_flush_hw(timeout_s)``.
+
+Seams at the hardware boundary, public, on any backend: ``SLM.write_hook`` runs after each
+hardware write, ``Camera.frame_request_hook`` before each hardware frame request (both None
+by default), for counting, logging or holding writes and scripting faults at a chosen frame.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,11 +307,7 @@ class SLM(_Device):
             # every check runs before the first byte of display is overwritten
             self._checked_grey(phase_rad, self.display, self._phase, self._before_write)
         display = self.display
-        try:
-            self._set_phase_hw(display)
-        except DeviceDisconnected as exc:
-            raise self._mark_disconnected(exc) from exc
-        self.last_write_time = time.perf_counter()
+        self._write_hw(display)
         self._settle_after_write(settle)
         return display
 
@@ -334,13 +335,26 @@ class SLM(_Device):
         delay = (2 * np.pi / (self.bitresolution * self.phase_scaling)) * (
             self.bitresolution - 1 - self.display.astype(np.float32))
         np.copyto(self._phase, delay, casting="unsafe")
-        try:
-            self._set_phase_hw(self.display)
-        except DeviceDisconnected as exc:
-            raise self._mark_disconnected(exc) from exc
-        self.last_write_time = time.perf_counter()
+        self._write_hw(self.display)
         self._settle_after_write(settle)
         return self.display
+
+    write_hook: Callable[[np.ndarray], Any] | None = None
+    """None, or a callable ``write_hook(display)`` run after each hardware write
+    (``_set_phase_hw``) returns, before ``last_write_time`` is set, in the writing thread:
+    to count, log or copy what reached the device (``display`` is the SLM's buffer: copy it
+    to keep it). The write completes only once it returns."""
+
+    def _write_hw(self, display: np.ndarray) -> None:
+        """The hardware write of ``set_phase`` and ``set_grey_levels``: ``_set_phase_hw``,
+        then ``write_hook``, then ``last_write_time``."""
+        try:
+            self._set_phase_hw(display)
+        except DeviceDisconnected as exc:
+            raise self._mark_disconnected(exc) from exc
+        if self.write_hook is not None:
+            self.write_hook(display)
+        self.last_write_time = time.perf_counter()
 
     def _before_write(self) -> None:
         """Hook: runs just before ``display`` is overwritten with the new grey levels."""

@@ -3,10 +3,12 @@
 A backend implements ``_get_image_hw(timeout_s)`` (one raw frame, or ``FrameDropped`` /
 ``DeviceTimeout`` / ``DeviceDisconnected``), ``_set_exposure_hw(s)``, ``_get_exposure_hw()``,
 ``_close_hw()`` and optionally ``_flush_hw(timeout_s)``; everything else lives here.
+``frame_request_hook`` (public, None by default) runs before each hardware frame request.
 
 Bounded time: the exposure is at most ``MAX_EXPOSURE_S`` and a time-out at most
-``MAX_TIMEOUT_S`` (``devices._common``); ``frame_deadline_s`` (exposure + time-out + a
-grace of at most ``MAX_GRACE_S``) is the longest a watchdog waits for one frame.
+``MAX_TIMEOUT_S`` (``devices._common``, exported by ``devices``); ``frame_deadline_s``
+(exposure + time-out + a grace of at most ``MAX_GRACE_S``) is the longest a watchdog waits
+for one frame.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -241,12 +244,20 @@ class Camera(_Device):
             raise self._mark_disconnected(exc) from exc
 
     # capture
+    frame_request_hook: Callable[[], Any] | None = None
+    """None, or a callable ``frame_request_hook()`` run before each hardware frame request
+    (``_get_image_hw``), in the requesting thread: to count requests, or to raise
+    ``FrameDropped``, ``DeviceTimeout`` or ``DeviceDisconnected`` as the device would (a
+    fault at a chosen frame, handled exactly as the device's own)."""
+
     def _grab(self, timeout_s: float) -> tuple[np.ndarray, int]:
         dropped = 0
         last: Exception | None = None
         for _ in range(self.capture_attempts):
             t0 = time.perf_counter()
             try:
+                if self.frame_request_hook is not None:
+                    self.frame_request_hook()
                 frame = self._get_image_hw(timeout_s)
             except FrameDropped as exc:
                 dropped += 1

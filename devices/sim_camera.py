@@ -261,7 +261,7 @@ class SimCamera(SlmsuiteCamera):
         if self.renderer == "fast":
             if self._flat_key != shift:
                 w = self.slm.wrapped
-                self._flat_unit = self._fast_renderer().intensity(
+                self._flat_unit = self.fast_renderer().intensity(
                     w.source["amplitude_sim"], w.source["phase_sim"], shift)
                 self._flat_key = shift
             return self._flat_unit
@@ -270,7 +270,9 @@ class SimCamera(SlmsuiteCamera):
             self._flat_key = "slmsuite"
         return self._flat_unit
 
-    def _fast_renderer(self) -> Any:
+    def fast_renderer(self) -> Any:
+        """The fast far-field renderer (``devices.sim_render.FarFieldRenderer``, built on
+        first use, then kept): its ``workers`` sets the FFT threads of every render."""
         if self._fast is None:
             from devices.sim_render import FarFieldRenderer
 
@@ -308,6 +310,29 @@ class SimCamera(SlmsuiteCamera):
         delay += np.asarray(w.source["phase_sim"], dtype=np.float32)
         return delay
 
+    def far_field(self, state: ExposureState | None = None,
+                  shift_px: tuple[float, float] | None = None) -> np.ndarray:
+        """The noise-free far field of an exposure on the camera pixels, through the fast
+        renderer (float64, slmsuite's ``_render`` scale: unit gain, no counts).
+
+        The SLM's phase with its flaws (``state``: default, the SLM as displayed now, no
+        flicker), the image moved by ``shift_px`` (x, y) camera pixels (default: the state's
+        drift; none without a state). ``render_frame`` scales it into counts
+        (``render_gain``), then adds the zero order, ghost, vignetting and noise.
+        """
+        if state is None:
+            state = ExposureState(self.slm.displayed(), 1.0, 0.0, 0.0, (0.0, 0.0))
+        return self.fast_renderer().intensity(self.slm.wrapped.source["amplitude_sim"],
+                                              self._slm_phase(state),
+                                              state.drift_px if shift_px is None else shift_px)
+
+    def render_gain(self, power_fraction: float = 1.0) -> float:
+        """Counts per second per unit of far field (slmsuite's ``_render`` scale) at
+        ``power_fraction`` of the reference power: the ``gain`` ``render_frame`` gives
+        slmsuite's camera (``wrapped.gain``) before a frame."""
+        return (self.photons_per_s * self.gain_counts_per_electron * power_fraction
+                / self._farfield_total)
+
     # the frame
     def render_frame(self, state: ExposureState | None = None) -> np.ndarray:
         """One frame of the exposure ``state`` (default: one starting now); no faults, no
@@ -317,7 +342,7 @@ class SimCamera(SlmsuiteCamera):
         sc = self.wrapped
         fl = self.flaws
         p = state.power_fraction
-        sc.gain = self.photons_per_s * self.gain_counts_per_electron * p / self._farfield_total
+        sc.gain = self.render_gain(p)
         flawed = fl.camera_side or fl.slm_dynamic
         if not self.noise and self.zero_order_fraction == 0 and not flawed:
             # the reference: slmsuite's own frame of the displayed grey levels
@@ -331,8 +356,7 @@ class SimCamera(SlmsuiteCamera):
         exposure = state.exposure_s
         if p > 0:
             if self.renderer == "fast":
-                img = self._fast_renderer().intensity(self.slm.wrapped.source["amplitude_sim"],
-                                                      self._slm_phase(state), state.drift_px)
+                img = self.far_field(state)
             else:
                 img = self._slmsuite_render(state.displayed.mixed_display())
             scale = exposure * sc.gain

@@ -2,7 +2,8 @@
 timing (refresh, settling) and the snapshot a simulated exposure takes of it.
 
 * ``refresh_hz``: a write waits for the panel's next refresh tick and lands there (a
-  vsync-locked display): ``last_write_time`` is when it landed;
+  vsync-locked display): ``last_write_time`` is when it landed, the ticks count from
+  ``refresh_epoch``;
 * settling: a frame taken ``dt`` after a write sees the display moved
   ``settled_fraction()`` of the way from the old grey levels to the new: ``1 - exp(-5 dt /
   settle_time_s)`` (all of it from ``settle_time_s`` on), or, with the hidden
@@ -99,6 +100,12 @@ class SimSLM(SlmsuiteSLM):
         self.previous_display = np.asarray(wrapped.display).copy()
 
     waits_for_refresh = True  # a write returns once it is on the panel (vsync-locked)
+
+    @property
+    def refresh_epoch(self) -> float | None:
+        """``time.perf_counter()`` of the panel's first refresh tick (the first write with
+        ``refresh_hz`` set; None before it): ticks fall every 1/``refresh_hz`` from here."""
+        return getattr(self, "_refresh_epoch", None)
 
     def _wait_for_refresh(self) -> None:
         """With ``refresh_hz``, sleep until the panel's next refresh (ticks every

@@ -47,7 +47,7 @@ def frame_cost(name: str, renderer: str, flaws: bool, frames: int,
     """Median-free mean CPU-s and wall-s per frame (after one warm-up frame)."""
     with open_bench(_bench_dict(name, flaws)) as b:
         b.camera.renderer = renderer
-        b.camera._fast_renderer().workers = workers
+        b.camera.fast_renderer().workers = workers
         rng = np.random.default_rng(0)
         pats = [rng.uniform(0, 2 * np.pi, (32, 32)).astype(np.float32) for _ in range(4)]
         b.slm.set_phase(pats[0], settle=False)

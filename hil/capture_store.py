@@ -16,12 +16,14 @@ flushed. A run killed at any point therefore finds on disk every capture up to t
 flush; ``CaptureStore.resume`` trims anything beyond ``n_complete`` (a capture that was
 being written) so the run continues with no capture lost and none duplicated.
 
-Every append is checked (``hil.capture_disk``): room before the write; after the flush
-the capture's bytes are read back from the file on disk, past HDF5's caches (a compressed
-chunk is inflated with ``zlib`` and un-shuffled), and compared with what was written;
-any h5py error, ignored or not, fails the append too. A failed check raises
-``CaptureWriteError`` *before* ``n_complete`` counts the capture, and the store closes
-itself: the captures before it stay complete and ``resume`` continues the run.
+Every append is checked (``hil.capture_disk``): room before the write (``create`` and
+``append`` look ``hil.capture_disk.check_room`` up at each call: replaced there, a test's
+check lets the write itself fail); after the flush the capture's bytes are read back from
+the file on disk, past HDF5's caches (a compressed chunk is inflated with ``zlib`` and
+un-shuffled), and compared with what was written; any h5py error, ignored or not, fails
+the append too. A failed check raises ``CaptureWriteError`` *before* ``n_complete`` counts
+the capture, and the store closes itself: the captures before it stay complete and
+``resume`` continues the run.
 
 Compression (``capture_format.FRAMES_FILTER``, ``WINDOWS_FILTER``): gzip level 1 after
 HDF5's byte shuffle, for frames and windows, one capture per chunk. Measured with
@@ -54,8 +56,8 @@ import numpy as np
 from simulation.atomic import atomic_path
 from simulation.provenance import code_label
 
+from . import capture_disk
 from .capture_disk import CaptureWriteError, h5_errors, open_h5, unfilter_chunk
-from .capture_disk import check_room as _check_room
 from .capture_format import (
     CAPTURES_FILE,
     FRAMES_FILTER,
@@ -123,7 +125,7 @@ class CaptureStore:
         per_capture = (int(np.prod(fs)) * item if store_frames else 0) \
             + (int(np.prod(ws)) * item if ws else 0) + int(np.prod(ps)) * 4 + 64 * len(_SCALARS)
         dark_bytes = 0 if dark is None else int(np.prod(np.shape(dark))) * 4
-        _check_room(path, 0, per_capture + dark_bytes, 0)  # room for one capture at least
+        capture_disk.check_room(path, 0, per_capture + dark_bytes, 0)  # one capture at least
         boxes = None
         if ws is not None:
             if window_boxes is None:
@@ -218,7 +220,7 @@ class CaptureStore:
 
     def _check_room(self, n: int, nbytes: int) -> None:
         """Refuse (before writing anything) when the capture cannot fit."""
-        _check_room(self.path, n, nbytes, self.path.stat().st_size)
+        capture_disk.check_room(self.path, n, nbytes, self.path.stat().st_size)
 
     @property
     def has_frames(self) -> bool:

@@ -53,8 +53,8 @@ CHILD = textwrap.dedent('''
     from test_capture_faults import _frames, _patterns, SHAPE
     path, limit, check = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
     if not check:
-        import hil.capture_store
-        hil.capture_store._check_room = lambda *args: None
+        import hil.capture_disk
+        hil.capture_disk.check_room = lambda *args: None
     s = CaptureStore.create(path, frame_shape=SHAPE, frame_dtype=np.uint16,
                             pattern_shape=(2, 8, 8))
     if limit:
@@ -181,10 +181,13 @@ def test_failed_store_refuses_further_appends(tmp_path, monkeypatch):
                             pattern_shape=(2, 8, 8))
     s.append(0, _frames(0), _patterns(0))
 
-    def full(self, n, nbytes):
+    def full(path, n, nbytes, size):
         raise CaptureWriteError(28, "no space left (injected)")
 
-    monkeypatch.setattr(CaptureStore, "_check_room", full)
+    monkeypatch.setattr("hil.capture_disk.check_room", full)
+    with pytest.raises(CaptureWriteError, match="injected"):
+        s.append(1, _frames(1), _patterns(1))
+    monkeypatch.undo()  # room again: the failed store still refuses, with the same error
     with pytest.raises(CaptureWriteError, match="injected"):
         s.append(1, _frames(1), _patterns(1))
     s.close()
@@ -251,8 +254,8 @@ def test_hil_run_file_size_limit_stops_cleanly_and_resumes(tmp_path, check):
 
     cmd = run_args(bench, dec, out)
     if not check:  # no check before the write: HDF5's write itself fails mid-run
-        cmd[1:3] = ["-c", "import sys, hil.capture_store, hil.cli; "
-                    "hil.capture_store._check_room = "
+        cmd[1:3] = ["-c", "import sys, hil.capture_disk, hil.cli; "
+                    "hil.capture_disk.check_room = "
                     "lambda *a: None; sys.exit(hil.cli.main(sys.argv[1:]))"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           preexec_fn=limited)

@@ -29,20 +29,18 @@ def _reference(images: np.ndarray) -> np.ndarray:
 
 
 def _inject(camera, faults: dict[int, type], lost_s: float = 0.0) -> list[int]:
-    """Make the camera's n-th hardware frame request (1-based) raise ``faults[n]``, after
-    ``lost_s`` (the time a lost frame costs)."""
+    """Make the camera's n-th hardware frame request from now (1-based) raise ``faults[n]``,
+    after ``lost_s`` (the time a lost frame costs); returns the requests, as they come."""
     calls = []
-    original = camera._get_image_hw
 
-    def hw(timeout_s):
+    def request():
         calls.append(1)
         exc = faults.get(len(calls))
         if exc is not None:
             time.sleep(lost_s)
             raise exc("injected")
-        return original(timeout_s)
 
-    camera._get_image_hw = hw
+    camera.frame_request_hook = request
     return calls
 
 
@@ -104,7 +102,8 @@ def test_sim_slm_writes_land_on_the_refresh_and_camera_keeps_its_frame_rate():
         assert slm.refresh_hz == 40.0 and cam.frame_rate_hz == 50.0
         phase = np.zeros(slm.shape, np.float32)
         slm.set_phase(phase, settle=False)
-        epoch, period = slm._refresh_epoch, 1 / 40.0
+        epoch, period = slm.refresh_epoch, 1 / 40.0
+        assert epoch is not None and epoch <= slm.last_write_time
         for _ in range(3):
             t_call = time.perf_counter()
             slm.set_phase(phase, settle=False)
@@ -153,8 +152,7 @@ def test_early_writes_with_frame_timing_keep_every_frame_its_own(signal):
             bench.camera.signals_exposure_end = False
         imager = BenchImager(bench, config=ImagingConfig(retries=0))
         writes = []
-        original = bench.slm._set_phase_hw
-        bench.slm._set_phase_hw = lambda d: (writes.append(1), original(d))[1]
+        bench.slm.write_hook = lambda display: writes.append(1)
         # the lost frame costs two frame periods: its re-request exposes well after the
         # end the frame timing predicted
         calls = _inject(bench.camera, {3: FrameDropped}, lost_s=0.02)
@@ -216,15 +214,13 @@ def test_the_next_pattern_is_written_while_the_frame_renders():
         n_frames = len(images) * imager.frames_per_image
         writes = {"n": 0}
         wrote = threading.Condition()
-        hw = slm._set_phase_hw
 
         def counted(display):
-            hw(display)
             with wrote:
                 writes["n"] += 1
                 wrote.notify_all()
 
-        slm._set_phase_hw = counted
+        slm.write_hook = counted
         take, render = cam.exposure_state, cam.render_frame
         at_start, overlapped = [], []
 

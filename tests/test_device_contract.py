@@ -24,9 +24,13 @@ import pytest
 from session_helpers import FakeCameraDriver, FakeSLMDriver, sim_bench
 
 from devices import (
+    MAX_EXPOSURE_S,
+    MAX_TIMEOUT_S,
     SLM,
     Camera,
     DeviceError,
+    DeviceTimeout,
+    FrameDropped,
     LaserController,
     PowerMeter,
     SetpointRefused,
@@ -34,7 +38,6 @@ from devices import (
     SlmsuiteSLM,
     open_bench,
 )
-from devices._common import MAX_EXPOSURE_S, MAX_TIMEOUT_S
 from devices.visa import (
     SIM_BASIC_LASER_RESOURCE,
     SIM_LASER_RESOURCE,
@@ -220,6 +223,20 @@ def test_slm_info_close_and_use_after_close(slm):
     assert _json_round_trip(slm.info())["kind"] == "slm"  # info never fails
 
 
+def test_slm_write_hook_sees_each_hardware_write_before_its_time_is_set(slm):
+    seen = []
+    slm.write_hook = lambda display: seen.append((display.copy(), slm.last_write_time))
+    before = slm.last_write_time
+    shown = slm.set_phase(np.full(slm.shape, 1.0, np.float32), settle=False).copy()
+    levels = slm.set_grey_levels(np.zeros(slm.shape, slm.dtype), settle=False).copy()
+    with pytest.raises(ValueError, match="finite"):  # refused: nothing reaches the device
+        slm.set_phase(np.full(slm.shape, np.nan, np.float32))
+    assert len(seen) == 2
+    np.testing.assert_array_equal(seen[0][0], shown)
+    np.testing.assert_array_equal(seen[1][0], levels)
+    assert seen[0][1] == before and seen[1][1] < slm.last_write_time
+
+
 # ---------------------------------------------------------------------------- camera
 def test_camera_frames_have_its_shape_and_integer_dtype(camera):
     frame = camera.get_image()
@@ -232,6 +249,28 @@ def test_camera_frames_have_its_shape_and_integer_dtype(camera):
     assert info.averaging == 3 and info.device_id == camera.device_id
     assert info.exposure_s == pytest.approx(camera.get_exposure())
     camera.flush()
+
+
+def test_camera_frame_request_hook_runs_before_each_request_and_its_faults_count(camera):
+    requests = []
+
+    def request():
+        requests.append(1)
+        if len(requests) == 1:
+            raise FrameDropped("scripted drop")
+        if len(requests) == 4:
+            raise DeviceTimeout("scripted time-out")
+
+    camera.frame_request_hook = request
+    assert camera.get_image().shape == camera.shape  # the drop is retried
+    assert len(requests) == 2 and camera.last_capture_info.dropped_frames == 1
+    camera.get_image()
+    with pytest.raises(DeviceTimeout, match="scripted time-out"):
+        camera.get_image()
+    assert len(requests) == 4
+    camera.frame_request_hook = None
+    camera.get_image()
+    assert len(requests) == 4
 
 
 def test_camera_exposure_round_trip(camera):

@@ -138,7 +138,7 @@ def test_a_hung_driver_thread_does_not_keep_the_process_alive():
 
 
 def test_watchdog_deadline_is_exposure_plus_a_bounded_margin():
-    from devices._common import MAX_EXPOSURE_S, MAX_TIMEOUT_S
+    from devices import MAX_EXPOSURE_S, MAX_TIMEOUT_S
     from devices.camera import MAX_GRACE_S
 
     drv = FakeDriver([])
@@ -151,7 +151,7 @@ def test_watchdog_deadline_is_exposure_plus_a_bounded_margin():
 
 
 def test_upper_limits_on_exposure_timeouts_and_settle_time():
-    from devices._common import MAX_EXPOSURE_S, MAX_SETTLE_S, MAX_TIMEOUT_S
+    from devices import MAX_EXPOSURE_S, MAX_SETTLE_S, MAX_TIMEOUT_S
 
     cam = SlmsuiteCamera(FakeDriver([]))
     assert cam.set_exposure(MAX_EXPOSURE_S) == MAX_EXPOSURE_S  # the limit itself is allowed

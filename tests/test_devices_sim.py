@@ -4,6 +4,7 @@ the exposure snapshot (a frame shows the SLM as it was when its exposure started
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -45,11 +46,13 @@ def test_frame_equals_slmsuite_frame_noise_off():
 def test_capture_info_and_averaging():
     with open_bench(bench_dict(noise=True)) as b:
         b.camera.set_exposure(2e-3)
+        t0 = time.time()
         f = b.camera.get_image(averaging=4)
         info = b.camera.last_capture_info
         assert f.dtype == np.uint16
         assert info.averaging == 4 and info.exposure_s == pytest.approx(2e-3)
-        assert info.device_id == "sim:camera:seed1" and info.timestamp > 0
+        # stamped when this capture's last frame arrived
+        assert info.device_id == "sim:camera:seed1" and t0 <= info.timestamp <= time.time()
         with pytest.raises(ValueError, match="averaging"):
             b.camera.get_image(averaging=0)
         with pytest.raises(ValueError, match="exposure_s"):
@@ -302,9 +305,10 @@ def test_a_frame_shows_the_pattern_displayed_when_its_exposure_started(path, whe
 
 
 def test_a_frame_never_sees_half_a_write():
-    """The grey levels of a write are in the buffer before its driver call returns and
-    its time is set; a frame asked for meanwhile waits for the write to finish, so it
-    never shows the new pattern with the old write's (settled) time."""
+    """The grey levels of a write are in the buffer before the write completes (held here
+    in the SLM's ``write_hook``) and its time is set; a frame asked for meanwhile waits for
+    the write to finish, so it never shows the new pattern with the old write's (settled)
+    time."""
     d = bench_dict(seed=7)
     d["slm"]["settle_time_s"] = 10.0
     with open_bench(d) as b:
@@ -314,23 +318,21 @@ def test_a_frame_never_sees_half_a_write():
         slm.last_write_time -= 100.0  # settled
         frame_a = cam.get_image().astype(float)
         in_write, finish = threading.Event(), threading.Event()
-        hw = slm._set_phase_hw
 
-        def slow_driver(display):
+        def slow_driver(display):  # the write is held until ``finish``
             in_write.set()
             finish.wait(timeout=10.0)
-            hw(display)
 
-        slm._set_phase_hw = slow_driver
+        slm.write_hook = slow_driver
         writer = threading.Thread(target=slm.set_phase, args=(new,), kwargs={"settle": False})
         writer.start()
         assert in_write.wait(timeout=10.0)
-        timer = threading.Timer(0.2, finish.set)  # the driver returns 0.2 s later
+        timer = threading.Timer(0.2, finish.set)  # the write completes 0.2 s later
         timer.start()
         frame = cam.get_image().astype(float)
         writer.join()
         timer.join()
-        del slm._set_phase_hw
+        slm.write_hook = None
         slm.last_write_time -= 100.0
         frame_new = cam.get_image().astype(float)
     # the write had just landed when the frame started: still (almost) all the old pattern

@@ -268,23 +268,34 @@ def test_readme_section_lines_from_results():
     dist = {"mnist": {"test_accuracy": {"15.0": stat}, "n_classes": 10, "n_test": 10_000,
                       "split_source": "train split / test split",
                       "baselines": {"raw": {"test_accuracy": low}}}}
-    lines = "\n".join(rf._distillation_lines({"paper_gamma": 15.0, "clf_method": "dk",
-                                              "clf_n_train": 60_000}, dist))
-    assert "| mnist | 96.4 ± 0.2 | 10.0 ± 1.0 | — | — (chance 10.0) | 3 | 10,000 |" in lines
-    assert rf._distillation_lines({"paper_gamma": 7.0}, dist) == []  # no γ = 7 row: nothing
     rob = {"ridge_alpha": {"computed": True, "per_verdict": {
         "fidelity": {"verdicts": {"chosen": "reproduced", "low": "reproduced",
                                   "high": "refuted"}, "survives": False},
         "cost": {"verdicts": {"chosen": "reproduced", "low": "reproduced",
                               "high": "reproduced"}, "survives": True},
         "fps": {"verdicts": {"chosen": "measured"}, "survives": None}}}}
-    text = " ".join(rf._alpha_lines(rob))
+    run = {"sweep_wall_s": 3600.0, "cells_cpu_s": 7200.0, "cells": 10, "workers": 2,
+           "machine": {"cpus": 2}}
+
+    def text(gamma=15.0, alpha=rob, cost=run):
+        """The section of a paper-scale results file with these parts."""
+        results = {"study": "paper", "verdicts": [], "alpha_robustness": alpha,
+                   "results": {"distillation": dist},
+                   "config": {"scale": "paper", "seeds": 3, "paper_gamma": gamma,
+                              "clf_method": "dk", "clf_n_train": 60_000},
+                   "run": cost}
+        return rf.section(results, "figures/")
+
+    full = text()
+    assert "| mnist | 96.4 ± 0.2 | 10.0 ± 1.0 | — | — (chance 10.0) | 3 | 10,000 |" in full
+    assert "held out.**" in full and "| mnist |" not in text(gamma=7.0)  # no γ = 7 row
+    assert "held out.**" not in text(gamma=7.0)  # and no table around nothing
     assert "**Verdict depends on α:** fidelity (chosen: reproduced, low: reproduced, high: " \
-           "refuted)" in text and "Same verdict at both ends: cost" in text and "fps" not in text
-    assert rf._alpha_lines({"ridge_alpha": {"computed": False}}) == []
-    cost = " ".join(rf._run_lines({"sweep_wall_s": 3600.0, "cells_cpu_s": 7200.0, "cells": 10,
-                                   "workers": 2, "machine": {"cpus": 2}}))
-    assert "sweep wall 60.0 min" in cost and "120.0 CPU-min" in cost
+           "refuted)" in full and "Same verdict at both ends: cost" in full
+    assert "fps (" not in full
+    assert "Ridge α" not in text(alpha={"ridge_alpha": {"computed": False}})
+    assert "sweep wall 60.0 min" in full and "120.0 CPU-min" in full
+    assert "Cost of this run" not in text(cost={})
 
 
 def test_summary_is_the_one_mean_std_and_never_hides_a_missing_value():

@@ -16,15 +16,9 @@ from hil.masks import load_mask, load_onto_slm, mask_grey_levels, vortex_mask
 
 
 def _record_displays(slm, monkeypatch) -> list[np.ndarray]:
-    """Every grey-level array the SLM sends to its hardware hook, copied."""
+    """Every grey-level array the SLM sends to its hardware, copied (its ``write_hook``)."""
     shown: list[np.ndarray] = []
-    hw = slm._set_phase_hw
-
-    def spy(display):
-        shown.append(np.array(display, copy=True))
-        return hw(display)
-
-    monkeypatch.setattr(slm, "_set_phase_hw", spy)
+    monkeypatch.setattr(slm, "write_hook", lambda display: shown.append(display.copy()))
     return shown
 
 
@@ -150,8 +144,8 @@ def test_run_calibration_push_and_export_show_identical_grey_levels(monkeypatch)
         imager.prepare()
         imager.capture(np.zeros((1, 32, 32), np.float32))  # sequential: frames 0 and 1
         pushed, _ = push_mask(bench, mask, channel=1)
-        monkeypatch.setattr("hil.commands_mask._imaging_config",
-                            lambda calibration, mask, mode: bare)
+        # the settings `hil run` would use, as push_mask asks for them: the bare ones
+        monkeypatch.setattr("hil.run_checks.run_imaging_config", lambda *a, **kw: bare)
         pushed_bare, _ = push_mask(bench, mask, channel=1)
     np.testing.assert_array_equal(shown[2], direct)  # run/calibration path, channel 1
     np.testing.assert_array_equal(pushed_bare, direct)  # push with the same settings

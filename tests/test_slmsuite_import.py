@@ -48,8 +48,7 @@ def slmsuite_files(tmp_path_factory):
 
         with open_bench(bench_file) as bench:
             cam, slm = bench.camera, bench.slm
-            cam.wrapped.gain = cam.photons_per_s * cam.gain_counts_per_electron \
-                / cam._farfield_total
+            cam.wrapped.gain = cam.render_gain()  # as the simulated camera's frames have it
             fs = FourierSLM(cam.wrapped, slm.wrapped)
             fs.fourier_calibrate(array_shape=5, array_pitch=10, autoexpose=True, plot=0)
             files = {"fourier": fs.save_calibration("fourier", str(tmp))}

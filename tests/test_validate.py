@@ -80,12 +80,14 @@ def test_the_device_backends_can_use_it_without_torch():
 def test_the_packages_route_their_checks_through_it():
     """The old hand-written copies are gone: devices, calibration and the simulation's
     tensor checks give these words (a control: the words differ from the old ones)."""
-    from devices._common import _pair
-    from simulation._checks import check_positive
+    from session_helpers import FakeCameraDriver
+
+    from devices import SlmsuiteCamera
+    from simulation import speckle
 
     with pytest.raises(ValueError, match="pitch_um: expected a finite number > 0"):
-        _pair(-1.0, "pitch_um")
-    with pytest.raises(TypeError, match="batch: expected an integer >= 1"):
-        check_positive(1.5, "batch", integer=True)
-    with pytest.raises(ValueError, match="rate: expected a finite number > 0"):
-        check_positive(0.0, "rate")
+        SlmsuiteCamera(FakeCameraDriver(), pitch_um=-1.0)
+    with pytest.raises(TypeError, match="batch_size: expected an integer >= 1"):
+        speckle(4, 15.0, batch_size=1.5)
+    with pytest.raises(ValueError, match="gamma: expected a finite number > 0"):
+        speckle(4, 0.0)
