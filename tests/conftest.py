@@ -52,3 +52,15 @@ def decoder_file(tmp_path) -> Path:
     path = tmp_path / "decoder.pt"
     quick_decoder(path)
     return path
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Modules holding a ``slow`` test run first, each module kept whole (its module-scoped
+    fixtures are built once), the others after in their usual order. Under ``make test``
+    (pytest-xdist, ``--dist worksteal``) the first worker's share then starts with the long
+    tests, and the end of the run is short tests that the idle worker steals: no worker is
+    left alone with a minute-long test at the end."""
+    slow = {item.module.__name__ for item in items
+            if item.get_closest_marker("slow") is not None and hasattr(item, "module")}
+    items.sort(key=lambda item: getattr(item, "module", None) is None
+               or item.module.__name__ not in slow)  # stable: order kept within each group

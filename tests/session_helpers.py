@@ -3,12 +3,16 @@
 * ``sim_bench(size, laser=..., flaws=..., **camera)`` is the one way to describe a simulated
   bench (a dict for ``open_bench``, ``RunConfig`` or ``write_bench_toml``); ``small_bench``,
   ``tiny_sim_bench``, ``laser_bench``, ``SMALL_BENCH`` and ``CALIBRATION_BENCH`` are its presets
-  under the names older test modules import.
+  under the names older test modules import; ``calibration_bench(seed)`` opens the
+  calibration preset, ``FAST_CALIBRATION`` the per-step options that keep its calibration
+  quick.
 * ``quick_decoder(path)`` is the one test decoder (twin-trained, ridge, fixed alpha), fitted
   once per process; conftest's ``decoder_path`` fixture gives a fresh file of it per test.
 * ``FakeCameraDriver`` / ``FakeSLMDriver``: just enough of a slmsuite driver to wrap with
   ``SlmsuiteCamera`` / ``SlmsuiteSLM`` and script failures (the third backend of the
   device contract, ``test_device_contract.py``).
+* ``imports(source)`` / ``bench_violations(source)``: the AST import scan of the
+  no-inverse-crime check (``test_devices_flaws_separation.py``, ``test_pixel_grid.py``).
 
 This is a plain module on the tests' path, never a test module: test modules import from
 here and from nothing else in ``tests/``.
@@ -16,6 +20,7 @@ here and from nothing else in ``tests/``.
 
 from __future__ import annotations
 
+import ast
 import copy
 import functools
 import json
@@ -112,6 +117,20 @@ def laser_bench(state_file: Path, output: str = "off", **laser: Any) -> dict:
 #: the presets as constants, for modules that read them (do not mutate: use sim_bench)
 SMALL_BENCH = sim_bench("small")
 CALIBRATION_BENCH = sim_bench("calibration", laser=True)
+
+#: per-step options of ``run_calibration`` that keep a calibration of the calibration
+#: bench quick (fewer dark frames and exposures, a 4x4 spot grid, no averaging)
+FAST_CALIBRATION = {"dark": {"n_dark": 8, "n_pairs": 1, "exposures": (0.2, 0.7)},
+                    "geometry": {"grid": 4, "averaging": 1},
+                    "wavefront": {"averaging": 1}}
+
+
+def calibration_bench(seed: int, **camera: Any):
+    """The calibration bench (``CALIBRATION_BENCH``: hidden flaws, noise, a laser) with
+    ``seed`` and camera keys overridden, opened (a ``Bench``: use it in a ``with``)."""
+    from devices import open_bench
+
+    return open_bench(sim_bench("calibration", seed=seed, laser=True, **camera))
 
 
 def write_bench_toml(path: Path, cfg: dict) -> Path:
@@ -247,3 +266,37 @@ def captures_complete(h5: Path) -> int:
             return int(f.attrs["n_complete"])
     except (OSError, KeyError, ValueError, RuntimeError):
         return 0
+
+
+# ------------------------------------------------------------ the import scan
+def imports(source: str) -> list[tuple[str, str]]:
+    """(module, name) for every import in ``source`` (name "" for ``import module``): every
+    ``import``/``from ... import`` at any depth, and ``importlib.import_module("...")`` /
+    ``__import__("...")`` with a literal name."""
+    out: list[tuple[str, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out += [(a.name, "") for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out += [(node.module, a.name) for a in node.names]
+            out += [(f"{node.module}.{a.name}", "") for a in node.names]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            f = node.func
+            fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if fname in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                out.append((node.args[0].value, ""))
+    return out
+
+
+def bench_violations(source: str) -> list[str]:
+    """Imports a simulated-bench flaw module may not make: the calibration, the twin's
+    Zernike code or a fit function of ``simulation`` (a name with "fit")."""
+    bad = []
+    for m, name in imports(source):
+        if m == "calibration" or m.startswith("calibration."):
+            bad.append(m)
+        elif m == "simulation.zernike" or m.startswith("simulation.zernike."):
+            bad.append(m)
+        elif (m == "simulation" or m.startswith("simulation.")) and "fit" in name.lower():
+            bad.append(f"{m}.{name}")
+    return bad

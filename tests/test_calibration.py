@@ -12,26 +12,15 @@ import copy
 
 import numpy as np
 import pytest
-from session_helpers import CALIBRATION_BENCH
+from session_helpers import FAST_CALIBRATION, calibration_bench
 
 from calibration import CalibrationSet, errors_vs_truth, run_calibration
 from calibration.geometry import affine_parameters
 from calibration.truth import truth_model_to_camera
 
 SEEDS = (0, 1, 2, 3, 4)
-SMALL = CALIBRATION_BENCH
-FAST = {"dark": {"n_dark": 8, "n_pairs": 1, "exposures": (0.2, 0.7)},
-        "geometry": {"grid": 4, "averaging": 1},
-        "wavefront": {"averaging": 1}}
-
-
-def small_bench(seed: int, **camera):
-    from devices import open_bench
-
-    cfg = copy.deepcopy(SMALL)
-    cfg["seed"] = int(seed)
-    cfg["camera"].update(camera)
-    return open_bench(cfg)
+FAST = FAST_CALIBRATION
+small_bench = calibration_bench  # (seed, **camera): the calibration bench, opened
 
 
 @pytest.fixture(scope="module", params=SEEDS, ids=[f"seed{s}" for s in SEEDS])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from session_helpers import FAST_CALIBRATION, calibration_bench
 
 from calibration import CalibrationSet, run_calibration
 from calibration.model_fit import BenchModel, fit_bench_model
-from tests.test_calibration import FAST, small_bench
 
 SEED = 7
-TINY = {**FAST, "model": {"n_images": 24, "steps": 150},
+TINY = {**FAST_CALIBRATION, "model": {"n_images": 24, "steps": 150},
         "decoders": {"n_twin": 800, "n_capture": 48, "n_test": 8, "n_val": 8, "n_repeat": 4,
                      "compare_nominal": True}}
 
@@ -19,7 +19,7 @@ TINY = {**FAST, "model": {"n_images": 24, "steps": 150},
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     out = tmp_path_factory.mktemp("calfull")
-    with small_bench(SEED) as bench:
+    with calibration_bench(SEED) as bench:
         cal = run_calibration(bench, out, options=TINY, progress=False)
     return cal, out
 
@@ -42,7 +42,10 @@ def test_decoders_twin_and_capture(full):
     assert r["ssim_twin_on_captures"] > 0.5, r
     assert r["ssim_twin_on_captures"] > 0.75 * r["ssim_twin_on_twin"], r
     assert r["ssim_twin_on_captures"] > r["ssim_twin_on_captures_nominal_geometry"] + 0.1, r
-    assert 0 < r["ssim_capture_on_captures"] <= 1
+    # the captures alone (48) learn something (a constant image scores about 0), far less
+    # than with the twin-trained decoder as their prior
+    assert r["ssim_capture_on_captures"] > 0.05, r
+    assert r["ssim_twin_prior_on_captures"] > r["ssim_capture_on_captures"] + 0.2, r
     from simulation import LinearDecoder
 
     dec = LinearDecoder.load(out / d["twin_path"])

@@ -326,12 +326,13 @@ def test_parse_steps():
 
 
 def test_routines_refuse_bad_arguments(tmp_path):
+    from session_helpers import calibration_bench
+
     from calibration import run_calibration
     from calibration.lut import calibrate_phase_response
     from calibration.registration import calibrate_geometry
-    from tests.test_calibration import small_bench
 
-    with small_bench(0) as bench:
+    with calibration_bench(0) as bench:
         with pytest.raises(ValueError, match="grid"):
             calibrate_geometry(bench, grid=1)
         with pytest.raises(ValueError, match="span"):

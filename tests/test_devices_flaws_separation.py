@@ -8,17 +8,18 @@ An AST scan (every ``import``/``from ... import``, at any depth, and every
 * those simulated-bench modules import nothing from ``calibration`` and neither
   ``simulation.zernike`` nor any fit function of ``simulation`` (a name with "fit").
 
-The old tree failed it: ``devices/flaws.py`` drew its aberration with
+The scan (``imports``, ``bench_violations``) lives in ``session_helpers``: the pixel-grid
+check uses it too. The old tree failed it: ``devices/flaws.py`` drew its aberration with
 ``from simulation.zernike import zernike_sum`` (``test_the_scan_catches_the_old_flaws``).
 """
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import numpy as np
 import pytest
+from session_helpers import bench_violations, imports
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_BENCH = ["devices/flaws.py", "devices/simulated.py", *sorted(
@@ -29,39 +30,9 @@ def _is_sim_bench_module(name: str) -> bool:
     return name in ("devices.flaws", "devices.simulated") or name.startswith("devices.sim_")
 
 
-def imports(source: str) -> list[tuple[str, str]]:
-    """(module, name) for every import in ``source`` (name "" for ``import module``)."""
-    out: list[tuple[str, str]] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            out += [(a.name, "") for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            out += [(node.module, a.name) for a in node.names]
-            out += [(f"{node.module}.{a.name}", "") for a in node.names]
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            f = node.func
-            fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
-            if fname in ("import_module", "__import__") and isinstance(node.args[0].value, str):
-                out.append((node.args[0].value, ""))
-    return out
-
-
 def twin_violations(source: str) -> list[str]:
     """Imports of the simulated bench's flaw code from the twin or the calibration."""
     return [m for m, _ in imports(source) if _is_sim_bench_module(m)]
-
-
-def bench_violations(source: str) -> list[str]:
-    """Imports of the calibration, the twin's Zernike code or a fit function."""
-    bad = []
-    for m, name in imports(source):
-        if m == "calibration" or m.startswith("calibration."):
-            bad.append(m)
-        elif m == "simulation.zernike" or m.startswith("simulation.zernike."):
-            bad.append(m)
-        elif (m == "simulation" or m.startswith("simulation.")) and "fit" in name.lower():
-            bad.append(f"{m}.{name}")
-    return bad
 
 
 @pytest.mark.parametrize("package", ["calibration", "simulation"])
