@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from simulation.pixel_grid import block_centre_coords
 from simulation.zernike import zernike
 
-__all__ = ["PupilGrid", "far_field_intensity", "sample_on_camera"]
+__all__ = ["PupilGrid", "far_field_intensity", "far_field_on_camera", "sample_on_camera"]
 
 
 class PupilGrid:
@@ -124,3 +124,49 @@ def sample_on_camera(intensity: torch.Tensor, points: torch.Tensor, sub: int = 2
                       padding_mode="zeros", align_corners=False)  # (F, 1, K*sub², 1)
     return s.reshape(f, -1, sub * sub).mean(dim=-1)
 
+
+
+def far_field_on_camera(grid: PupilGrid, amplitude: torch.Tensor, phase: torch.Tensor,
+                        points: torch.Tensor, sub: int = 2) -> torch.Tensor:
+    """``sample_on_camera(far_field_intensity(grid, amplitude, phase), points)``, computed
+    only on the bins the points need: (F, K).
+
+    The fit reads a disc of camera pixels around one spot, a fraction of the padded grid
+    (about 90 of 256 bins a side at 256 px). The far field there is a matrix DFT (the
+    transform at those bins exactly, through the same centring as ``far_field_intensity``),
+    normalised by the total power from the field (Parseval: P²·Σ|field|²), and sampled
+    with the points moved into the window. The window holds every bilinear neighbour of
+    every point (one bin of margin, clipped to the grid), so points that fall off the grid
+    read zeros as they do on the whole grid. About 3 times faster forward and backward."""
+    p = grid.pad
+    ny, nx = phase.shape[-2:]
+    with torch.no_grad():
+        bins = ((points.reshape(-1, 2).double() + 1) * p - 1) / 2  # (x, y) in bins
+        lo = torch.floor(bins.min(dim=0).values) - 1
+        hi = torch.floor(bins.max(dim=0).values) + 2
+    x0, y0 = (int(min(max(v, 0), p - 1)) for v in lo.tolist())
+    x1, y1 = (int(min(max(v, lo_ + 1), p)) for v, lo_ in zip(hi.tolist(), (x0, y0),
+                                                               strict=True))
+    cdt = torch.complex64 if phase.dtype == torch.float32 else torch.complex128
+    ey = _dft_rows(y0, y1, ny, p).to(cdt)
+    ex = _dft_rows(x0, x1, nx, p).to(cdt)
+    amp = amplitude.expand_as(phase)
+    ff = ey @ torch.polar(amp, phase) @ ex.T
+    inten = ff.real**2 + ff.imag**2
+    inten = inten / ((p * p) * (amp * amp).sum(dim=(-2, -1), keepdim=True))
+    # the points' grid_sample coordinates on the window instead of the whole grid
+    full = points.reshape(-1, 2)
+    origin = torch.tensor([x0, y0], dtype=full.dtype)
+    size = torch.tensor([x1 - x0, y1 - y0], dtype=full.dtype)
+    local = ((full + 1) * p - 2 * origin) / size - 1
+    return sample_on_camera(inten, local.reshape(points.shape), sub)
+
+
+@functools.lru_cache(maxsize=64)
+def _dft_rows(k0: int, k1: int, n: int, p: int) -> torch.Tensor:
+    """The rows k0..k1-1 of the centred P-point DFT over n samples (complex128):
+    exp(-2πi (k - P//2) j / P), bin P//2 the zero frequency. Cached: do not modify."""
+    k = torch.arange(k0, k1, dtype=torch.float64)[:, None] - p // 2
+    j = torch.arange(n, dtype=torch.float64)[None, :]
+    angle = torch.remainder(-2 * np.pi * k * j / p, 2 * np.pi)
+    return torch.polar(torch.ones_like(angle), angle)

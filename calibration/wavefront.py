@@ -43,7 +43,7 @@ from calibration.geometry import check_affine, shift_center
 from calibration.quality import LIMITS, check_finite, check_max, frame_exposure_check
 from calibration.source_beam import BEAM_MODELS, beam_amplitude, source_values
 from calibration.store import StepResult
-from calibration.twin import PupilGrid, camera_sample_points, far_field_intensity, sample_on_camera
+from calibration.twin import PupilGrid, camera_sample_points, far_field_on_camera
 from simulation.zernike import zernike_sum
 
 __all__ = ["calibrate_wavefront", "DEFAULT_DIVERSITY", "choose_beam", "BEAM_MIN_GAIN"]
@@ -280,10 +280,9 @@ def _fit(bench, a, frames, roi, xs, ys, meas, size, block, spot_k, diversity,
                 power=torch.exp(params["logp"]).to(f32) if "logp" in params else 1.0,
                 clip_radius_px=(half * torch.exp(params["logclip"])).to(f32)
                 if "logclip" in params else None, edge_px=edge_px)
-        inten = far_field_intensity(grid, amp,
-                                    div_phase + grid.zernike_phase(params["c"].to(f32)))
         pts = camera_sample_points(a, xs, ys, centre, grid, shift_px=params["shift"].to(f32))
-        s = sample_on_camera(inten, pts).to(torch.float64)
+        s = far_field_on_camera(grid, amp, div_phase + grid.zernike_phase(params["c"].to(f32)),
+                                pts).to(torch.float64)
         s = s / s.sum(dim=1, keepdim=True).detach().clamp(min=1e-30)
         return torch.exp(params["logalpha"])[:, None] * s + 1e-3 * params["bg"][:, None]
 
