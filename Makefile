@@ -10,7 +10,7 @@ ifneq ($(wildcard ../shared/data),)
 export HIL_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test test-fast install install-test lint bench clean
+.PHONY: demo test test-e2e test-all test-fast install install-test lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,17 +31,26 @@ install-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(VENV)/bin/hil demo --out $(OUT)
 
-# The tests run in parallel, one pytest-xdist worker per core, the long ones stolen by
-# whichever worker is free; `make test XDIST=` runs them in one process.
-XDIST ?= -n auto --dist worksteal
+# The tests run in parallel, one pytest-xdist worker per core; a test module is one unit
+# of work, given to the next free worker, the heaviest first (tests/conftest.py
+# HEAVY_FIRST); `make test XDIST=` runs them in one process.
+XDIST ?= -n auto --dist loadscope --no-loadscope-reorder
 
+# `make test`: every test but the end-to-end runs (marked e2e: the walk-through notebook,
+# the main job, the shipped benches calibrated at full size); `make test-e2e` runs those
+# (CI runs both); `make test-all` everything at once.
 test: $(VENV)/.installed-test
+	$(VENV)/bin/python -m pytest -q -m "not e2e" $(XDIST)
+
+test-e2e: $(VENV)/.installed-test
+	$(VENV)/bin/python -m pytest -q -m e2e $(XDIST)
+
+test-all: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -q $(XDIST)
 
-# the edit loop: everything but the tests marked slow (full calibrations, the notebook, the
-# main job, large fits); `make test` runs them all
+# the edit loop: no slow test (full calibrations, large fits) and no end-to-end run
 test-fast: $(VENV)/.installed-test
-	$(VENV)/bin/python -m pytest -q -m "not slow" $(XDIST)
+	$(VENV)/bin/python -m pytest -q -m "not slow and not e2e" $(XDIST)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

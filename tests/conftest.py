@@ -54,13 +54,26 @@ def decoder_file(tmp_path) -> Path:
     return path
 
 
+#: test modules, heaviest first: under ``make test`` (pytest-xdist, ``--dist loadscope``) a
+#: module is one unit of work, handed to the next free worker in this order, so the long
+#: ones start first and short ones fill the end (longest-first scheduling). Measured with
+#: ``--durations``; an entry out of date costs time, never a result.
+HEAVY_FIRST = ("test_calibration", "test_calibration_model", "test_experiments_paper",
+               "test_decoders", "test_drift", "test_capture_faults",
+               "test_calibration_robust", "test_safety_signals",
+               "test_experiments_paper_cifar100", "test_quality_gates", "test_session_kill",
+               "test_attention_probe", "test_calibration_beam", "test_capture_decoders",
+               "test_experiments_paper_speed", "test_experiments_sweep")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Modules holding a ``slow`` test run first, each module kept whole (its module-scoped
-    fixtures are built once), the others after in their usual order. Under ``make test``
-    (pytest-xdist, ``--dist worksteal``) the first worker's share then starts with the long
-    tests, and the end of the run is short tests that the idle worker steals: no worker is
-    left alone with a minute-long test at the end."""
-    slow = {item.module.__name__ for item in items
-            if item.get_closest_marker("slow") is not None and hasattr(item, "module")}
-    items.sort(key=lambda item: getattr(item, "module", None) is None
-               or item.module.__name__ not in slow)  # stable: order kept within each group
+    """Modules in ``HEAVY_FIRST`` order, then the others as collected; a module's tests
+    stay together and in their order (its module-scoped fixtures are built once)."""
+    rank = {name: k for k, name in enumerate(HEAVY_FIRST)}
+
+    def key(item) -> int:
+        module = getattr(item, "module", None)
+        name = module.__name__.rpartition(".")[2] if module is not None else ""
+        return rank.get(name, len(rank))
+
+    items.sort(key=key)  # stable

@@ -147,6 +147,7 @@ def _calibrate_shipped(bench_file: str, out) -> dict:
     return result
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("bench_file", [
     "sim.toml",

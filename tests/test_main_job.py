@@ -9,6 +9,7 @@ import pytest
 from hil.cli import main
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_main_job_all_parts(tmp_path, data_dir, capsys):

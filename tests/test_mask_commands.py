@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from session_helpers import small_bench
+from session_helpers import FAST_CALIBRATION, calibration_bench, small_bench
 
 from hil.cli import main
 from hil.masks import load_mask, load_onto_slm, mask_grey_levels, vortex_mask
@@ -250,18 +250,10 @@ def test_lut_step_sweeps_raw_grey_levels_under_wavelength_scaling(tmp_path):
     measures the phase response of an SLM with a wavelength scaling; through ``set_phase``
     the scaled levels differed from the ones swept and the step stopped."""
     from calibration import errors_vs_truth, run_calibration
-    from devices import open_bench
-
-    cfg = {"name": "ci", "seed": 1, "slm": {"backend": "sim", "shape": [256, 256]},
-           "camera": {"backend": "sim", "shape": [256, 256], "reference_power_mW": 10.0},
-           "laser": {"backend": "sim", "control": "power", "max_power_mW": 20.0,
-                     "setpoint": 10.0, "output": "on"}}
-    fast = {"dark": {"n_dark": 8, "n_pairs": 1, "exposures": (0.2, 0.7)},
-            "geometry": {"grid": 4, "averaging": 1}}
-    with open_bench(cfg) as bench:
+    with calibration_bench(1) as bench:
         bench.slm.wav_design_um = bench.slm.wrapped.wav_design_um = 0.7
         cal = run_calibration(bench, tmp_path / "cal", steps="dark,geometry,lut",
-                              options=fast, progress=False)
+                              options=FAST_CALIBRATION, progress=False)
         errors = errors_vs_truth(cal, bench)
     assert errors["lut_rms_rad"] < 0.1, errors
 

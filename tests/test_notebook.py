@@ -14,6 +14,7 @@ import pytest
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "bench_walkthrough.ipynb"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_the_walkthrough_notebook_runs(data_dir, tmp_path, monkeypatch):
