@@ -31,7 +31,9 @@ def test_ridge_with_zero_alpha_is_least_squares(small_set, encoder):
     dec = LinearDecoder(alpha=0.0).fit(pats, imgs, encoder=encoder)
     X = normalise_for_decoder(pats).double()
     Y = imgs.reshape(len(imgs), -1).double()
-    lstsq = torch.linalg.lstsq(X, Y, driver="gelsd").solution
+    # rank-revealing QR (gelsy): the fitted values of the SVD driver (gelsd) to 6e-13 here,
+    # in a seventh of its time
+    lstsq = torch.linalg.lstsq(X, Y, driver="gelsy").solution
     pred_ours = X @ dec.weight_.double()
     pred_ls = X @ lstsq
     # same fitted values and the same residual (the normal equations' solution)
@@ -175,7 +177,8 @@ def test_fast_gram_ridge_matches_float64_at_smallest_alpha(case, small_set):
     eye = torch.eye(X.shape[1], dtype=torch.float64)
     G64 = X.T @ X + a * eye
     W64 = torch.cholesky_solve(X.T @ Y, torch.linalg.cholesky(G64))
-    cond = float(torch.linalg.cond(G64))
+    ev = torch.linalg.eigvalsh(G64)  # G64 is symmetric positive definite: the 2-norm
+    cond = float(ev[-1] / ev[0])      # condition number, without an SVD
     assert (cond > 1e6) if case == "speckle" else (cond < 1e3)
 
     def errors(W):

@@ -37,6 +37,9 @@ HOME = "simulation/pixel_grid.py"
 ALLOWED = {
     # spreads c_n channel shifts symmetrically about the axis: channels, not pixels
     ("calibration/imaging_config.py", "(c_n - 1) / 2"),
+    # grid_sample's normalised coordinate back to a bin index (align_corners=False): the
+    # inverse of camera_sample_points' (2 * bins + 1) / pad - 1, not a pixel grid
+    ("calibration/twin.py", "((points.reshape(-1, 2).double() + 1) * p - 1) / 2"),
 }
 
 
