@@ -68,7 +68,7 @@ def test_study_classifies_cifar100_and_judges_the_sixty_percent_claim(cifar100_d
     cfg = replace(config_for("tiny"), transfer_sets=("cifar100-grey", "cifar100-colour"),
                   swap_sets=("cifar100-grey",), classify_sets=("cifar100-colour",),
                   mixture_targets=("cifar100-grey",), clf_n_train=N_TRAIN, clf_n_test=N_TEST)
-    run = run_study(cfg, tmp_path, workers=2, data_dir=str(cifar100_dir), progress=False)
+    run = run_study(cfg, tmp_path, workers=1, data_dir=str(cifar100_dir), progress=False)
     r = run.results
     assert r["data"]["classify_sets"] == ["cifar100-colour"]
     d = r["results"]["distillation"]["cifar100-colour"]
