@@ -73,9 +73,9 @@ def far_field_intensity(grid: PupilGrid, amplitude: torch.Tensor,
     the padded copy: where the field sits in the padded grid (and the input shift) only
     multiplies each frequency by a phase, which the intensity drops; the output shift is
     a linear phase ramp on the field (``_centring_phase``). The two axes are transformed
-    one after the other, the first only over the field's nx columns (zero padding is implicit
-    in ``n=P``): about a third fewer operations, forward and backward, in the wavefront
-    fit's hundreds of evaluations."""
+    one after the other, the first only over the field's nx columns (zero padding is
+    implicit in ``n=P``). The wavefront fit reads only a window of it
+    (``far_field_on_camera``, checked against this whole grid)."""
     p = grid.pad
     ny, nx = phase.shape[-2:]
     field = torch.polar(amplitude.expand_as(phase), phase + _centring_phase(ny, nx, p,
@@ -125,7 +125,6 @@ def sample_on_camera(intensity: torch.Tensor, points: torch.Tensor, sub: int = 2
     return s.reshape(f, -1, sub * sub).mean(dim=-1)
 
 
-
 def far_field_on_camera(grid: PupilGrid, amplitude: torch.Tensor, phase: torch.Tensor,
                         points: torch.Tensor, sub: int = 2) -> torch.Tensor:
     """``sample_on_camera(far_field_intensity(grid, amplitude, phase), points)``, computed
@@ -142,11 +141,11 @@ def far_field_on_camera(grid: PupilGrid, amplitude: torch.Tensor, phase: torch.T
     ny, nx = phase.shape[-2:]
     with torch.no_grad():
         bins = ((points.reshape(-1, 2).double() + 1) * p - 1) / 2  # (x, y) in bins
-        lo = torch.floor(bins.min(dim=0).values) - 1
-        hi = torch.floor(bins.max(dim=0).values) + 2
-    x0, y0 = (int(min(max(v, 0), p - 1)) for v in lo.tolist())
-    x1, y1 = (int(min(max(v, lo_ + 1), p)) for v, lo_ in zip(hi.tolist(), (x0, y0),
-                                                               strict=True))
+        lo = torch.floor(bins.min(dim=0).values).long().tolist()
+        hi = torch.floor(bins.max(dim=0).values).long().tolist()
+    # from the bin before the first point to the bin after the last, within the grid
+    x0, y0 = (min(max(v - 1, 0), p - 1) for v in lo)
+    x1, y1 = (min(max(v + 2, start + 1), p) for v, start in zip(hi, (x0, y0), strict=True))
     cdt = torch.complex64 if phase.dtype == torch.float32 else torch.complex128
     ey = _dft_rows(y0, y1, ny, p).to(cdt)
     ex = _dft_rows(x0, x1, nx, p).to(cdt)

@@ -19,16 +19,14 @@ from calibration.geometry import affine_parameters
 from calibration.truth import truth_model_to_camera
 
 SEEDS = (0, 1, 2, 3, 4)
-FAST = FAST_CALIBRATION
-small_bench = calibration_bench  # (seed, **camera): the calibration bench, opened
 
 
 @pytest.fixture(scope="module", params=SEEDS, ids=[f"seed{s}" for s in SEEDS])
 def calibrated(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"cal{request.param}")
-    with small_bench(request.param) as bench:
-        cal = run_calibration(bench, out, steps="dark,geometry,lut,wavefront", options=FAST,
-                              progress=False)
+    with calibration_bench(request.param) as bench:
+        cal = run_calibration(bench, out, steps="dark,geometry,lut,wavefront",
+                              options=FAST_CALIBRATION, progress=False)
         errors = errors_vs_truth(cal, bench)
         truth_a = truth_model_to_camera(bench, 32)
     print(f"\nseed {request.param}: " + ", ".join(f"{k} {v:.4g}" for k, v in errors.items()))
@@ -84,7 +82,7 @@ def test_gaussian_source_keeps_the_gaussian_beam_model(calibrated):
     assert r["relative_rms_clipped"] <= r["relative_rms_gaussian"] + 1e-3
     if calibrated["seed"] != SEEDS[0]:  # one rerun shows the equality (5 s each)
         return
-    with small_bench(calibrated["seed"]) as bench:
+    with calibration_bench(calibrated["seed"]) as bench:
         only = run_calibration(bench, steps="wavefront", calibration=copy.deepcopy(cal),
                                options={"wavefront": {"averaging": 1,
                                                       "beam_models": ("gaussian",)}},
@@ -109,7 +107,7 @@ def test_calibration_file_and_report(calibrated):
 def test_steps_need_their_inputs(tmp_path):
     from calibration import CalibrationError
 
-    with small_bench(0) as bench, pytest.raises(CalibrationError, match="geometry"):
+    with calibration_bench(0) as bench, pytest.raises(CalibrationError, match="geometry"):
         run_calibration(bench, tmp_path, steps="lut", progress=False)
 
 
@@ -118,7 +116,7 @@ def test_dark_refuses_without_laser():
 
     from calibration.detector import calibrate_dark
 
-    with small_bench(0) as bench:
+    with calibration_bench(0) as bench:
         b = SimpleNamespace(slm=bench.slm, camera=bench.camera, laser=None)
         with pytest.raises(ValueError, match="block_beam"):
             calibrate_dark(b)

@@ -6,19 +6,16 @@ tolerance: the control.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
-from session_helpers import CALIBRATION_BENCH
+from session_helpers import FAST_CALIBRATION, sim_bench
 
 from calibration import errors_vs_truth, run_calibration
 from calibration.source_beam import amplitude_from_values, beam_amplitude, source_values
 from calibration.wavefront import choose_beam
 
-FAST = {"dark": {"n_dark": 8, "n_pairs": 1, "exposures": (0.2, 0.7)},
-        "geometry": {"grid": 4, "averaging": 1}}
+FAST = {**FAST_CALIBRATION, "wavefront": {}}  # the wavefront step at its defaults
 
 
 def _grid(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,10 +74,8 @@ def test_beam_models_argument_checked():
 def _clipped_bench(seed: int):
     from devices import open_bench
 
-    cfg = copy.deepcopy(CALIBRATION_BENCH)
-    cfg["seed"] = seed
-    cfg["sim_flaws"] = {"source_shape": "clipped"}
-    return open_bench(cfg)
+    return open_bench(sim_bench("calibration", seed=seed, laser=True,
+                                flaws={"source_shape": "clipped"}))
 
 
 @pytest.mark.slow
@@ -114,10 +109,7 @@ def _realistic_proxy(seed: int, **overrides) -> dict:
     from devices.config import resolve_bench_path
 
     flaws = tomllib.loads(resolve_bench_path("sim-realistic.toml").read_text())["sim_flaws"]
-    cfg = copy.deepcopy(CALIBRATION_BENCH)
-    cfg["seed"] = seed
-    cfg["sim_flaws"] = {**flaws, **overrides}
-    return cfg
+    return sim_bench("calibration", seed=seed, laser=True, flaws={**flaws, **overrides})
 
 
 @pytest.mark.slow
