@@ -16,7 +16,12 @@ MNIST, Fashion-MNIST and CIFAR-10 grey (test splits, seeded subsets):
   (``simulation.capture_correction.CaptureCorrection``: a linear map from the twin's
   patterns of the captured speckles to the captures, α on the held-out captures); the
   ``n_twin`` simulated patterns, so corrected, train a noise-aware ridge (capture noise in
-  the regulariser, α on held-out captured speckles).
+  the regulariser, α on held-out captured speckles);
+* twin + captured offset: the same captures give only the mean by which they differ from
+  the twin's patterns of the same speckles, in the decoder's input space
+  (``simulation.ridge_prior.capture_offset``); the ``n_twin`` simulated patterns, with that
+  offset added, train a noise-aware ridge (α on held-out captured speckles). This is the
+  correction above without its linear map.
 
 No test image is used to train or to pick α: only synthetic speckle, shown and captured.
 Writes ``crossover.json``, ``crossover.md`` (the table) and ``crossover.png`` to ``--out``,
@@ -53,10 +58,11 @@ __all__ = ["bench_config", "crossover_seed", "run_crossover", "merge_results",
            "write_outputs", "main"]
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
-METHODS = ("twin", "capture", "twin_prior", "twin_corrected")
+METHODS = ("twin", "capture", "twin_prior", "twin_corrected", "twin_offset")
 LABELS = {"twin": "twin-trained", "capture": "capture-trained",
           "twin_prior": "twin prior + captures",
-          "twin_corrected": "twin corrected by captures"}
+          "twin_corrected": "twin corrected by captures",
+          "twin_offset": "twin + captured offset"}
 CAL_STEPS = "dark,geometry,lut,wavefront,model"
 
 
@@ -178,7 +184,7 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
     from calibration.decoders import ssim_error, twin_training_patterns
     from simulation import DualVortexEncoder, LinearDecoder, speckle, ssim
     from simulation.capture_correction import CaptureCorrection
-    from simulation.ridge_prior import capture_noise_variance
+    from simulation.ridge_prior import capture_noise_variance, capture_offset
 
     seed, gamma = int(data["seed"]), float(data["gamma"])
     t0 = time.perf_counter()
@@ -230,7 +236,7 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
     out["ssim"]["twin"] = [score(twin, "twin")] * len(counts)
     out["ssim"]["twin_noise"] = [score(twin_noise)] * len(counts)
     out["alpha"] = []
-    for m in ("capture", "twin_prior", "twin_corrected"):
+    for m in METHODS[1:]:
         out["ssim"][m] = []
     for n in counts:
         cap = LinearDecoder(val_error="ssim").fit_toward(
@@ -244,11 +250,17 @@ def fit_seed(data: dict[str, Any], cal_dir: Path, *, counts: list[int], n_twin: 
         cor = LinearDecoder(val_error="ssim").fit_toward(
             fix.transform(twin_pats), twin_imgs, noise_var=noise, encoder=enc,
             val_patterns=val_pats, val_images=val_imgs)
+        off = LinearDecoder(val_error="ssim").fit_toward(
+            twin_pats, twin_imgs, noise_var=noise,
+            input_offset=capture_offset(twin_of_train[:n], train_pats[:n]), encoder=enc,
+            val_patterns=val_pats, val_images=val_imgs)
         out["ssim"]["capture"].append(score(cap, "capture"))
         out["ssim"]["twin_prior"].append(score(pri, "twin_prior"))
         out["ssim"]["twin_corrected"].append(score(cor, "twin_corrected"))
+        out["ssim"]["twin_offset"].append(score(off, "twin_offset"))
         out["alpha"].append({"capture": cap.alpha_, "twin_prior": pri.alpha_,
-                             "twin_corrected": cor.alpha_, "correction": fix.alpha_})
+                             "twin_corrected": cor.alpha_, "correction": fix.alpha_,
+                             "twin_offset": off.alpha_})
         log.info("seed %d, %d captures: %s", seed, n, {
             m: {k: round(v, 3) for k, v in out["ssim"][m][-1].items()}
             for m in METHODS})
@@ -419,7 +431,7 @@ def figure(result: dict[str, Any], path: Path) -> Path:
     fig, axes = new_figure(1, len(result["datasets"]), figsize=(4 * len(result["datasets"]),
                                                                   3.4), sharey=True)
     for ax, ds in zip(np.atleast_1d(axes), result["datasets"], strict=True):
-        for method, style in zip(METHODS, ("k--", "o-", "s-", "^-"), strict=True):
+        for method, style in zip(METHODS, ("k--", "o-", "s-", "^-", "D-"), strict=True):
             if not all(method in seed["ssim"] for seed in result["seeds"]):
                 continue  # a run made before the method existed
             v = _curves(result, method, ds)

@@ -224,16 +224,20 @@ class LinearDecoder:
         self._record(shapes, encoder, self.method)
         return self
 
-    def fit_toward(self, patterns, images, *, prior=None, noise_var=None, encoder=None,
-                   val_patterns=None, val_images=None, **deprecated: Any) -> LinearDecoder:
+    def fit_toward(self, patterns, images, *, prior=None, noise_var=None, input_offset=None,
+                   encoder=None, val_patterns=None, val_images=None,
+                   **deprecated: Any) -> LinearDecoder:
         """Ridge fit pulled toward a ``prior`` decoder, with an input-noise term.
 
         Solves (XᵀX + n·diag(``noise_var``) + αI)W = XᵀY + α·W_prior
         (``simulation.ridge_prior.ridge_with_prior``): ``prior`` is a fitted
         ``LinearDecoder`` of the same shapes (or its weight), None for plain ridge;
         ``noise_var`` the per-input variance (C·H·W,) the inputs will carry beyond the
-        training data's (``capture_noise_variance``). Both are data (as scikit-learn's
-        ``coef_init``), so they come here, not to the constructor. The setting ``alpha``
+        training data's (``capture_noise_variance``); ``input_offset`` (C·H·W,) their mean
+        offset from the training data, added to the training inputs
+        (``capture_offset``: the twin's patterns then carry what it misses on every image).
+        All three are data (as scikit-learn's ``coef_init``), so they come here, not to the
+        constructor. The setting ``alpha``
         None: α is picked on (``val_patterns``, ``val_images``) when given, else on a
         ``val_fraction`` (default 10 %) split, by ``val_error``, from the grid of
         ``alpha_decades`` (default ``PRIOR_DECADES``). ``method_`` is "ridge-prior"; the α
@@ -258,7 +262,8 @@ class LinearDecoder:
             Yv = check_images(val_images, "val_images", ndim=(3,), device=self.device)
             Yv = Yv.reshape(len(Yv), -1)
         vf = 0.1 if self.val_fraction is None else self.val_fraction
-        W, a, hist = ridge_with_prior(X, Y, prior=W0, noise_var=noise_var, alpha=self.alpha,
+        W, a, hist = ridge_with_prior(X, Y, prior=W0, noise_var=noise_var,
+                                      input_offset=input_offset, alpha=self.alpha,
                                       X_val=Xv, Y_val=Yv, val_fraction=vf, seed=self.seed,
                                       decades=self.alpha_decades or PRIOR_DECADES,
                                       val_error=self._val_error_fn(shapes["image_shape_"]))
@@ -269,9 +274,13 @@ class LinearDecoder:
             noise_var, dtype=torch.float64,
             device=noise_var.device if isinstance(noise_var, torch.Tensor) else "cpu").mean())
         ve = self.val_error if isinstance(self.val_error, str) else callable_name(self.val_error)
+        off = None if input_offset is None else float(torch.as_tensor(
+            input_offset, dtype=torch.float64, device="cpu").pow(2).mean().sqrt())
         self.history_ = {**hist, "prior": W0 is not None, "noise_var_mean": nv,
-                         "val_error": ve}
+                         "input_offset_rms": off, "val_error": ve}
         with torch.no_grad():
+            if input_offset is not None:
+                X = X + torch.as_tensor(input_offset, dtype=X.dtype, device=X.device).reshape(-1)
             self.train_mse_ = float(((X @ self.weight_ - Y) ** 2).mean())
         return self
 

@@ -42,7 +42,7 @@ import torch
 from .ridge_linalg import PRIOR_DECADES, alpha_grid, centred_gram, eigh_cpu_one_thread
 from .sensor import normalise_for_decoder
 
-__all__ = ["ridge_with_prior", "ridge_toward", "capture_noise_variance"]
+__all__ = ["ridge_with_prior", "ridge_toward", "capture_noise_variance", "capture_offset"]
 
 
 def capture_noise_variance(first: torch.Tensor, second: torch.Tensor, *,
@@ -70,6 +70,27 @@ def capture_noise_variance(first: torch.Tensor, second: torch.Tensor, *,
     return ((1 - shrink) * var + shrink * var.mean()).float()
 
 
+def capture_offset(twin: torch.Tensor, captured: torch.Tensor) -> torch.Tensor:
+    """Mean decoder input (C·H·W,) of the captures minus that of the twin's patterns.
+
+    ``twin`` and ``captured`` are patterns (B, C, H, W) of the same B images (B >= 1, same
+    order): the twin's and the bench's. Each is normalised as the decoder sees it, and the
+    offset is mean_b (captured - twin). A calibrated twin misses a part of the bench that is
+    the same for every image (on ``sim-realistic.toml`` most of the difference: see
+    docs/results/crossover-sim-realistic); ``ridge_with_prior(input_offset=...)`` trains on
+    the twin's patterns with it added.
+    """
+    a = _on(twin, torch.float32)
+    b = _on(captured, torch.float32, a.device)
+    if a.ndim != 4 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"captured: expected the shape of twin {tuple(a.shape)} "
+                         f"(B >= 1, C, H, W), got {tuple(b.shape)}")
+    d = normalise_for_decoder(b).double() - normalise_for_decoder(a).double()
+    if not torch.isfinite(d).all():
+        raise ValueError("twin/captured: the patterns hold NaN or infinite values")
+    return d.mean(0).float()
+
+
 def _check_xy(X: torch.Tensor, Y: torch.Tensor, what: str) -> None:
     if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
         raise ValueError(f"{what}: expected inputs (n, d) and targets (n, p) with the same n, "
@@ -77,7 +98,8 @@ def _check_xy(X: torch.Tensor, Y: torch.Tensor, what: str) -> None:
 
 
 def ridge_with_prior(X: torch.Tensor, Y: torch.Tensor, *, prior: torch.Tensor | None = None,
-                     noise_var: torch.Tensor | None = None, alpha: float | None = None,
+                     noise_var: torch.Tensor | None = None,
+                     input_offset: torch.Tensor | None = None, alpha: float | None = None,
                      X_val: torch.Tensor | None = None, Y_val: torch.Tensor | None = None,
                      val_fraction: float = 0.1, seed: int = 0,
                      decades: tuple[float, float] = PRIOR_DECADES,
@@ -86,7 +108,10 @@ def ridge_with_prior(X: torch.Tensor, Y: torch.Tensor, *, prior: torch.Tensor | 
                      ) -> tuple[torch.Tensor, float, dict]:
     """W (d, p) float32, the α used, and the α search (see the module docstring).
 
-    ``X`` (n, d) decoder inputs, ``Y`` (n, p) flattened images. ``alpha`` given: no search.
+    ``X`` (n, d) decoder inputs, ``Y`` (n, p) flattened images. ``input_offset`` (d,): added
+    to every row of ``X`` (not to the held-out set) before the fit: the mean by which the
+    inputs the decoder will meet differ from the training inputs (``capture_offset``), as
+    ``noise_var`` is their variance. ``alpha`` given: no search.
     Otherwise α is picked by the error on (``X_val``, ``Y_val``) when given
     (the fit then uses all of ``X``), else on a seeded ``val_fraction`` split of ``X``; the
     grid is ``ridge_linalg.alpha_grid(mean eigenvalue, decades)``, the same rule as
@@ -106,6 +131,12 @@ def ridge_with_prior(X: torch.Tensor, Y: torch.Tensor, *, prior: torch.Tensor | 
     Y = _on(Y, torch.float32, dev)
     _check_xy(X, Y, "X/Y")
     n, d = X.shape
+    if input_offset is not None:
+        off = _on(input_offset, torch.float32, dev).reshape(-1)
+        if off.shape != (d,) or not torch.isfinite(off).all():
+            raise ValueError(f"input_offset: expected {d} finite values, got shape "
+                             f"{tuple(off.shape)}")
+        X = X + off
     p = Y.shape[1]
     P = torch.zeros(d, p, dtype=torch.float64, device=dev) if prior is None else \
         _on(prior, torch.float64, dev)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.bench_crossover import bench_config, merge_results, table, write_outputs
+from experiments.bench_crossover import METHODS, bench_config, merge_results, table, write_outputs
 
 
 def _result() -> dict:
@@ -82,7 +82,7 @@ def _paired(shift: float, seed: int, n_seeds: int = 3, n: int = 48) -> dict:
     for s in range(n_seeds):
         twin = {ds: rng.uniform(0.2, 0.5, n).tolist() for ds in datasets}
         per = {"twin": [twin]}
-        for m in ("capture", "twin_prior", "twin_corrected"):
+        for m in METHODS[1:]:
             per[m] = [{ds: (np.asarray(twin[ds]) + shift + rng.normal(0, 0.02, n)).tolist()
                        for ds in datasets}]
         seeds.append({"seed": s, "per_image": per})
