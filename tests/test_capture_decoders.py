@@ -276,7 +276,7 @@ def test_train_on_bench_refines_on_captures(tmp_path):
 
 
 def test_calibrate_decoders_records_the_best_and_stops_when_captures_stop_paying(tmp_path):
-    """The decoders step on a small bench: five decoders saved with their hashes, the best by
+    """The decoders step on a small bench: six decoders saved with their hashes, the best by
     held-out captured SSIM recorded as best, the twin prior's α kept in its file,
     the capture rounds stopped once a round gains less than ``capture_tol``."""
     from calibration.decoders import DECODER_NAMES, calibrate_decoders
@@ -308,6 +308,9 @@ def test_calibrate_decoders_records_the_best_and_stops_when_captures_stop_paying
         assert rec["sha256"] == file_sha256(out / rec["path"])
     prior = LinearDecoder.load(out / v["decoder_files"]["twin_prior"]["path"])
     assert prior.alpha_ == v["alpha_twin_prior"] and prior.history_["prior"] is True
+    offset = LinearDecoder.load(out / v["decoder_files"]["twin_offset"]["path"])
+    assert offset.history_["input_offset_rms"] == pytest.approx(v["capture_offset_rms"])
+    assert v["capture_offset_rms"] > 0
     assert v["capture_noise_var"] >= 0 and r["ssim_twin_on_captures"] > 0.3, r
 
 
