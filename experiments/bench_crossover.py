@@ -67,11 +67,10 @@ CAL_STEPS = "dark,geometry,lut,wavefront,model"
 
 
 def _read_bench(name: str | Path) -> dict[str, Any]:
-    from devices.config import resolve_bench_path
+    from devices.config import read_bench_text, resolve_bench_path
 
     path = Path(name) if Path(name).exists() else resolve_bench_path(str(name))
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
+    return tomllib.loads(read_bench_text(path))
 
 
 def bench_config(bench: str | Path, *, seed: int, flaws_from: str | Path | None = None,

@@ -64,22 +64,20 @@ QUICK_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def bench_config(base: str, sim_flaws: dict[str, Any], camera: dict[str, Any],
-                 seed: int, shape: int | None = None, size: int = 32) -> dict[str, Any]:
+                 seed: int, shape: int | None = None, size: int = 32,
+                 flaws_from: str | None = None) -> dict[str, Any]:
     """The base bench file as a dict with ``seed``, ``[sim_flaws]`` and camera keys set.
 
     ``shape``: SLM and camera both ``shape`` x ``shape`` pixels (a cheaper bench).
+    ``flaws_from``: the ``[sim_flaws]`` table of that bench file replaces the base's first
+    (``sim.toml``'s optics, which fit a 256 px camera, with every flaw of
+    ``sim-realistic.toml``), then the row's keys are set on it.
     The camera key ``px_per_model_px`` sets the camera pitch that gives that many camera
     pixels per model pixel (nominal optics, N = ``size``).
     """
-    import tomllib
+    from .bench_crossover import bench_config as base_config
 
-    from devices.config import read_bench_text, resolve_bench_path
-
-    cfg = copy.deepcopy(tomllib.loads(read_bench_text(resolve_bench_path(base))))
-    cfg["seed"] = int(seed)
-    if shape:
-        cfg["slm"]["shape"] = [int(shape), int(shape)]
-        cfg["camera"]["shape"] = [int(shape), int(shape)]
+    cfg = base_config(base, seed=seed, flaws_from=flaws_from, shape=shape)
     if sim_flaws:
         cfg.setdefault("sim_flaws", {}).update(sim_flaws)
     camera = dict(camera)
@@ -95,14 +93,15 @@ def bench_config(base: str, sim_flaws: dict[str, Any], camera: dict[str, Any],
 
 
 def run_row(name: str, out: Path, *, base: str = "sim.toml", seed: int = 0, n: int = 64,
-            quick: bool = True, shape: int | None = None) -> dict[str, Any]:
+            quick: bool = True, shape: int | None = None,
+            flaws_from: str | None = None) -> dict[str, Any]:
     """Calibrate and run one row; returns its record (status, SSIM, errors, times)."""
     from calibration import CalibrationError, errors_vs_truth, run_calibration
     from devices import open_bench
     from hil.session import RunConfig, run_session
 
     what, flaws, camera = ROWS[name]
-    cfg = bench_config(base, flaws, camera, seed, shape)
+    cfg = bench_config(base, flaws, camera, seed, shape, flaws_from=flaws_from)
     row: dict[str, Any] = {"row": name, "what": what, "seed": seed, "sim_flaws": flaws,
                            "camera": camera}
     cal_dir, run_dir = out / name / "cal", out / name / "run"
@@ -160,17 +159,18 @@ def _watch_summary(run_json: Path) -> dict[str, Any] | None:
 
 def run_table(out: Path, rows: list[str], *, base: str = "sim.toml", seed: int = 0,
               n: int = 64, ratio: float = 0.9, quick: bool = True,
-              shape: int | None = None, resume: bool = False) -> dict[str, Any]:
+              shape: int | None = None, resume: bool = False,
+              flaws_from: str | None = None) -> dict[str, Any]:
     """Run ``rows`` (the default row first, for the reference SSIM); write the table.
-    ``resume``: keep the rows already in ``out``'s robustness.json (same base, shape,
-    seed and n) instead of running them again."""
+    ``resume``: keep the rows already in ``out``'s robustness.json (same base, flaws,
+    shape, seed and n) instead of running them again."""
     out.mkdir(parents=True, exist_ok=True)
     order = ["default"] + [r for r in rows if r != "default"]
     done: dict[str, dict[str, Any]] = {}
     if resume and (out / "robustness.json").is_file():
         old = json.loads((out / "robustness.json").read_text())
-        if (old.get("base"), old.get("shape"), old.get("seed"), old.get("n")) == (
-                base, shape, seed, n):
+        if (old.get("base"), old.get("flaws_from"), old.get("shape"), old.get("seed"),
+                old.get("n")) == (base, flaws_from, shape, seed, n):
             done = {r["row"]: r for r in old["rows"] if r.get("status") != "failed"}
     results: list[dict[str, Any]] = []
     for name in order:
@@ -179,10 +179,10 @@ def run_table(out: Path, rows: list[str], *, base: str = "sim.toml", seed: int =
             continue
         log.info("robustness row %s ...", name)
         results.append(run_row(name, out, base=base, seed=seed, n=n, quick=quick,
-                               shape=shape))
-        _write(out, results, base, seed, n, ratio, shape)
+                               shape=shape, flaws_from=flaws_from))
+        _write(out, results, base, seed, n, ratio, shape, flaws_from)
         log.info("robustness row %s: %s", name, results[-1].get("status"))
-    return _write(out, results, base, seed, n, ratio, shape)
+    return _write(out, results, base, seed, n, ratio, shape, flaws_from)
 
 
 def _verdicts(results: list[dict[str, Any]], ratio: float) -> None:
@@ -198,9 +198,11 @@ def _verdicts(results: list[dict[str, Any]], ratio: float) -> None:
 
 
 def _write(out: Path, results: list[dict[str, Any]], base: str, seed: int, n: int,
-           ratio: float, shape: int | None = None) -> dict[str, Any]:
+           ratio: float, shape: int | None = None,
+           flaws_from: str | None = None) -> dict[str, Any]:
     _verdicts(results, ratio)
-    doc = {"base": base, "shape": shape, "seed": seed, "n": n, "ratio": ratio,
+    doc = {"base": base, "flaws_from": flaws_from, "shape": shape, "seed": seed, "n": n,
+           "ratio": ratio,
            "rows": results,
            "load": os.getloadavg()}
     write_text_atomic(out / "robustness.json", json.dumps(doc, indent=1, default=str))
@@ -208,9 +210,16 @@ def _write(out: Path, results: list[dict[str, Any]], base: str, seed: int, n: in
     return doc
 
 
+def _setting(doc: dict[str, Any]) -> str:
+    """What the title says besides the base: the flaws' file and the shape."""
+    flaws = f" with the [sim_flaws] of `{doc['flaws_from']}`" if doc.get("flaws_from") else ""
+    shape = f", SLM and camera {doc['shape']}^2" if doc.get("shape") else ""
+    return flaws + shape
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """The table: row, status, SSIM (and ratio to the default), key errors, diagnosis."""
-    shape = f", SLM and camera {doc['shape']}^2" if doc.get("shape") else ""
+    shape = _setting(doc)
     lines = [f"Robustness on `{doc['base']}`{shape} (seed {doc['seed']}, {doc['n']} MNIST "
              f"test images; handled = SSIM >= {doc['ratio']} x default)", "",
              "| variant | verdict | MNIST SSIM | / default | calibration | diagnosis |",
@@ -239,9 +248,10 @@ def merged_markdown(docs: list[dict[str, Any]]) -> str:
     from .seed_runs import check_mergeable
 
     seeds = [d["seed"] for d in docs]
-    check_mergeable(docs, ("base", "shape", "n", "ratio"), seeds, "robustness.json")
+    check_mergeable(docs, ("base", "flaws_from", "shape", "n", "ratio"), seeds,
+                    "robustness.json")
     d0 = docs[0]
-    shape = f", SLM and camera {d0['shape']}^2" if d0.get("shape") else ""
+    shape = _setting(d0)
     lines = [f"Robustness on `{d0['base']}`{shape}, seeds {', '.join(map(str, seeds))} "
              f"({d0['n']} MNIST test images each; handled = SSIM >= {d0['ratio']} x the "
              "same seed's default bench)", "",
@@ -276,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS),
                    help=f"comma-separated rows (default all): {','.join(ROWS)}")
     p.add_argument("--base", default="sim.toml", help="base bench file (default sim.toml)")
+    p.add_argument("--flaws-from", default=None,
+                   help="take the [sim_flaws] table of this bench file first "
+                        "(sim-realistic.toml: every flaw on), then each row's keys")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=64, help="MNIST test images per run")
     p.add_argument("--shape", type=int, default=None,
@@ -302,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     doc = run_table(args.out, rows, base=args.base, seed=args.seed, n=args.n,
                     ratio=args.ratio, quick=not args.full, shape=args.shape,
-                    resume=args.resume)
+                    resume=args.resume, flaws_from=args.flaws_from)
     print(markdown(doc))
     return 0
 

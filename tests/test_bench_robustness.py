@@ -28,3 +28,23 @@ def test_rows_are_handled_only_when_handled_on_every_seed():
         merged_markdown([_doc(0, "handled", 0.36), dict(_doc(1, "handled", 0.36), n=8)])
     with pytest.raises(ValueError, match="a seed appears twice"):
         merged_markdown([_doc(0, "handled", 0.36), _doc(0, "handled", 0.36)])
+
+
+def test_a_realistic_base_takes_every_flaw_then_the_row():
+    from experiments.bench_crossover import _read_bench
+    from experiments.bench_robustness import ROWS, bench_config
+
+    flaws = _read_bench("sim-realistic.toml")["sim_flaws"]
+    _, row, camera = ROWS["ghost"]
+    cfg = bench_config("sim.toml", row, camera, seed=3, shape=256,
+                       flaws_from="sim-realistic.toml")
+    assert cfg["seed"] == 3 and cfg["camera"]["shape"] == [256, 256]
+    assert cfg["camera"]["focal_length_mm"] == 50.0  # sim.toml's optics
+    assert cfg["sim_flaws"] == {**flaws, "ghost_fraction": 0.1}
+    # the control: without flaws_from the base keeps its own (none) and only the row's key
+    assert bench_config("sim.toml", row, camera, seed=3)["sim_flaws"] == row
+    text = merged_markdown([dict(_doc(0, "handled", 0.36), flaws_from="sim-realistic.toml")])
+    assert "with the [sim_flaws] of `sim-realistic.toml`" in text
+    with pytest.raises(ValueError, match="differ in flaws_from"):
+        merged_markdown([_doc(0, "handled", 0.36),
+                         dict(_doc(1, "handled", 0.36), flaws_from="sim-realistic.toml")])
