@@ -60,13 +60,13 @@ def register(sub) -> None:
                    "runs), to report the accuracy of the reconstructions")
     add_no_progress(p)
     add_json(p, "the run's results.json, with the run folder, report and exit status")
-    p.add_argument("--drift-every", type=nonnegative_int, default=0, metavar="K",
+    p.add_argument("--drift-every", type=nonnegative_int, default=50, metavar="K",
                    help="show a reference pattern every K images, measure the drift of the "
                    "camera image against the one shown first and correct the geometry on the "
                    "fly; first, with a calibrated geometry, measure the move since the "
                    "calibration on a few of its gratings (calibration.drift; recorded in run.json "
                    "and per capture). Costs one image's frames every K (K = 50: 2 %%). "
-                   "Default 0: off")
+                   "Default 50; 0: off")
     p.add_argument("--store-frames", action="store_true",
                    help="also store the full camera frames (gzip) besides the model windows "
                    "the decoder reads")

@@ -13,11 +13,12 @@ with PNG figures). The run directory is the record (docs/architecture.md §Run-d
     results.json  per-image SSIM, mean SSIM, accuracy (with a classifier)
     report.md     + captures.png, reconstructions.png
 
-``drift_every`` K > 0 (``--drift-every K``) first measures how far the camera image moved
-since the calibration (with a calibrated geometry: its gratings shown again), then shows a
-reference pattern before the first image and every K images, and corrects the geometry for
-the measured drift of the camera image (``calibration.drift``; each check in ``run.json`` under
-``drift``, the correction applied to each capture in ``captures.h5``).
+``drift_every`` K > 0 (``--drift-every K``, default 50; 0 turns it off) first measures how
+far the camera image moved since the calibration (with a calibrated geometry: its gratings
+shown again), then shows a reference pattern before the first image and every K images,
+and corrects the geometry for the measured drift of the camera image (``calibration.drift``;
+each check in ``run.json`` under ``drift``, the correction applied to each capture in
+``captures.h5``).
 
 ``resume=True`` continues a run that was killed or stopped: the stored configuration
 is used (the arguments must agree with it), captures already on disk are kept and
@@ -112,7 +113,7 @@ class RunConfig:
     force: bool = False
     store_frames: bool = False  # full frames too (gzip), besides the model windows
     pipelined: bool = True  # overlap composing/SLM settling with storing (capture_stream)
-    drift_every: int = 0  # a drift check on a reference pattern every K images (0: none)
+    drift_every: int = 50  # a drift check on a reference pattern every K images (0: none)
 
 
 def _sha256(path: Path | None) -> str | None:
