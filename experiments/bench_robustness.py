@@ -94,9 +94,11 @@ def bench_config(base: str, sim_flaws: dict[str, Any], camera: dict[str, Any],
 
 def run_row(name: str, out: Path, *, base: str = "sim.toml", seed: int = 0, n: int = 64,
             quick: bool = True, shape: int | None = None,
-            flaws_from: str | None = None, steps: str | None = None) -> dict[str, Any]:
-    """Calibrate (``steps``: the calibration's, None for its default ones) and run one row;
-    returns its record (status, SSIM, errors, times)."""
+            flaws_from: str | None = None, steps: str | None = None,
+            options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Calibrate (``steps``: the calibration's, None for its default ones; ``options``: per
+    step, over ``QUICK_OPTIONS`` when ``quick``) and run one row; returns its record
+    (status, SSIM, errors, times)."""
     from calibration import CalibrationError, errors_vs_truth, run_calibration
     from devices import open_bench
     from hil.session import RunConfig, run_session
@@ -111,7 +113,7 @@ def run_row(name: str, out: Path, *, base: str = "sim.toml", seed: int = 0, n: i
     with open_bench(cfg) as bench:
         try:
             cal = run_calibration(bench, cal_dir, steps=steps, progress=False, report=False,
-                                  options=copy.deepcopy(QUICK_OPTIONS) if quick else None)
+                                  options=_options(quick, options))
         except CalibrationError as exc:
             row.update(status="refused", diagnosis=str(exc),
                        calibrate_s=time.perf_counter() - t0)
@@ -135,6 +137,15 @@ def run_row(name: str, out: Path, *, base: str = "sim.toml", seed: int = 0, n: i
     if watch:
         row["watch"] = watch
     return row
+
+
+def _options(quick: bool, options: dict[str, dict[str, Any]] | None
+             ) -> dict[str, dict[str, Any]] | None:
+    """The calibration options of a row: ``options`` per step over the quick ones."""
+    out = copy.deepcopy(QUICK_OPTIONS) if quick else {}
+    for step, opts in (options or {}).items():
+        out[step] = {**out.get(step, {}), **opts}
+    return out or None
 
 
 def wavefront_vs_no_fit(cal: Any, truth: dict[str, Any]) -> dict[str, float]:
@@ -161,17 +172,19 @@ def _watch_summary(run_json: Path) -> dict[str, Any] | None:
 def run_table(out: Path, rows: list[str], *, base: str = "sim.toml", seed: int = 0,
               n: int = 64, ratio: float = 0.9, quick: bool = True,
               shape: int | None = None, resume: bool = False,
-              flaws_from: str | None = None, steps: str | None = None) -> dict[str, Any]:
+              flaws_from: str | None = None, steps: str | None = None,
+              options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run ``rows`` (the default row first, for the reference SSIM); write the table.
     ``resume``: keep the rows already in ``out``'s robustness.json (same base, flaws,
-    steps, shape, seed and n) instead of running them again."""
+    steps, options, shape, seed and n) instead of running them again."""
     out.mkdir(parents=True, exist_ok=True)
     order = ["default"] + [r for r in rows if r != "default"]
     done: dict[str, dict[str, Any]] = {}
     if resume and (out / "robustness.json").is_file():
         old = json.loads((out / "robustness.json").read_text())
-        if (old.get("base"), old.get("flaws_from"), old.get("steps"), old.get("shape"),
-                old.get("seed"), old.get("n")) == (base, flaws_from, steps, shape, seed, n):
+        if (old.get("base"), old.get("flaws_from"), old.get("steps"), old.get("options"),
+                old.get("shape"), old.get("seed"), old.get("n")) == (
+                base, flaws_from, steps, options, shape, seed, n):
             done = {r["row"]: r for r in old["rows"] if r.get("status") != "failed"}
     results: list[dict[str, Any]] = []
     for name in order:
@@ -180,10 +193,11 @@ def run_table(out: Path, rows: list[str], *, base: str = "sim.toml", seed: int =
             continue
         log.info("robustness row %s ...", name)
         results.append(run_row(name, out, base=base, seed=seed, n=n, quick=quick,
-                               shape=shape, flaws_from=flaws_from, steps=steps))
-        _write(out, results, base, seed, n, ratio, shape, flaws_from, steps)
+                               shape=shape, flaws_from=flaws_from, steps=steps,
+                               options=options))
+        _write(out, results, base, seed, n, ratio, shape, flaws_from, steps, options)
         log.info("robustness row %s: %s", name, results[-1].get("status"))
-    return _write(out, results, base, seed, n, ratio, shape, flaws_from, steps)
+    return _write(out, results, base, seed, n, ratio, shape, flaws_from, steps, options)
 
 
 def _verdicts(results: list[dict[str, Any]], ratio: float) -> None:
@@ -200,9 +214,11 @@ def _verdicts(results: list[dict[str, Any]], ratio: float) -> None:
 
 def _write(out: Path, results: list[dict[str, Any]], base: str, seed: int, n: int,
            ratio: float, shape: int | None = None,
-           flaws_from: str | None = None, steps: str | None = None) -> dict[str, Any]:
+           flaws_from: str | None = None, steps: str | None = None,
+           options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     _verdicts(results, ratio)
-    doc = {"base": base, "flaws_from": flaws_from, "steps": steps, "shape": shape,
+    doc = {"base": base, "flaws_from": flaws_from, "steps": steps, "options": options,
+           "shape": shape,
            "seed": seed, "n": n, "ratio": ratio,
            "rows": results,
            "load": os.getloadavg()}
@@ -216,7 +232,8 @@ def _setting(doc: dict[str, Any]) -> str:
     flaws = f" with the [sim_flaws] of `{doc['flaws_from']}`" if doc.get("flaws_from") else ""
     shape = f", SLM and camera {doc['shape']}^2" if doc.get("shape") else ""
     steps = f", calibration steps {doc['steps']}" if doc.get("steps") else ""
-    return flaws + shape + steps
+    opts = f", options `{json.dumps(doc['options'])}`" if doc.get("options") else ""
+    return flaws + shape + steps + opts
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -250,7 +267,8 @@ def merged_markdown(docs: list[dict[str, Any]]) -> str:
     from .seed_runs import check_mergeable
 
     seeds = [d["seed"] for d in docs]
-    check_mergeable(docs, ("base", "flaws_from", "steps", "shape", "n", "ratio"), seeds,
+    check_mergeable(docs, ("base", "flaws_from", "steps", "options", "shape", "n", "ratio"),
+                    seeds,
                     "robustness.json")
     d0 = docs[0]
     shape = _setting(d0)
@@ -295,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="calibration steps (default: the calibration's default ones); e.g. "
                         "settle,dark,geometry,lut,wavefront,model,decoders on a bench whose "
                         "SLM settle time is not known")
+    p.add_argument("--options", type=json.loads, default=None, metavar="JSON",
+                   help="calibration options per step, over the quick ones, e.g. "
+                        "'{\"lut\": {\"order_spacing\": 4}}'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=64, help="MNIST test images per run")
     p.add_argument("--shape", type=int, default=None,
@@ -321,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     doc = run_table(args.out, rows, base=args.base, seed=args.seed, n=args.n,
                     ratio=args.ratio, quick=not args.full, shape=args.shape,
-                    resume=args.resume, flaws_from=args.flaws_from, steps=args.steps)
+                    resume=args.resume, flaws_from=args.flaws_from, steps=args.steps,
+                    options=args.options)
     print(markdown(doc))
     return 0
 

@@ -48,3 +48,14 @@ def test_a_realistic_base_takes_every_flaw_then_the_row():
     with pytest.raises(ValueError, match="differ in flaws_from"):
         merged_markdown([_doc(0, "handled", 0.36),
                          dict(_doc(1, "handled", 0.36), flaws_from="sim-realistic.toml")])
+
+
+def test_row_options_go_over_the_quick_ones():
+    from experiments.bench_robustness import QUICK_OPTIONS, _options
+
+    got = _options(True, {"lut": {"order_spacing": 4}, "decoders": {"n_test": 8}})
+    assert got["lut"] == {"order_spacing": 4}
+    assert got["decoders"] == {**QUICK_OPTIONS["decoders"], "n_test": 8}
+    assert QUICK_OPTIONS["decoders"]["n_test"] == 16  # the preset is not changed
+    assert _options(False, None) is None and _options(False, {"lut": {"a": 1}}) == {
+        "lut": {"a": 1}}
