@@ -102,3 +102,30 @@ def test_verdict_rule_needs_an_effect():
         _paired(0.0, 100 + k)).values() for v in per.values()]
     assert np.mean(wins) < 0.1, np.mean(wins)
     assert verdicts({"datasets": ["mnist"], "seeds": [{"seed": 0}], "counts": [1]}) == {}
+
+
+def test_flaw_cost_says_what_the_bench_costs_the_twin():
+    from experiments.bench_crossover import flaw_cost
+
+    def with_own(shift: float, seed: int) -> dict:
+        res = _paired(0.0, seed)
+        rng = np.random.default_rng(seed + 50)
+        for s in res["seeds"]:
+            twin = s["per_image"]["twin"][0]
+            per = {ds: (np.asarray(v) + shift + rng.normal(0, 0.02, len(v))).tolist()
+                   for ds, v in twin.items()}
+            s["twin_own_patterns"] = {"per_image": per,
+                                      "ssim": {ds: float(np.mean(v)) for ds, v in per.items()}}
+        return res
+
+    assert all(v["verdict"] == "costs" for v in flaw_cost(with_own(+0.02, 0)).values())
+    assert all(v["verdict"] == "helps" for v in flaw_cost(with_own(-0.02, 1)).values())
+    # the control: the same scores on clean patterns as on captures, 30 draws of 3 sets
+    said = [v["verdict"] == "costs" for k in range(30)
+            for v in flaw_cost(with_own(0.0, 200 + k)).values()]
+    assert np.mean(said) < 0.12, np.mean(said)
+    assert "the bench's flaws and noise | costs" in table(dict(
+        with_own(+0.02, 0), bench="sim.toml", n_eval=48, n_twin=4000,
+        seeds=[dict(s, ssim={"twin": [{"mnist": 0.3, "fashion-mnist": 0.3, "cifar10": 0.3}]})
+               for s in with_own(+0.02, 0)["seeds"]]))
+    assert flaw_cost(_paired(0.0, 3)) == {}  # a run made before the score was kept
