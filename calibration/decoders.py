@@ -78,6 +78,29 @@ DECODER_NAMES = ("twin", "twin_noise", "capture", "twin_prior", "twin_corrected"
                  "twin_offset")
 
 
+def _check_recovered(scores: dict[str, float], best: str, cal: CalibrationSet) -> None:
+    """The quality gate of the step: the best decoder must recover at least
+    ``LIMITS["decoders_min_ratio"]`` of what the twin-trained decoder scores on the twin's
+    own patterns of the same held-out speckles; below, the bench departs from the
+    calibrated twin by more than its own captures make up for, and a run would decode far
+    below what the calibration promises."""
+    from calibration.quality import LIMITS, check_min
+
+    ceiling = scores["ssim_twin_on_twin"]
+    if ceiling <= 0:
+        return  # nothing to compare with: the twin itself decodes nothing
+    model = cal.record("model")
+    rel = "" if model is None else (
+        f" (the model step's relative residual was {model.residuals['relative_rms']:.3g})")
+    check_min("decoders", f"SSIM of the best decoder ({best}) on held-out captured "
+              "speckles over the twin-trained decoder's on the twin's own patterns of them",
+              scores[f"ssim_{best}_on_captures"] / ceiling, LIMITS["decoders_min_ratio"],
+              "the bench departs from the calibrated twin by more than its captures make "
+              f"up for{rel}: measure the SLM's pixel crosstalk (slmsuite pixel_calibrate, "
+              "then --import-slmsuite), check that the grey range spans 2 pi once (lut) and "
+              "that no stray light or background reaches the camera, then calibrate again")
+
+
 def twin_training_patterns(cal: CalibrationSet, images: torch.Tensor, encoder: Any,
                            block: int) -> torch.Tensor:
     """Simulated patterns of ``images`` as the calibrated bench would show them.
@@ -333,6 +356,7 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
             pats = capture(nominal, test_imgs, "decoders: nominal geometry")
             scores["ssim_twin_on_captures_nominal_geometry"] = score(twin_dec, pats)
     best = max(DECODER_NAMES, key=lambda nm: scores[f"ssim_{nm}_on_captures"])
+    _check_recovered(scores, best, cal)
     log.info("decoders: SSIM on captured speckles: %s; best %s (twin-trained on simulated "
              "patterns %.3f)", ", ".join(f"{nm} {scores[f'ssim_{nm}_on_captures']:.3f}"
                                          for nm in DECODER_NAMES),

@@ -342,3 +342,26 @@ def test_undersampling_camera_refused_at_geometry():
             CalibrationQualityError, match="step geometry: camera pixels per model pixel "
                                            r"0\.\d+ \(at least 1 needed\).*undersamples"):
         run_calibration(bench, steps="dark,geometry", progress=False)
+
+
+def test_decoders_gate_refuses_a_bench_its_captures_cannot_make_up_for():
+    """The decoders step stops when its best decoder recovers too little of what the twin
+    decodes on its own patterns of the same speckles (1 px crosstalk on a realistic 256 px
+    bench ran at 0.33 of its default bench with a ratio of 0.24); the control, a ratio
+    above the limit, passes."""
+    from calibration.decoders import _check_recovered
+    from calibration.quality import LIMITS
+    from calibration.store import CalibrationSet
+
+    limit = LIMITS["decoders_min_ratio"]
+    good = {"ssim_twin_on_twin": 0.45, "ssim_twin_prior_on_captures": 0.45 * (limit + 0.05)}
+    _check_recovered(good, "twin_prior", CalibrationSet())
+    bad = {"ssim_twin_on_twin": 0.447, "ssim_twin_prior_on_captures": 0.106}
+    with pytest.raises(CalibrationQualityError) as err:
+        _check_recovered(bad, "twin_prior", CalibrationSet())
+    text = str(err.value)
+    assert text.startswith("calibration step decoders: SSIM of the best decoder (twin_prior)")
+    assert "0.2371" in text and f"at least {limit:.4g} needed" in text
+    assert "pixel_calibrate" in text and err.value.step == "decoders"
+    _check_recovered({"ssim_twin_on_twin": 0.0, "ssim_twin_on_captures": 0.0}, "twin",
+                     CalibrationSet())  # no ceiling to compare with: not this gate's call
