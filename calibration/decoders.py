@@ -39,7 +39,10 @@ decoders by less than ``capture_tol`` (relative): as many captures as the bench 
 ``train_averaging`` frames per training capture (``"auto"``: ``averaging_rule``, from the
 measured noise and frame times).
 
-All are scored (SSIM) on the held-out captured speckles; the best is recorded as
+All are scored (SSIM) on the held-out captured speckles. The step's quality gate: the best
+must reach ``quality.LIMITS["decoders_min_ratio"]`` of the twin-trained decoder's SSIM on
+the twin's own patterns of the same speckles, else the step stops with a diagnosis (the
+bench departs from the twin by more than its captures make up for). The best is recorded as
 ``best_decoder`` (what ``hil run`` uses by default; ``default_decoder`` stays the
 twin-trained one, as ``CalibrationSet.decoder_file()`` has always returned). With
 ``out_dir`` they are saved as ``decoder_<name>.pt`` (``LinearDecoder.save``). The step
