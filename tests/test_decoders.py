@@ -268,7 +268,7 @@ def test_settings_live_in_the_constructor():
         kinds = {p.name: p.kind for p in inspect.signature(fit).parameters.values()}
         named = [n for n, k in kinds.items() if k is not inspect.Parameter.VAR_KEYWORD]
         assert set(named) <= {"self", "patterns", "images", "encoder", "prior", "noise_var",
-                              "val_patterns", "val_images"}, named
+                              "input_offset", "val_patterns", "val_images"}, named
     with pytest.raises(ValueError, match="unknown setting.*'alfa'"):
         dec.set_params(alfa=1.0)
     with pytest.raises(ValueError, match="val_fraction: expected a number in \\[0, 1\\)"):
