@@ -47,7 +47,7 @@ LIMITS: dict[str, float] = {
     "model_rel_rms": 0.8,            # relative rms residual after the model fit
     "model_min_correlation": 0.5,    # mean correlation of measured and fitted patterns
     # decoders: the best decoder's SSIM on held-out captured speckles over the twin-trained
-    # decoder's on the twin's own patterns of the same speckles. Set from the 59 calibrated
+    # decoder's on the twin's own patterns of the same speckles. Set from the 58 calibrated
     # rows of the two robustness tables (docs/results/robustness-sim, -sim-realistic):
     # every handled row measured 0.73-1.06; the three rows that ran but decoded MNIST at
     # 0.33-0.81 of their default bench measured 0.24, 0.46 and 0.66
