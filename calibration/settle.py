@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration.quality import LIMITS, check_max
 from calibration.store import CalibrationError, StepResult
 from simulation.validate import check_count
 
@@ -133,6 +134,12 @@ def calibrate_settle(bench: Any, *, max_delay_s: float = 0.2, n_delays: int = 20
                          hold_s=hold, reference_hold_s=reference_hold, seed=seed,
                          averaging=averaging)
     e, floor, delays = curve["distance"], curve["noise_floor"], curve["delays_s"]
+    check_max("settle", "noise floor of the frame distance (two frames of one settled "
+              "pattern, relative to the A -> B switch)", floor, LIMITS["settle_noise_floor"],
+              f"the frames are too noisy to see the SLM switch at exposure "
+              f"{float(bench.camera.get_exposure()):.3g} s: too little light or too much "
+              "background; raise the laser power or the exposure, or average frames "
+              "(averaging), then run the step again")
     order = np.argsort(delays)
     e, delays = e[order], delays[order]
     if not np.all(np.isfinite(e)):
