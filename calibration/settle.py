@@ -23,6 +23,10 @@ bench file's value is a guess (a data sheet, a habit); this step measures it:
    the switch), ``τ·ln(c / tolerance)``, and never less than the first measured delay from
    which every ``e(d)`` stays below ``max(tolerance, 3·e_floor)``.
 
+Quality gate: a noise floor ``e_floor`` above ``quality.LIMITS["settle_noise_floor"]``
+stops the step with a diagnosis (the frames are too noisy to see the switch: too little
+light or too much background), rather than report a settle time read from noise.
+
 With ``apply=True`` (the pipeline's default) the SLM's ``settle_time_s`` is set to the
 result at once, so the steps after it wait the measured time; ``BenchImager.prepare``
 applies the calibration's value on later runs.
