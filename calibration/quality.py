@@ -33,8 +33,8 @@ LIMITS: dict[str, float] = {
     # settle: the distance between two frames of one settled pattern, as a fraction of the
     # A -> B switch. Above it the frames are too noisy to see the switch: on the realistic
     # robustness benches (docs/results/robustness-sim-realistic) floors up to 0.13 measured
-    # 33-50 ms for a panel with tau = 4 ms, while low light (0.92-0.95) and three other
-    # rows (0.26-0.37) measured 0-2.7 ms
+    # 33-50 ms for a panel with tau = 4 ms, while low light (0.92-0.95) and four other
+    # rows (0.257-0.374) measured 0-2.7 ms
     "settle_noise_floor": 0.25,
     # dark
     "dark_level_fraction": 0.25,     # mean dark level, fraction of full scale
