@@ -335,9 +335,9 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
     assert prior_dec is not None and cap_dec is not None and cor_dec is not None \
         and fix is not None
     # the offset from every training capture (its mean settles within a few hundred)
-    offset = capture_offset(torch.cat(twin_of_cap), pats)
     off_dec = LinearDecoder(val_error="ssim").fit_toward(
-        twin_pats, twin_imgs, noise_var=noise, input_offset=offset, encoder=enc,
+        twin_pats, twin_imgs, noise_var=noise,
+        input_offset=capture_offset(torch.cat(twin_of_cap), pats), encoder=enc,
         val_patterns=val_pats, val_images=val_imgs)
     del twin_pats
     decoders = {"twin": twin_dec, "twin_noise": twin_noise, "capture": cap_dec,
@@ -375,7 +375,7 @@ def calibrate_decoders(bench: Any, cal: CalibrationSet, *, size: int = 32,
         "correction_alpha": fix.alpha_,
         "correction_val_mse": min(fix.history_["val_mse"]),
         "correction_val_mse_twin": fix.history_["val_mse_twin"],
-        "capture_offset_rms": float(offset.double().pow(2).mean().sqrt()),
+        "capture_offset_rms": off_dec.history_["input_offset_rms"],
         "imaging_config": config.to_dict(), "encoder": enc.signature(),
         "default_decoder": "twin", "best_decoder": best,
         "best_decoder_score": "mean SSIM on held-out captured speckles"}

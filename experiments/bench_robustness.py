@@ -179,12 +179,14 @@ def run_table(out: Path, rows: list[str], *, base: str = "sim.toml", seed: int =
     steps, options, shape, seed and n) instead of running them again."""
     out.mkdir(parents=True, exist_ok=True)
     order = ["default"] + [r for r in rows if r != "default"]
+    # what a row's result depends on (besides the row): kept in robustness.json, compared on
+    # --resume
+    setting = {"base": base, "flaws_from": flaws_from, "steps": steps, "options": options,
+               "shape": shape, "seed": seed, "n": n}
     done: dict[str, dict[str, Any]] = {}
     if resume and (out / "robustness.json").is_file():
         old = json.loads((out / "robustness.json").read_text())
-        if (old.get("base"), old.get("flaws_from"), old.get("steps"), old.get("options"),
-                old.get("shape"), old.get("seed"), old.get("n")) == (
-                base, flaws_from, steps, options, shape, seed, n):
+        if {k: old.get(k) for k in setting} == setting:
             done = {r["row"]: r for r in old["rows"] if r.get("status") != "failed"}
     results: list[dict[str, Any]] = []
     for name in order:
@@ -192,12 +194,10 @@ def run_table(out: Path, rows: list[str], *, base: str = "sim.toml", seed: int =
             results.append(done[name])
             continue
         log.info("robustness row %s ...", name)
-        results.append(run_row(name, out, base=base, seed=seed, n=n, quick=quick,
-                               shape=shape, flaws_from=flaws_from, steps=steps,
-                               options=options))
-        _write(out, results, base, seed, n, ratio, shape, flaws_from, steps, options)
+        results.append(run_row(name, out, quick=quick, **setting))
+        _write(out, results, setting, ratio)
         log.info("robustness row %s: %s", name, results[-1].get("status"))
-    return _write(out, results, base, seed, n, ratio, shape, flaws_from, steps, options)
+    return _write(out, results, setting, ratio)
 
 
 def _verdicts(results: list[dict[str, Any]], ratio: float) -> None:
@@ -212,16 +212,10 @@ def _verdicts(results: list[dict[str, Any]], ratio: float) -> None:
             r["verdict"] = "handled" if r["ssim"] >= ratio * ref else "degraded"
 
 
-def _write(out: Path, results: list[dict[str, Any]], base: str, seed: int, n: int,
-           ratio: float, shape: int | None = None,
-           flaws_from: str | None = None, steps: str | None = None,
-           options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def _write(out: Path, results: list[dict[str, Any]], setting: dict[str, Any],
+           ratio: float) -> dict[str, Any]:
     _verdicts(results, ratio)
-    doc = {"base": base, "flaws_from": flaws_from, "steps": steps, "options": options,
-           "shape": shape,
-           "seed": seed, "n": n, "ratio": ratio,
-           "rows": results,
-           "load": os.getloadavg()}
+    doc = {**setting, "ratio": ratio, "rows": results, "load": os.getloadavg()}
     write_text_atomic(out / "robustness.json", json.dumps(doc, indent=1, default=str))
     write_text_atomic(out / "robustness.md", markdown(doc))
     return doc

@@ -54,18 +54,9 @@ def capture_noise_variance(first: torch.Tensor, second: torch.Tensor, *,
     the per-input estimate is noisy, so it is pulled toward its mean by ``shrink`` (0: per
     input, 1: one number for all).
     """
-    a = _on(first, torch.float32)
-    b = _on(second, torch.float32, a.device)
-    if a.ndim != 4 or a.shape != b.shape:
-        raise ValueError(f"second: expected the shape of first {tuple(a.shape)} (B, C, H, W), "
-                         f"got {tuple(b.shape)}")
-    if len(a) < 2:
-        raise ValueError(f"first: expected at least 2 repeated images, got {len(a)}")
     if not 0.0 <= shrink <= 1.0:
         raise ValueError(f"shrink: expected a number in [0, 1], got {shrink}")
-    d = normalise_for_decoder(a).double() - normalise_for_decoder(b).double()
-    if not torch.isfinite(d).all():
-        raise ValueError("first/second: the captures hold NaN or infinite values")
+    d = _input_difference(first, second, ("first", "second"), min_pairs=2)
     var = (d * d).mean(0) / 2
     return ((1 - shrink) * var + shrink * var.mean()).float()
 
@@ -80,15 +71,27 @@ def capture_offset(twin: torch.Tensor, captured: torch.Tensor) -> torch.Tensor:
     docs/results/crossover-sim-realistic); ``ridge_with_prior(input_offset=...)`` trains on
     the twin's patterns with it added.
     """
-    a = _on(twin, torch.float32)
-    b = _on(captured, torch.float32, a.device)
-    if a.ndim != 4 or a.shape != b.shape or len(a) == 0:
-        raise ValueError(f"captured: expected the shape of twin {tuple(a.shape)} "
-                         f"(B >= 1, C, H, W), got {tuple(b.shape)}")
+    d = _input_difference(twin, captured, ("twin", "captured"), min_pairs=1)
+    return d.mean(0).float()
+
+
+def _input_difference(first, second, names: tuple[str, str], *, min_pairs: int
+                      ) -> torch.Tensor:
+    """Decoder inputs of ``second`` minus those of ``first`` (B, C·H·W) float64, for two
+    pattern sets (B, C, H, W) of the same B >= ``min_pairs`` images (``names``: theirs, for
+    the errors)."""
+    a = _on(first, torch.float32)
+    b = _on(second, torch.float32, a.device)
+    if a.ndim != 4 or a.shape != b.shape:
+        raise ValueError(f"{names[1]}: expected the shape of {names[0]} {tuple(a.shape)} "
+                         f"(B, C, H, W), got {tuple(b.shape)}")
+    if len(a) < min_pairs:
+        raise ValueError(f"{names[0]}: expected at least {min_pairs} paired image(s), got "
+                         f"{len(a)}")
     d = normalise_for_decoder(b).double() - normalise_for_decoder(a).double()
     if not torch.isfinite(d).all():
-        raise ValueError("twin/captured: the patterns hold NaN or infinite values")
-    return d.mean(0).float()
+        raise ValueError(f"{names[0]}/{names[1]}: the patterns hold NaN or infinite values")
+    return d
 
 
 def _check_xy(X: torch.Tensor, Y: torch.Tensor, what: str) -> None:
